@@ -1,0 +1,252 @@
+"""The controller: what consumers call. Keys, serde, stats, samples and the fail policy."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar, Generic, TypeVar
+
+from remote_cache._backend import RemoteCacheBackend
+from remote_cache._serde import RemoteCacheSerde
+from remote_cache._stats import cache_stats
+from remote_cache._validation import check_keys, check_mapping, reject_key
+from remote_cache.exceptions import BackendError, CircuitOpenError
+
+__all__ = ["RemoteCache", "Sample"]
+
+log = logging.getLogger("remote_cache")
+
+_T = TypeVar("_T")
+_U = TypeVar("_U")
+
+Sample = Any
+"""A logging sample, created by ``_create_sample``; ours sets ``fail_reason`` on failure."""
+
+# Names of the caches whose backend is failing now; one log line per outage, not per call.
+_failing: set[str] = set()
+
+
+def _note_failure(name: str, operation: str, exc: BaseException) -> None:
+    if name in _failing:
+        return
+    _failing.add(name)
+    if isinstance(exc, CircuitOpenError):
+        return  # the backend logged the outage when it opened the breaker
+    log.warning(
+        "%s: backend failed (%s: %s); failing open until it recovers",
+        name,
+        type(exc).__name__,
+        exc,
+    )
+
+
+def _note_recovery(name: str) -> None:
+    if name in _failing:
+        _failing.discard(name)
+        log.info("%s: backend works again", name)
+
+
+class RemoteCache(Generic[_T]):
+    """A cache of ``_T`` values over a backend: ``get``, ``put``, ``get_many``, ``put_many``.
+
+    Subclass it rather than use it directly: stats are counted under the concrete class's
+    name. Setting ``backend_override_cls`` on a class (a callable taking no arguments that
+    returns a backend) makes every instance built afterwards use that backend instead;
+    test harnesses use it. ``fail_open`` decides what a ``BackendError`` does: False
+    (upstream's behaviour) re-raises it; True turns a failed get into a miss and drops a
+    failed put, counting ``fail_open`` and logging one line per outage.
+    """
+
+    backend_override_cls: ClassVar[Callable[[], RemoteCacheBackend[Any]] | None] = None
+    fail_open: ClassVar[bool] = False
+
+    backend: RemoteCacheBackend[Any]
+    serde: RemoteCacheSerde[_T, Any]
+
+    def __init__(
+        self,
+        backend: RemoteCacheBackend[_U] | None,
+        serde: RemoteCacheSerde[_T, _U],
+    ) -> None:
+        override = type(self).backend_override_cls
+        if override is not None:
+            self.backend = override()
+        elif backend is None:
+            raise TypeError(f"{type(self).__name__} needs a backend (got None)")
+        else:
+            self.backend = backend
+        self.serde = serde
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(backend={self.backend!r})"
+
+    # -- public API -------------------------------------------------------------------
+
+    def get(self, key: str) -> _T | None:
+        """Return the value stored under ``key``, or None on a miss.
+
+        Raises TypeError or ValueError for a key that is not a non-empty str, before any
+        I/O. A backend failure is a miss when the cache fails open, else it is re-raised.
+        """
+        if not isinstance(key, str) or not key:
+            reject_key(key)
+        name = type(self).__name__
+        sample = self._create_sample()
+        try:
+            result = self._get(key, sample)
+        except BackendError as exc:
+            self._failed(name, "get", exc, sample)
+            result = None
+            cache_stats.miss(name)
+        except Exception as exc:
+            self._failed(name, "get", exc, sample)
+        else:
+            cache_stats.get(name, result)
+            if _failing:
+                _note_recovery(name)
+        finally:
+            self._log_sample(sample)
+        return result
+
+    def put(self, key: str, value: _T) -> None:
+        """Store ``value`` under ``key``.
+
+        Raises TypeError or ValueError for a bad key, ValueError for None (it would read
+        back as a miss) and TypeError for a value the serde cannot encode; nothing is
+        written then. A backend failure drops the put when the cache fails open.
+        """
+        if not isinstance(key, str) or not key:
+            reject_key(key)
+        if value is None:
+            raise ValueError(f"None cannot be stored (key={key!r}): it reads back as a miss")
+        name = type(self).__name__
+        sample = self._create_sample()
+        try:
+            self._put(key, value, sample)
+        except Exception as exc:
+            self._failed(name, "put", exc, sample)
+        else:
+            cache_stats.put(name)
+            if _failing:
+                _note_recovery(name)
+        finally:
+            self._log_sample(sample)
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, _T]:
+        """Return ``{key: value}`` for the stored keys among ``keys`` (misses are absent).
+
+        Hits and misses are counted per key; a backend failure fails the whole batch, open
+        or not, as one get would.
+        """
+        wanted = check_keys(keys)
+        if not wanted:
+            return {}
+        name = type(self).__name__
+        sample = self._create_sample()
+        found: dict[str, _T] = {}
+        try:
+            found = self._get_many(wanted, sample)
+        except BackendError as exc:
+            self._failed(name, "get_many", exc, sample, len(wanted))
+            cache_stats.miss(name, len(wanted))
+        except Exception as exc:
+            self._failed(name, "get_many", exc, sample)
+        else:
+            if found:
+                cache_stats.hit(name, len(found))
+            if len(found) < len(wanted):
+                cache_stats.miss(name, len(wanted) - len(found))
+            if _failing:
+                _note_recovery(name)
+        finally:
+            self._log_sample(sample)
+        return found
+
+    def put_many(self, mapping: Mapping[str, _T]) -> None:
+        """Store every item of ``mapping``; puts are counted per key.
+
+        Every key and value is checked before anything is written.
+        """
+        check_mapping(mapping)
+        if not mapping:
+            return
+        name = type(self).__name__
+        sample = self._create_sample()
+        try:
+            self._put_many(mapping, sample)
+        except Exception as exc:
+            self._failed(name, "put_many", exc, sample, len(mapping))
+        else:
+            cache_stats.put(name, len(mapping))
+            if _failing:
+                _note_recovery(name)
+        finally:
+            self._log_sample(sample)
+
+    def _failed(
+        self, name: str, operation: str, exc: Exception, sample: Sample, count: int = 1
+    ) -> None:
+        """Record a failed call; re-raise it unless this cache fails open on it."""
+        if sample is not None:
+            sample.fail_reason = str(exc)
+        if self.fail_open and isinstance(exc, BackendError):
+            cache_stats.fail_open(name, count)
+            _note_failure(name, operation, exc)
+            return
+        cache_stats.exception(name)
+        raise exc
+
+    # -- overridable hooks (upstream's names and signatures) --------------------------
+
+    def _decode(self, data: Any, sample: Sample) -> _T:
+        """Convert backend data into a value."""
+        return self.serde.decode(data)
+
+    def _encode(self, value: _T, sample: Sample) -> Any:
+        """Convert a value into backend data."""
+        return self.serde.encode(value)
+
+    def _get(self, key: str, sample: Sample) -> _T | None:
+        """Return the decoded value under ``key`` or None; only None is a miss."""
+        data = self._backend_get(key)
+        if data is None:
+            return None
+        return self._decode(data, sample)
+
+    def _backend_get(self, key: str) -> Any:
+        """Return the backend's data under ``key``."""
+        return self.backend.get(key)
+
+    def _put(self, key: str, value: _T, sample: Sample) -> None:
+        """Encode ``value`` and store it under ``key``."""
+        data = self._encode(value, sample)
+        self._backend_put(key, data)
+
+    def _backend_put(self, key: str, data: Any) -> None:
+        """Store backend data under ``key``."""
+        self.backend.put(key, data)
+
+    def _get_many(self, keys: list[str], sample: Sample) -> dict[str, _T]:
+        """Return decoded values for the stored keys among ``keys``."""
+        found = self._backend_get_many(keys)
+        return {key: self._decode(data, sample) for key, data in found.items()}
+
+    def _backend_get_many(self, keys: list[str]) -> dict[str, Any]:
+        """Return the backend's data for the stored keys among ``keys``."""
+        return self.backend.get_many(keys)
+
+    def _put_many(self, mapping: Mapping[str, _T], sample: Sample) -> None:
+        """Encode every value (all before any write) and store them."""
+        encoded = {key: self._encode(value, sample) for key, value in mapping.items()}
+        self._backend_put_many(encoded)
+
+    def _backend_put_many(self, mapping: Mapping[str, Any]) -> None:
+        """Store backend data for every key of ``mapping``."""
+        self.backend.put_many(mapping)
+
+    def _create_sample(self) -> Sample:
+        """Return a logging sample for one call, or None (the default)."""
+        return None
+
+    def _log_sample(self, sample: Sample) -> None:
+        """Emit the sample of one call; runs after every call, failed or not."""

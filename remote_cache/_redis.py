@@ -1,0 +1,289 @@
+"""The Redis backend. The only module that imports redis-py, and only when used."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from remote_cache._backend import RemoteCacheBackend
+from remote_cache._breaker import CircuitBreaker, breaker_for
+from remote_cache._config import UNSET, RedisSettings, _Unset, resolve_redis_settings
+from remote_cache.exceptions import (
+    BackendCommandError,
+    BackendError,
+    BackendTimeoutError,
+    BackendUnavailableError,
+    CircuitOpenError,
+    MissingDependencyError,
+)
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+__all__ = ["RedisRemoteCacheBackend", "translate_redis_error"]
+
+log = logging.getLogger("remote_cache")
+
+INSTALL_HINT = "pip install 'remote-cache[redis]'"
+
+
+def import_redis() -> ModuleType:
+    """Import redis-py, or raise ``MissingDependencyError`` saying what to install."""
+    try:
+        import redis
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"the Redis backend needs redis-py, which is not installed: {INSTALL_HINT}"
+        ) from exc
+    return redis
+
+
+def _secrets(settings: RedisSettings) -> list[str]:
+    """The password in the settings' URL, if any, so that messages can be scrubbed of it."""
+    if not settings.url:
+        return []
+    from urllib.parse import parse_qsl, unquote, urlsplit
+
+    parts = urlsplit(settings.url)
+    found = [parts.password, unquote(parts.password or "")]
+    found += [v for k, v in parse_qsl(parts.query) if k.lower() == "password"]
+    return [secret for secret in found if secret]
+
+
+def translate_redis_error(
+    exc: BaseException,
+    *,
+    backend: str,
+    operation: str,
+    key: str | None = None,
+    secrets: list[str] | tuple[str, ...] = (),
+) -> BackendError | None:
+    """Map a redis-py (or socket) exception to our most specific ``BackendError``.
+
+    Transport failures (refused, reset, timeout, TLS, authentication, cluster down) become
+    ``BackendUnavailableError`` (``BackendTimeoutError`` for timeouts); errors the server
+    answered a command with (OOM, READONLY, WRONGTYPE, NOPERM) become
+    ``BackendCommandError``. Returns None for anything else, which is a bug to re-raise.
+    """
+    import redis.exceptions as rexc
+
+    message = f"{backend}: {type(exc).__name__}: {exc}"
+    for secret in secrets:
+        message = message.replace(secret, "***")
+    error_class: type[BackendError]
+    if isinstance(exc, (rexc.TimeoutError, TimeoutError)):
+        error_class = BackendTimeoutError
+    elif isinstance(exc, rexc.AuthenticationWrongNumberOfArgsError):
+        error_class = BackendUnavailableError
+    elif isinstance(
+        exc,
+        (
+            rexc.ConnectionError,
+            rexc.ClusterError,
+            rexc.RedisClusterException,
+            rexc.InvalidResponse,
+            OSError,
+        ),
+    ):
+        # ClusterDownError is also a ResponseError, so the cluster test comes first.
+        error_class = BackendUnavailableError
+    elif isinstance(exc, rexc.RedisError):
+        error_class = BackendCommandError
+    else:
+        return None
+    return error_class(message, backend=backend, operation=operation, key=key)
+
+
+_clients_lock = threading.Lock()
+_clients: dict[tuple[object, ...], Any] = {}
+
+
+def _build_client(settings: RedisSettings) -> Any:
+    """Build a redis-py client: short timeouts, no retries (a cache must not stall a build)."""
+    redis = import_redis()
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    options: dict[str, Any] = {
+        "socket_timeout": settings.timeout,
+        "socket_connect_timeout": settings.timeout,
+    }
+    if settings.cluster:
+        from redis.cluster import RedisCluster
+
+        options["retry"] = Retry(NoBackoff(), 0)
+        if settings.url:
+            return RedisCluster.from_url(settings.url, **options)
+        return RedisCluster(host=settings.host, port=settings.port, **options)
+    options["retry"] = Retry(NoBackoff(), 0)
+    if settings.url:
+        return redis.Redis.from_url(settings.url, **options)
+    return redis.Redis(host=settings.host, port=settings.port, **options)
+
+
+def _shared_client(settings: RedisSettings) -> Any:
+    """One client (and so one connection pool) per server and timeout, per process."""
+    identity = (*settings.server_identity(), settings.timeout)
+    client = _clients.get(identity)
+    if client is None:
+        with _clients_lock:
+            client = _clients.get(identity)
+            if client is None:
+                client = _clients[identity] = _build_client(settings)
+    return client
+
+
+def close_shared_clients() -> None:
+    """Close and forget every shared client (tests and forked children may want this)."""
+    with _clients_lock:
+        clients = list(_clients.values())
+        _clients.clear()
+    for client in clients:
+        try:
+            client.close()
+        except Exception:  # noqa: BLE001 - closing a broken client must not raise
+            log.debug("closing a Redis client failed", exc_info=True)
+
+
+class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
+    """Bytes in Redis (standalone, Cluster, TLS, ACL auth, unix sockets).
+
+    Settings come from the arguments, else ``REMOTE_CACHE_REDIS_*``, else
+    ``TORCHINDUCTOR_REDIS_*`` (see ``resolve_redis_settings``). Connect and reply timeouts
+    are 1 s by default and redis-py's retries are off. Every failure is raised as a
+    ``BackendError``: transport failures open the server's circuit breaker (shared by every
+    backend on that server in the process), and while it is open calls raise
+    ``CircuitOpenError`` without touching the network until ``retry_after`` seconds have
+    passed; then one probe goes through.
+
+    ``client`` injects a ready redis-py compatible client (fakeredis, say); setting the
+    class attribute ``client_factory`` (called with the resolved settings) does it for every
+    backend built afterwards. Raises ``MissingDependencyError`` when redis-py is needed and
+    missing, ``ConfigurationError`` for a bad setting.
+    """
+
+    client_factory: ClassVar[Callable[[RedisSettings], Any] | None] = None
+
+    def __init__(
+        self,
+        cache_id: str | None = None,
+        *,
+        url: str | None | _Unset = UNSET,
+        host: str | _Unset = UNSET,
+        port: int | _Unset = UNSET,
+        expire: int | None | _Unset = UNSET,
+        cluster: bool | _Unset = UNSET,
+        timeout: float | _Unset = UNSET,
+        retry_after: float | None | _Unset = UNSET,
+        client: Any = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        super().__init__()
+        self.cache_id = cache_id
+        self.settings = resolve_redis_settings(
+            url=url,
+            host=host,
+            port=port,
+            expire=expire,
+            cluster=cluster,
+            timeout=timeout,
+            retry_after=retry_after,
+        )
+        self._description = self.settings.describe()
+        self._secrets = _secrets(self.settings)
+        self._expire = self.settings.expire
+        self._retry_after = self.settings.retry_after
+        factory = type(self).client_factory
+        if client is not None:
+            self._client = client
+            self._breaker = breaker or CircuitBreaker()
+        elif factory is not None:
+            self._client = factory(self.settings)
+            self._breaker = breaker or breaker_for(("factory", factory, self.settings.server_identity()))
+        else:
+            import_redis()
+            self._client = None  # built at first use: a cluster client connects when built
+            self._breaker = breaker or breaker_for(self.settings.server_identity())
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self._description}, timeout={self.settings.timeout}, "
+            f"retry_after={self._retry_after}, expire={self._expire})"
+        )
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        """The circuit breaker of this backend's server."""
+        return self._breaker
+
+    @property
+    def description(self) -> str:
+        """Where this backend keeps its data, without any password."""
+        return self._description
+
+    def client(self) -> Any:
+        """The redis-py client (built on first use, shared per server)."""
+        if self._client is None:
+            self._client = _shared_client(self.settings)
+        return self._client
+
+    def _call(self, operation: str, key: str | None, command: Callable[[Any], Any]) -> Any:
+        """Run ``command(client)`` behind the breaker, translating failures."""
+        breaker = self._breaker
+        if not breaker.allow(self._retry_after):
+            raise CircuitOpenError(
+                f"{self._description}: skipped, the server failed recently",
+                backend=self._description,
+                operation=operation,
+                key=key,
+            )
+        try:
+            result = command(self._client or self.client())
+        except Exception as exc:
+            error = translate_redis_error(
+                exc,
+                backend=self._description,
+                operation=operation,
+                key=key,
+                secrets=self._secrets,
+            )
+            if error is None:
+                breaker.record_success()  # the server answered; the bug is elsewhere
+                raise
+            if isinstance(error, BackendUnavailableError):
+                if breaker.record_failure():
+                    log.debug("%s: circuit breaker opened", self._description)
+            else:
+                breaker.record_success()
+            raise error from exc
+        if breaker.is_open and breaker.record_success():
+            log.debug("%s: circuit breaker closed", self._description)
+        return result
+
+    def _get(self, key: str) -> bytes | None:
+        value: bytes | None = self._call("get", key, lambda client: client.get(key))
+        return value
+
+    def _put(self, key: str, data: bytes) -> None:
+        expire = self._expire
+        self._call("put", key, lambda client: client.set(key, data, ex=expire))
+
+    def _get_many(self, keys: list[str]) -> dict[str, bytes]:
+        if self.settings.cluster:
+            values = self._call("get_many", None, lambda client: client.mget_nonatomic(keys))
+        else:
+            values = self._call("get_many", None, lambda client: client.mget(keys))
+        return {key: value for key, value in zip(keys, values) if value is not None}
+
+    def _put_many(self, mapping: Mapping[str, bytes]) -> None:
+        expire = self._expire
+
+        def write(client: Any) -> None:
+            pipeline = client.pipeline(transaction=False)
+            for key, data in mapping.items():
+                pipeline.set(key, data, ex=expire)
+            pipeline.execute()
+
+        self._call("put_many", None, write)

@@ -1,0 +1,215 @@
+"""``RedisServer``: a real, throw-away ``redis-server`` on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+from remote_cache.testing._processes import free_port, spawn, stop_process
+
+__all__ = ["RedisServer", "RedisServerError", "find_redis_server"]
+
+INSTALL_HINT = (
+    "install it (Debian/Ubuntu: 'apt-get install redis-server'; macOS: 'brew install redis'), "
+    "or pass its path (RedisServer(binary=...), pytest --remote-cache-redis-server=...)"
+)
+
+
+class RedisServerError(RuntimeError):
+    """``redis-server`` could not be started (its log's last lines are in the message)."""
+
+
+def find_redis_server(binary: str | os.PathLike[str] | None = None) -> str:
+    """Return the path of ``redis-server`` (or of ``binary``), or raise FileNotFoundError saying how to install it."""
+    name = os.fspath(binary) if binary is not None else "redis-server"
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"{name!r} was not found: {INSTALL_HINT}")
+    return found
+
+
+def _resp(*parts: str) -> bytes:
+    encoded = [part.encode() for part in parts]
+    return b"".join(
+        [f"*{len(encoded)}\r\n".encode()]
+        + [b"$%d\r\n%s\r\n" % (len(part), part) for part in encoded]
+    )
+
+
+class RedisServer:
+    """Start ``redis-server`` on a free loopback port in a temporary folder, without persistence.
+
+    Use it as a context manager, or call ``start()`` and ``stop()``. ``password`` turns on
+    ``requirepass``; ``unix_socket=True`` also listens on a socket file in the folder;
+    ``config`` adds directives (``{"maxmemory": "1mb"}``). ``kill()`` ends the process at
+    once (SIGKILL, as a crash would); ``restart()`` starts it again on the same port. Every
+    server is killed at interpreter exit, and on Linux when the parent process dies.
+    """
+
+    def __init__(
+        self,
+        *,
+        binary: str | os.PathLike[str] | None = None,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        password: str | None = None,
+        unix_socket: bool = False,
+        config: dict[str, str] | None = None,
+        startup_timeout: float = 10.0,
+    ) -> None:
+        self.binary = find_redis_server(binary)
+        self.host = host
+        self.port = port or free_port(host)
+        self.password = password
+        self.config = dict(config or {})
+        self.startup_timeout = startup_timeout
+        self.directory = Path(tempfile.mkdtemp(prefix="remote-cache-redis-"))
+        self.unix_socket_path: Path | None = (
+            self.directory / "redis.sock" if unix_socket else None
+        )
+        self._process: subprocess.Popen[bytes] | None = None
+
+    # -- addresses ----------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """``redis://[:password@]host:port/0``."""
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
+
+    @property
+    def unix_url(self) -> str:
+        """``unix://[:password@]/path/redis.sock?db=0`` (needs ``unix_socket=True``)."""
+        if self.unix_socket_path is None:
+            raise RuntimeError("this server was not started with unix_socket=True")
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"unix://{auth}{self.unix_socket_path}?db=0"
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<RedisServer {self.host}:{self.port} {state}>"
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """Whether the process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The process id while running."""
+        return self._process.pid if self.running and self._process else None
+
+    def _argv(self) -> list[str]:
+        argv = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", self.host,
+            "--dir", str(self.directory),
+            "--save", "",
+            "--appendonly", "no",
+            "--daemonize", "no",
+            "--logfile", str(self.directory / "redis.log"),
+        ]  # fmt: skip
+        if self.password:
+            argv += ["--requirepass", self.password]
+        if self.unix_socket_path is not None:
+            argv += ["--unixsocket", str(self.unix_socket_path), "--unixsocketperm", "700"]
+        for directive, value in self.config.items():
+            argv += [f"--{directive}", value]
+        return argv
+
+    def start(self) -> RedisServer:
+        """Start the server and wait until it answers PING; return self."""
+        if self.running:
+            return self
+        self._process = spawn(
+            self._argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        self._wait_ready()
+        return self
+
+    def _log_tail(self) -> str:
+        try:
+            lines = (self.directory / "redis.log").read_text(errors="replace").splitlines()
+        except OSError:
+            lines = []
+        return "\n".join(lines[-8:])
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self._process is None or self._process.poll() is not None:
+                stderr = b""
+                if self._process is not None and self._process.stderr is not None:
+                    stderr = self._process.stderr.read()
+                raise RedisServerError(
+                    f"redis-server exited at start:\n{stderr.decode(errors='replace')}"
+                    f"{self._log_tail()}"
+                )
+            if self.ping():
+                return
+            time.sleep(0.02)
+        self.kill()
+        raise RedisServerError(
+            f"redis-server did not answer within {self.startup_timeout} s:\n{self._log_tail()}"
+        )
+
+    def ping(self, timeout: float = 0.5) -> bool:
+        """Whether the server answers PING now (speaking RESP on a plain socket)."""
+        try:
+            with socket.create_connection((self.host, self.port), timeout=timeout) as conn:
+                if self.password:
+                    conn.sendall(_resp("AUTH", self.password))
+                    if not conn.recv(64).startswith(b"+OK"):
+                        return False
+                conn.sendall(_resp("PING"))
+                return conn.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """End the server at once with SIGKILL, as a crash would (its data is lost)."""
+        if self._process is not None:
+            stop_process(self._process)
+            if self._process.stderr is not None:
+                self._process.stderr.close()
+
+    def restart(self) -> RedisServer:
+        """Start the server again on the same port (killing it first if it runs)."""
+        self.kill()
+        return self.start()
+
+    def stop(self) -> None:
+        """Stop the server and remove its folder."""
+        self.kill()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- clients ------------------------------------------------------------------------
+
+    def client(self, **options: Any) -> Any:
+        """A redis-py client for this server (needs the ``redis`` package)."""
+        import redis
+
+        options.setdefault("socket_timeout", 5.0)
+        return redis.Redis.from_url(self.url, **options)

@@ -1,0 +1,102 @@
+"""Shared fixtures of our own suite: a clean process state per test, and real servers."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from remote_cache import RedisRemoteCacheBackend, cache_stats
+from remote_cache import _controller as controller_module
+from remote_cache._breaker import reset_breakers
+from remote_cache._redis import close_shared_clients
+from remote_cache.testing._redis_server import RedisServer
+
+
+@pytest.fixture(autouse=True)
+def clean_process_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test starts with no counters, closed breakers and no REMOTE_CACHE_* settings."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("REMOTE_CACHE_", "TORCHINDUCTOR_REDIS")):
+            monkeypatch.delenv(name)
+    cache_stats.reset()
+    reset_breakers()
+    controller_module._failing.clear()
+    yield
+    RedisRemoteCacheBackend.client_factory = None
+    close_shared_clients()
+    reset_breakers()
+    controller_module._failing.clear()
+
+
+@pytest.fixture
+def caplog_rc(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """caplog capturing the ``remote_cache`` logger at DEBUG."""
+    caplog.set_level(logging.DEBUG, logger="remote_cache")
+    return caplog
+
+
+@pytest.fixture(scope="session")
+def redis_server_session() -> Iterator[RedisServer]:
+    """One real redis-server for the session."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_server(redis_server_session: RedisServer) -> Iterator[RedisServer]:
+    """The session's server, emptied before each test (we started it, so flushing is ours)."""
+    if not redis_server_session.running:
+        redis_server_session.start()
+    redis_server_session.client().flushall()
+    yield redis_server_session
+
+
+@pytest.fixture
+def fresh_redis_server() -> Iterator[RedisServer]:
+    """A server of the test's own, which it may kill and restart."""
+    with RedisServer() as server:
+        yield server
+
+
+class BlackHole:
+    """A loopback listener that completes TCP handshakes and never reads nor answers."""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(64)
+        self.port: int = self.socket.getsockname()[1]
+        self._held: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        self.socket.settimeout(0.05)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.socket.accept()
+            except OSError:
+                continue
+            self._held.append(conn)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        for conn in self._held:
+            conn.close()
+        self.socket.close()
+
+
+@pytest.fixture
+def black_hole() -> Iterator[BlackHole]:
+    """A server that accepts connections and never answers."""
+    hole = BlackHole()
+    yield hole
+    hole.close()
