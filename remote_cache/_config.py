@@ -7,7 +7,7 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from typing import Final, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from remote_cache.exceptions import ConfigurationError
 
@@ -62,7 +62,13 @@ def redact_url(url: str) -> str:
             query = urlencode(
                 [(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*"
             )
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        # Rebuilt by hand: urlunsplit drops the empty authority of unix:///path.
+        redacted = f"{parts.scheme}://{netloc}{parts.path}"
+        if query:
+            redacted += f"?{query}"
+        if parts.fragment:
+            redacted += f"#{parts.fragment}"
+        return redacted
     except ValueError:
         return "<unparsable URL>"
 

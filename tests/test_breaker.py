@@ -1,0 +1,105 @@
+"""The circuit breaker: open on failure, one probe after the cool-down, never with None."""
+
+from __future__ import annotations
+
+import threading
+
+from remote_cache._breaker import CircuitBreaker, breaker_for, reset_breakers
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TestStates:
+    """Closed, open, half-open and back."""
+
+    def test_closed_allows(self) -> None:
+        breaker = CircuitBreaker()
+        assert breaker.allow(30)
+        assert not breaker.is_open
+        assert breaker.record_success() is False
+
+    def test_open_skips_until_cool_down_then_one_probe(self) -> None:
+        clock = Clock()
+        breaker = CircuitBreaker(clock)
+        assert breaker.record_failure() is True
+        assert breaker.record_failure() is False
+        assert not breaker.allow(30)
+        clock.now += 29.9
+        assert not breaker.allow(30)
+        clock.now += 0.2
+        assert breaker.allow(30)
+        assert not breaker.allow(30), "only one probe at a time"
+        assert breaker.record_success() is True
+        assert breaker.allow(30)
+        assert "closed" in repr(breaker)
+
+    def test_failed_probe_reopens(self) -> None:
+        clock = Clock()
+        breaker = CircuitBreaker(clock)
+        breaker.record_failure()
+        clock.now += 31
+        assert breaker.allow(30)
+        breaker.record_failure()
+        assert not breaker.allow(30)
+        assert "open" in repr(breaker)
+        assert breaker.failures == 2
+
+    def test_never_retries_with_none(self) -> None:
+        clock = Clock()
+        breaker = CircuitBreaker(clock)
+        breaker.record_failure()
+        clock.now += 10**9
+        assert not breaker.allow(None)
+
+    def test_zero_probes_every_call(self) -> None:
+        breaker = CircuitBreaker()
+        breaker.record_failure()
+        assert breaker.allow(0)
+        breaker.record_failure()
+        assert breaker.allow(0)
+
+    def test_reset(self) -> None:
+        breaker = CircuitBreaker()
+        breaker.record_failure()
+        breaker.reset()
+        assert breaker.allow(30)
+        assert breaker.failures == 0
+
+    def test_one_probe_among_threads(self) -> None:
+        clock = Clock()
+        breaker = CircuitBreaker(clock)
+        breaker.record_failure()
+        clock.now += 60
+        allowed: list[bool] = []
+        barrier = threading.Barrier(8)
+
+        def probe() -> None:
+            barrier.wait()
+            allowed.append(breaker.allow(30))
+
+        threads = [threading.Thread(target=probe) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert allowed.count(True) == 1
+
+
+class TestRegistry:
+    """One breaker per server, process-wide."""
+
+    def test_same_server_same_breaker(self) -> None:
+        assert breaker_for(("a", 1)) is breaker_for(("a", 1))
+        assert breaker_for(("a", 1)) is not breaker_for(("a", 2))
+
+    def test_reset_breakers_closes_all(self) -> None:
+        breaker = breaker_for(("reset", 1))
+        breaker.record_failure()
+        reset_breakers()
+        assert not breaker.is_open

@@ -1,0 +1,277 @@
+"""The Redis backend without a server: error translation, breaker use, batches, redaction."""
+
+from __future__ import annotations
+
+import builtins
+import inspect
+import logging
+import socket
+import ssl
+from typing import Any
+
+import fakeredis
+import pytest
+import redis
+import redis.exceptions as rexc
+
+from remote_cache import (
+    BackendCommandError,
+    BackendTimeoutError,
+    BackendUnavailableError,
+    CircuitOpenError,
+    RedisRemoteCacheBackend,
+    RemoteFxGraphCache,
+    cache_stats,
+)
+from remote_cache._breaker import breaker_for
+from remote_cache._config import RedisSettings
+from remote_cache._redis import _shared_client, translate_redis_error
+
+TRANSPORT = {
+    rexc.ConnectionError,
+    rexc.TimeoutError,
+    rexc.AuthenticationError,
+    rexc.AuthorizationError,
+    rexc.BusyLoadingError,
+    rexc.MaxConnectionsError,
+    rexc.ExternalAuthProviderError,
+    rexc.ClusterError,
+    rexc.ClusterDownError,
+    rexc.MasterDownError,
+    rexc.RedisClusterException,
+    rexc.SlotNotCoveredError,
+    rexc.CrossSlotTransactionError,
+    rexc.InvalidPipelineStack,
+    rexc.InvalidResponse,
+    rexc.AuthenticationWrongNumberOfArgsError,
+}
+
+
+def redis_exception_classes() -> list[type[BaseException]]:
+    return sorted(
+        (
+            cls
+            for _, cls in inspect.getmembers(rexc, inspect.isclass)
+            if issubclass(cls, Exception) and cls.__module__ == rexc.__name__
+        ),
+        key=lambda cls: cls.__name__,
+    )
+
+
+class TestTranslation:
+    """Every redis-py exception class maps to the most specific of ours."""
+
+    @pytest.mark.parametrize("cls", redis_exception_classes(), ids=lambda c: c.__name__)
+    def test_every_class_mapped(self, cls: type[Exception]) -> None:
+        try:
+            exc = cls("boom")
+        except ValueError:  # redirections parse "<slot> <host:port>"
+            exc = cls("1 127.0.0.1:7000")
+        error = translate_redis_error(exc, backend="redis://h:1", operation="get", key="k")
+        if cls in (rexc.ChildDeadlockedError, rexc.IncorrectPolicyType):
+            assert error is None, "not a server failure: a bug to re-raise"
+            return
+        assert error is not None
+        if issubclass(cls, (rexc.TimeoutError,)):
+            assert type(error) is BackendTimeoutError
+        elif cls in TRANSPORT:
+            assert type(error) is BackendUnavailableError
+        else:
+            assert type(error) is BackendCommandError
+        assert (error.backend, error.operation, error.key) == ("redis://h:1", "get", "k")
+        assert cls.__name__ in str(error)
+
+    @pytest.mark.parametrize(
+        ("exc", "expected"),
+        [
+            (socket.timeout("timed out"), BackendTimeoutError),
+            (builtins.TimeoutError("timed out"), BackendTimeoutError),
+            (ConnectionRefusedError(111, "refused"), BackendUnavailableError),
+            (ssl.SSLError("bad cert"), BackendUnavailableError),
+            (rexc.OutOfMemoryError("OOM command not allowed"), BackendCommandError),
+            (rexc.ReadOnlyError("READONLY"), BackendCommandError),
+            (rexc.ResponseError("WRONGTYPE"), BackendCommandError),
+            (ValueError("a bug"), type(None)),
+        ],
+    )
+    def test_socket_and_server_errors(self, exc: Exception, expected: type[object]) -> None:
+        assert type(translate_redis_error(exc, backend="b", operation="put")) is expected
+
+    def test_secrets_scrubbed(self) -> None:
+        error = translate_redis_error(
+            rexc.ConnectionError("AUTH hunter2 failed"), backend="b", operation="get", secrets=["hunter2"]
+        )
+        assert error is not None
+        assert "hunter2" not in str(error)
+
+
+class FlakyClient:
+    """A client whose calls raise ``error`` while it is set, counting every call."""
+
+    def __init__(self) -> None:
+        self.error: Exception | None = None
+        self.calls = 0
+        self.store = fakeredis.FakeRedis()
+
+    def _maybe_fail(self) -> None:
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+
+    def get(self, key: str) -> Any:
+        self._maybe_fail()
+        return self.store.get(key)
+
+    def set(self, key: str, data: bytes, ex: int | None = None) -> Any:
+        self._maybe_fail()
+        return self.store.set(key, data, ex=ex)
+
+    def mget(self, keys: list[str]) -> Any:
+        self._maybe_fail()
+        return self.store.mget(keys)
+
+    def pipeline(self, transaction: bool = False) -> Any:
+        self._maybe_fail()
+        return self.store.pipeline(transaction=transaction)
+
+
+class TestBreakerInBackend:
+    """Transport failures open the breaker; server errors do not; skips make no call."""
+
+    def make(self, retry_after: float | None = 30) -> tuple[RedisRemoteCacheBackend, FlakyClient]:
+        client = FlakyClient()
+        return RedisRemoteCacheBackend(client=client, retry_after=retry_after), client
+
+    def test_transport_failure_opens_and_skips(self) -> None:
+        backend, client = self.make()
+        client.error = rexc.ConnectionError("refused")
+        with pytest.raises(BackendUnavailableError):
+            backend.get("k")
+        client.error = None
+        with pytest.raises(CircuitOpenError):
+            backend.get("k")
+        with pytest.raises(CircuitOpenError):
+            backend.put("k", b"v")
+        assert client.calls == 1, "no network call while the breaker is open"
+        stat = cache_stats["backend:RedisRemoteCacheBackend"]
+        assert (stat.exception, stat.skipped, stat.put) == (1, 2, 0)
+
+    def test_zero_retry_after_probes_every_call_and_recovers(self) -> None:
+        backend, client = self.make(retry_after=0)
+        client.error = rexc.TimeoutError("slow")
+        with pytest.raises(BackendTimeoutError):
+            backend.put("k", b"v")
+        client.error = None
+        backend.put("k", b"v")
+        assert backend.get("k") == b"v"
+        assert not backend.breaker.is_open
+
+    def test_server_errors_do_not_open(self) -> None:
+        backend, client = self.make()
+        client.error = rexc.OutOfMemoryError("OOM command not allowed when used memory > 'maxmemory'")
+        with pytest.raises(BackendCommandError):
+            backend.put("k", b"v")
+        client.error = None
+        backend.put("k", b"v")
+        assert client.calls == 2
+
+    def test_bug_is_reraised_untranslated(self) -> None:
+        backend, client = self.make()
+        client.error = KeyError("bug")
+        with pytest.raises(KeyError):
+            backend.get("k")
+        assert not backend.breaker.is_open
+
+    def test_never_is_upstreams_behaviour(self) -> None:
+        backend, client = self.make(retry_after=None)
+        client.error = rexc.ConnectionError("refused")
+        with pytest.raises(BackendUnavailableError):
+            backend.get("k")
+        client.error = None
+        for _ in range(3):
+            with pytest.raises(CircuitOpenError):
+                backend.get("k")
+        assert client.calls == 1
+
+    def test_cache_over_failing_backend_is_quiet_and_counted(
+        self, caplog_rc: pytest.LogCaptureFixture
+    ) -> None:
+        client = FlakyClient()
+        client.error = rexc.ConnectionError("Error 111 connecting to localhost:6379. Connection refused.")
+        cache = RemoteFxGraphCache("fx", backend=RedisRemoteCacheBackend(client=client))
+        for _ in range(5):
+            assert cache.get("k") is None
+            cache.put("k", {"a": 1})
+        assert client.calls == 1
+        stat = cache_stats["RemoteFxGraphCache"]
+        assert (stat.miss, stat.put, stat.fail_open, stat.exception) == (5, 0, 10, 0)
+        backend_stat = cache_stats["backend:RedisRemoteCacheBackend"]
+        assert (backend_stat.exception, backend_stat.skipped, backend_stat.put) == (1, 9, 0)
+        warnings = [r for r in caplog_rc.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1
+
+
+class TestSharing:
+    """Backends on one server share its breaker and its client."""
+
+    def test_shared_breaker_by_settings(self) -> None:
+        first = RedisRemoteCacheBackend(host="127.0.0.1", port=1)
+        second = RedisRemoteCacheBackend(host="127.0.0.1", port=1)
+        other = RedisRemoteCacheBackend(host="127.0.0.1", port=2)
+        assert first.breaker is second.breaker
+        assert first.breaker is not other.breaker
+        assert first.breaker is breaker_for(RedisSettings(host="127.0.0.1", port=1).server_identity())
+        assert first.client() is second.client()
+
+    def test_client_has_timeouts_and_no_retries(self) -> None:
+        client = _shared_client(RedisSettings(host="127.0.0.1", port=1, timeout=0.3))
+        kwargs = client.connection_pool.connection_kwargs
+        assert kwargs["socket_timeout"] == 0.3
+        assert kwargs["socket_connect_timeout"] == 0.3
+        assert client.get_retry().get_retries() == 0
+
+    def test_url_client(self) -> None:
+        client = _shared_client(RedisSettings(url="redis://:pw@127.0.0.1:1/3", timeout=0.5))
+        assert isinstance(client, redis.Redis)
+        assert client.connection_pool.connection_kwargs["db"] == 3
+
+    def test_client_factory_hook(self) -> None:
+        server = fakeredis.FakeServer()
+        seen: list[RedisSettings] = []
+
+        def factory(settings: RedisSettings) -> Any:
+            seen.append(settings)
+            return fakeredis.FakeRedis(server=server)
+
+        RedisRemoteCacheBackend.client_factory = factory
+        cache = RemoteFxGraphCache("fx")
+        cache.put("k", [1])
+        assert RemoteFxGraphCache("fx").get("k") == [1]
+        assert len(seen) == 2
+        assert fakeredis.FakeRedis(server=server).get("pt2:fx::k:c1") == b"[1]"
+
+
+class TestBatchCommands:
+    """Batches go out in one MGET or one pipeline, TTL included."""
+
+    def test_mget_and_pipeline(self) -> None:
+        client = FlakyClient()
+        backend = RedisRemoteCacheBackend(client=client, expire=100)
+        backend.put_many({"a": b"1", "b": b""})
+        assert backend.get_many(["a", "b", "c"]) == {"a": b"1", "b": b""}
+        assert client.calls == 2
+        assert 0 < client.store.ttl("a") <= 100
+
+    def test_batch_failure_translated(self) -> None:
+        client = FlakyClient()
+        backend = RedisRemoteCacheBackend(client=client)
+        client.error = rexc.ConnectionError("gone")
+        with pytest.raises(BackendUnavailableError):
+            backend.put_many({"a": b"1"})
+        with pytest.raises(CircuitOpenError):
+            backend.get_many(["a"])
+
+    def test_repr_and_description(self) -> None:
+        backend = RedisRemoteCacheBackend(client=FlakyClient(), url="redis://u:pw@h:1/0")
+        assert backend.description == "redis://u:***@h:1/0"
+        assert "pw@" not in repr(backend)

@@ -1,0 +1,224 @@
+"""The Redis caches against real redis-server processes started by this suite."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from remote_cache import (
+    RedisRemoteCacheBackend,
+    RemoteAutotuneCache,
+    RemoteFxGraphCache,
+    cache_stats,
+)
+from remote_cache.testing._redis_server import RedisServer
+from tests.conftest import BlackHole
+
+pytestmark = pytest.mark.redis
+
+VALUE = {"data": "gASVAAAA" * 10, "time_taken_ms": 42, "é": [1.5, 2**70]}
+
+
+@pytest.fixture
+def count_commands(monkeypatch: pytest.MonkeyPatch) -> Callable[[RedisRemoteCacheBackend], list[Any]]:
+    """Wrap a backend's client so that every command sent is listed."""
+
+    def install(backend: RedisRemoteCacheBackend) -> list[Any]:
+        client = backend.client()
+        sent: list[Any] = []
+        original = client.execute_command
+
+        def counting(*args: Any, **options: Any) -> Any:
+            sent.append(args)
+            return original(*args, **options)
+
+        monkeypatch.setattr(client, "execute_command", counting)
+        return sent
+
+    return install
+
+
+class TestRoundTrips:
+    """Values written through the environment's settings come back equal."""
+
+    def test_url_from_environment(self, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("REMOTE_CACHE_REDIS_URL", redis_server.url)
+        RemoteFxGraphCache("fx-graph-v1").put("k" * 52, VALUE)
+        assert RemoteFxGraphCache("fx-graph-v1").get("k" * 52) == VALUE
+        assert redis_server.client().get(f"pt2:fx-graph-v1::{'k' * 52}:c1") is not None
+        assert RemoteFxGraphCache("fx-graph-v1").get("absent") is None
+        assert cache_stats["RemoteFxGraphCache"].hit == 1
+        assert cache_stats["RemoteFxGraphCache"].miss == 1
+
+    def test_upstream_host_and_port(self, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("TORCHINDUCTOR_REDIS_HOST", redis_server.host)
+        monkeypatch.setenv("TORCHINDUCTOR_REDIS_PORT", str(redis_server.port))
+        cache = RemoteAutotuneCache("ab" * 32)
+        cache.put("cd" * 32, {"num_warps": 4, "num_stages": 2, "found_by_coordesc": False})
+        assert cache.get("cd" * 32) == {"num_warps": 4, "num_stages": 2, "found_by_coordesc": False}
+
+    def test_batch(self, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("REMOTE_CACHE_REDIS_URL", redis_server.url)
+        cache = RemoteFxGraphCache("batch")
+        cache.put_many({f"k{i}": {"i": i} for i in range(50)})
+        found = cache.get_many([f"k{i}" for i in range(60)])
+        assert found == {f"k{i}": {"i": i} for i in range(50)}
+
+    def test_ttl(self, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("REMOTE_CACHE_REDIS_URL", redis_server.url)
+        monkeypatch.setenv("TORCHINDUCTOR_REDIS_EXPIRE", "1")
+        cache = RemoteFxGraphCache("ttl")
+        cache.put("k", VALUE)
+        cache.put_many({"b": 1})
+        client = redis_server.client()
+        assert client.ttl("pt2:ttl::k:c1") == 1
+        assert client.ttl("pt2:ttl::b:c1") == 1
+        assert cache.get("k") == VALUE
+        deadline = time.monotonic() + 3
+        while cache.get("k") is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert cache.get("k") is None
+
+    def test_no_ttl_by_default(self, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("REMOTE_CACHE_REDIS_URL", redis_server.url)
+        RemoteFxGraphCache("ttl").put("k", 1)
+        assert redis_server.client().ttl("pt2:ttl::k:c1") == -1
+
+
+class TestAuthAndSockets:
+    """Passwords and unix sockets from the URL."""
+
+    @pytest.fixture
+    def secured(self) -> Iterator[RedisServer]:
+        with RedisServer(password="s3cret-pw", unix_socket=True) as server:
+            yield server
+
+    def test_password_url(self, secured: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("REMOTE_CACHE_REDIS_URL", secured.url)
+        cache = RemoteFxGraphCache("auth")
+        cache.put("k", VALUE)
+        assert cache.get("k") == VALUE
+        assert "s3cret-pw" not in repr(cache.backend)
+
+    def test_wrong_password_fails_open_without_leaking(
+        self, secured: RedisServer, monkeypatch: pytest.MonkeyPatch, caplog_rc: pytest.LogCaptureFixture
+    ) -> None:
+        url = secured.url.replace("s3cret-pw", "wrong-pw")
+        monkeypatch.setenv("REMOTE_CACHE_REDIS_URL", url)
+        cache = RemoteFxGraphCache("auth")
+        cache.put("k", VALUE)
+        assert cache.get("k") is None
+        assert cache_stats["RemoteFxGraphCache"].fail_open == 2
+        assert cache_stats["backend:RedisRemoteCacheBackend"].exception == 1
+        logged = "\n".join(r.getMessage() for r in caplog_rc.records)
+        assert "wrong-pw" not in logged
+        assert "s3cret-pw" not in logged
+        assert "AuthenticationError" in logged
+
+    def test_missing_password_fails_open(self, secured: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("REMOTE_CACHE_REDIS_URL", f"redis://{secured.host}:{secured.port}/0")
+        cache = RemoteFxGraphCache("auth")
+        assert cache.get("k") is None
+        assert cache_stats["RemoteFxGraphCache"].fail_open == 1
+
+    def test_unix_socket_url(self, secured: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("REMOTE_CACHE_REDIS_URL", secured.unix_url)
+        cache = RemoteFxGraphCache("unix")
+        cache.put("k", VALUE)
+        assert cache.get("k") == VALUE
+        assert secured.client().get("pt2:unix::k:c1") is not None
+
+
+class TestServerKilled:
+    """A crash mid-use: misses and dropped puts within the timeout, then recovery."""
+
+    def test_kill_breaker_restart(
+        self,
+        fresh_redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch,
+        count_commands: Callable[[RedisRemoteCacheBackend], list[Any]],
+        caplog_rc: pytest.LogCaptureFixture,
+    ) -> None:
+        server = fresh_redis_server
+        timeout, cool_down = 0.5, 1.0
+        monkeypatch.setenv("REMOTE_CACHE_REDIS_URL", server.url)
+        monkeypatch.setenv("REMOTE_CACHE_REDIS_TIMEOUT", str(timeout))
+        monkeypatch.setenv("REMOTE_CACHE_REDIS_RETRY_AFTER", str(cool_down))
+        cache = RemoteFxGraphCache("kill")
+        assert isinstance(cache.backend, RedisRemoteCacheBackend)
+        sent = count_commands(cache.backend)
+        cache.put("before", VALUE)
+        assert cache.get("before") == VALUE
+
+        server.kill()
+        started = time.monotonic()
+        assert cache.get("before") is None
+        cache.put("during", VALUE)
+        assert time.monotonic() - started < timeout + 0.5
+        commands_when_opened = len(sent)
+
+        # A new cache per compile: same server, same breaker, no network call.
+        for _ in range(20):
+            again = RemoteFxGraphCache("kill")
+            assert again.get("before") is None
+            again.put("x", 1)
+        assert len(sent) == commands_when_opened, "the open breaker made no network call"
+        stat = cache_stats["backend:RedisRemoteCacheBackend"]
+        assert stat.exception == 1
+        assert stat.skipped == 41
+        assert stat.put == 1, "dropped puts are not counted as puts"
+        cache_stat = cache_stats["RemoteFxGraphCache"]
+        assert (cache_stat.hit, cache_stat.put, cache_stat.fail_open) == (1, 1, 42)
+        assert len([r for r in caplog_rc.records if r.levelno >= logging.WARNING]) == 1
+
+        server.restart()
+        time.sleep(cool_down + 0.1)
+        cache.put("after", VALUE)
+        assert cache.get("after") == VALUE
+        assert RemoteFxGraphCache("kill").get("after") == VALUE
+        assert not cache.backend.breaker.is_open
+        assert any("works again" in r.getMessage() for r in caplog_rc.records)
+
+    def test_refused_from_the_start(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from remote_cache.testing._processes import free_port
+
+        monkeypatch.setenv("REMOTE_CACHE_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+        started = time.monotonic()
+        cache = RemoteFxGraphCache("refused")
+        assert cache.get("k") is None
+        cache.put("k", 1)
+        assert time.monotonic() - started < 1.5
+        assert cache_stats["RemoteFxGraphCache"].fail_open == 2
+
+
+class TestBlackHole:
+    """A server that accepts and never answers costs at most the timeout per call."""
+
+    @pytest.mark.parametrize("retry_after", ["0", "30"])
+    def test_every_call_bounded(
+        self, black_hole: BlackHole, monkeypatch: pytest.MonkeyPatch, retry_after: str
+    ) -> None:
+        timeout = 0.3
+        monkeypatch.setenv("REMOTE_CACHE_REDIS_URL", f"redis://127.0.0.1:{black_hole.port}/0")
+        monkeypatch.setenv("REMOTE_CACHE_REDIS_TIMEOUT", str(timeout))
+        monkeypatch.setenv("REMOTE_CACHE_REDIS_RETRY_AFTER", retry_after)
+        cache = RemoteFxGraphCache("hole")
+        durations = []
+        for operation in range(6):
+            started = time.monotonic()
+            if operation % 2:
+                cache.put("k", VALUE)
+            else:
+                assert cache.get("k") is None
+            durations.append(time.monotonic() - started)
+        assert max(durations) < timeout + 0.5, durations
+        backend_stat = cache_stats["backend:RedisRemoteCacheBackend"]
+        if retry_after == "0":
+            assert backend_stat.exception == 6
+        else:
+            assert (backend_stat.exception, backend_stat.skipped) == (1, 5)
+            assert sum(durations) < timeout + 0.5
