@@ -97,7 +97,9 @@ class JsonCache(RemoteCache[JsonDataTy]):
         return values
 
     def _put_many(self, mapping: Mapping[str, JsonDataTy], sample: Sample) -> None:
-        encoded = {self._get_key(key): self._encode(value, sample) for key, value in mapping.items()}
+        encoded = {
+            self._get_key(key): self._encode(value, sample) for key, value in mapping.items()
+        }
         self._backend_put_many(encoded)
 
 

@@ -1,4 +1,4 @@
-"""Settings of the Redis backend: constructor arguments, then REMOTE_CACHE_*, then TORCHINDUCTOR_*."""
+"""Redis backend settings: arguments, then REMOTE_CACHE_*, then TORCHINDUCTOR_*."""
 
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ DEFAULT_PORT: Final = 6379
 DEFAULT_TIMEOUT: Final = 1.0
 DEFAULT_RETRY_AFTER: Final = 30.0
 URL_SCHEMES: Final = ("redis", "rediss", "unix")
+_DEFAULT_RETRY_AFTER_OR_NEVER: float | None = DEFAULT_RETRY_AFTER
 
 
 def redact_url(url: str) -> str:
@@ -86,11 +87,11 @@ class RedisSettings:
     retry_after: float | None = DEFAULT_RETRY_AFTER
 
     def __repr__(self) -> str:
-        fields = ", ".join(
-            f"{f.name}={self.redacted_url if f.name == 'url' and self.url else getattr(self, f.name)!r}"
-            for f in dataclasses.fields(self)
-        )
+        fields = ", ".join(f"{f.name}={self._shown(f.name)!r}" for f in dataclasses.fields(self))
         return f"RedisSettings({fields})"
+
+    def _shown(self, name: str) -> object:
+        return self.redacted_url if name == "url" else getattr(self, name)
 
     @property
     def redacted_url(self) -> str | None:
@@ -199,7 +200,7 @@ def _check_argument(name: str, value: object, parse: Callable[[str, str], _V]) -
     return parse(name, text)
 
 
-def _resolve(
+def _resolve(  # noqa: PLR0917 - private helper, called positionally in one place
     argument: object,
     argument_name: str,
     environ: Mapping[str, str],
@@ -217,13 +218,13 @@ def _resolve(
 
 def resolve_redis_settings(
     *,
-    url: str | None | _Unset = UNSET,
+    url: str | _Unset | None = UNSET,
     host: str | _Unset = UNSET,
     port: int | _Unset = UNSET,
-    expire: int | None | _Unset = UNSET,
+    expire: int | _Unset | None = UNSET,
     cluster: bool | _Unset = UNSET,
     timeout: float | _Unset = UNSET,
-    retry_after: float | None | _Unset = UNSET,
+    retry_after: float | _Unset | None = UNSET,
     environ: Mapping[str, str] | None = None,
 ) -> RedisSettings:
     """Resolve each setting: the argument if passed, else the environment, else the default.
@@ -262,7 +263,7 @@ def resolve_redis_settings(
                 env,
                 "REDIS_RETRY_AFTER",
                 _parse_retry_after,
-                DEFAULT_RETRY_AFTER,
+                _DEFAULT_RETRY_AFTER_OR_NEVER,
             )
         ),
     )

@@ -94,12 +94,11 @@ class RemoteCache(Generic[_T]):
         sample = self._create_sample()
         try:
             result = self._get(key, sample)
-        except BackendError as exc:
-            self._failed(name, "get", exc, sample)
+        except Exception as exc:
+            if not self._swallowed(name, "get", exc, sample):
+                raise
             result = None
             cache_stats.miss(name)
-        except Exception as exc:
-            self._failed(name, "get", exc, sample)
         else:
             cache_stats.get(name, result)
             if _failing:
@@ -124,7 +123,8 @@ class RemoteCache(Generic[_T]):
         try:
             self._put(key, value, sample)
         except Exception as exc:
-            self._failed(name, "put", exc, sample)
+            if not self._swallowed(name, "put", exc, sample):
+                raise
         else:
             cache_stats.put(name)
             if _failing:
@@ -146,11 +146,10 @@ class RemoteCache(Generic[_T]):
         found: dict[str, _T] = {}
         try:
             found = self._get_many(wanted, sample)
-        except BackendError as exc:
-            self._failed(name, "get_many", exc, sample, len(wanted))
-            cache_stats.miss(name, len(wanted))
         except Exception as exc:
-            self._failed(name, "get_many", exc, sample)
+            if not self._swallowed(name, "get_many", exc, sample, len(wanted)):
+                raise
+            cache_stats.miss(name, len(wanted))
         else:
             if found:
                 cache_stats.hit(name, len(found))
@@ -175,7 +174,8 @@ class RemoteCache(Generic[_T]):
         try:
             self._put_many(mapping, sample)
         except Exception as exc:
-            self._failed(name, "put_many", exc, sample, len(mapping))
+            if not self._swallowed(name, "put_many", exc, sample, len(mapping)):
+                raise
         else:
             cache_stats.put(name, len(mapping))
             if _failing:
@@ -183,18 +183,18 @@ class RemoteCache(Generic[_T]):
         finally:
             self._log_sample(sample)
 
-    def _failed(
+    def _swallowed(
         self, name: str, operation: str, exc: Exception, sample: Sample, count: int = 1
-    ) -> None:
-        """Record a failed call; re-raise it unless this cache fails open on it."""
+    ) -> bool:
+        """Record a failed call; return True when this cache fails open on it (else re-raise)."""
         if sample is not None:
             sample.fail_reason = str(exc)
         if self.fail_open and isinstance(exc, BackendError):
             cache_stats.fail_open(name, count)
             _note_failure(name, operation, exc)
-            return
+            return True
         cache_stats.exception(name)
-        raise exc
+        return False
 
     # -- overridable hooks (upstream's names and signatures) --------------------------
 

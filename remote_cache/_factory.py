@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, cast
 
 from remote_cache._controller import RemoteCache
 from remote_cache._serde import JsonDataTy
@@ -51,8 +52,9 @@ def resolve_cache_class(name: str) -> type[RemoteCache[Any]]:
 
 
 def _build(key: str, class_name: str) -> RemoteCache[JsonDataTy]:
-    cache: RemoteCache[JsonDataTy] = resolve_cache_class(class_name)(key)
-    return cache
+    # Cache classes are built from a cache id alone, as upstream's callers do.
+    cache_cls = cast(Callable[[str], RemoteCache[JsonDataTy]], resolve_cache_class(class_name))
+    return cache_cls(key)
 
 
 def create_cache(
@@ -63,7 +65,7 @@ def create_cache(
     *,
     local_cache_cls: str | None = None,
 ) -> RemoteCache[JsonDataTy] | None:
-    """Build ``cache_cls(key)``, where the class is ``fb_cache_cls`` when ``is_fbcode`` else ``oss_cache_cls``.
+    """Build ``cache_cls(key)``: ``fb_cache_cls`` when ``is_fbcode``, else ``oss_cache_cls``.
 
     Upstream's call forms work unchanged. When that class cannot be built (a bad name,
     redis-py missing, a bad setting) and ``local_cache_cls`` is given, that class is built
@@ -86,7 +88,9 @@ def create_cache(
             problem += f"; nor {local_cache_cls} ({type(exc).__name__}: {exc})"
         else:
             if chosen is not None:
-                log.warning("Unable to create a remote cache: %s; using %s", problem, local_cache_cls)
+                log.warning(
+                    "Unable to create a remote cache: %s; using %s", problem, local_cache_cls
+                )
             return cache
     log.warning("Unable to create a remote cache: %s", problem)
     log.debug("create_cache(%r) failed", key, exc_info=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import re
@@ -53,7 +54,7 @@ def key_of(name: str) -> str | None:
 
 
 def default_local_root() -> Path:
-    """``REMOTE_CACHE_LOCAL_DIR``, else ``$XDG_CACHE_HOME/remote_cache``, else ``~/.cache/remote_cache``."""
+    """``REMOTE_CACHE_LOCAL_DIR``, else ``$XDG_CACHE_HOME/remote_cache``, else ``~/.cache/...``."""
     configured = os.environ.get("REMOTE_CACHE_LOCAL_DIR", "").strip()
     if configured:
         return Path(configured)
@@ -74,9 +75,7 @@ class LocalCacheBackend(RemoteCacheBackend[bytes]):
     def __init__(self, root: str | os.PathLike[str]) -> None:
         super().__init__()
         if not isinstance(root, (str, os.PathLike)):
-            raise TypeError(
-                f"Expected a path but got root={root!r} (type={type(root).__name__})"
-            )
+            raise TypeError(f"Expected a path but got root={root!r} (type={type(root).__name__})")
         self.root = Path(root)
 
     def __repr__(self) -> str:
@@ -121,10 +120,8 @@ class LocalCacheBackend(RemoteCacheBackend[bytes]):
             raise self._error("put", key, exc) from exc
         finally:
             if temporary is not None:
-                try:
+                with contextlib.suppress(OSError):  # already gone
                     os.unlink(temporary)
-                except OSError:
-                    pass  # it was never created, or is already gone
 
     def keys(self) -> Iterator[str]:
         """The stored keys whose names can be read back (hashed long keys cannot)."""

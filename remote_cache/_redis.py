@@ -143,7 +143,7 @@ def close_shared_clients() -> None:
     for client in clients:
         try:
             client.close()
-        except Exception:  # noqa: BLE001 - closing a broken client must not raise
+        except Exception:
             log.debug("closing a Redis client failed", exc_info=True)
 
 
@@ -170,13 +170,13 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
         self,
         cache_id: str | None = None,
         *,
-        url: str | None | _Unset = UNSET,
+        url: str | _Unset | None = UNSET,
         host: str | _Unset = UNSET,
         port: int | _Unset = UNSET,
-        expire: int | None | _Unset = UNSET,
+        expire: int | _Unset | None = UNSET,
         cluster: bool | _Unset = UNSET,
         timeout: float | _Unset = UNSET,
-        retry_after: float | None | _Unset = UNSET,
+        retry_after: float | _Unset | None = UNSET,
         client: Any = None,
         breaker: CircuitBreaker | None = None,
     ) -> None:
@@ -191,7 +191,10 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
             timeout=timeout,
             retry_after=retry_after,
         )
-        self._description = self.settings.describe()
+        if client is not None and url is UNSET and host is UNSET and port is UNSET:
+            self._description = f"<{type(client).__name__} client>"
+        else:
+            self._description = self.settings.describe()
         self._secrets = _secrets(self.settings)
         self._expire = self.settings.expire
         self._retry_after = self.settings.retry_after
@@ -201,7 +204,9 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
             self._breaker = breaker or CircuitBreaker()
         elif factory is not None:
             self._client = factory(self.settings)
-            self._breaker = breaker or breaker_for(("factory", factory, self.settings.server_identity()))
+            self._breaker = breaker or breaker_for(
+                ("factory", factory, self.settings.server_identity())
+            )
         else:
             import_redis()
             self._client = None  # built at first use: a cluster client connects when built
@@ -275,7 +280,7 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
             values = self._call("get_many", None, lambda client: client.mget_nonatomic(keys))
         else:
             values = self._call("get_many", None, lambda client: client.mget(keys))
-        return {key: value for key, value in zip(keys, values) if value is not None}
+        return {key: value for key, value in zip(keys, values, strict=True) if value is not None}
 
     def _put_many(self, mapping: Mapping[str, bytes]) -> None:
         expire = self._expire

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from abc import abstractmethod
-from typing import Generic, TypeVar, Union
+from typing import Generic, TypeAlias, TypeVar
 
 __all__ = [
     "JsonDataTy",
@@ -16,9 +16,9 @@ __all__ = [
 _T = TypeVar("_T")
 _U = TypeVar("_U")
 
-JsonDataTy = Union[
-    int, float, str, bool, dict[str, "JsonDataTy"], list["JsonDataTy"], None
-]
+JsonDataTy: TypeAlias = (
+    int | float | str | bool | dict[str, "JsonDataTy"] | list["JsonDataTy"] | None
+)
 """A JSON value as ``json.loads`` returns it."""
 
 

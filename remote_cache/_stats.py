@@ -49,8 +49,7 @@ class CacheStat:
     def __str__(self) -> str:
         # Upstream's exact format: log scrapers parse this line.
         return (
-            f"{{hit: {self.hit}, miss: {self.miss}, put: {self.put}, "
-            f"exception: {self.exception}}}"
+            f"{{hit: {self.hit}, miss: {self.miss}, put: {self.put}, exception: {self.exception}}}"
         )
 
 

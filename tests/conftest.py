@@ -49,12 +49,12 @@ def redis_server_session() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def redis_server(redis_server_session: RedisServer) -> Iterator[RedisServer]:
+def redis_server(redis_server_session: RedisServer) -> RedisServer:
     """The session's server, emptied before each test (we started it, so flushing is ours)."""
     if not redis_server_session.running:
         redis_server_session.start()
     redis_server_session.client().flushall()
-    yield redis_server_session
+    return redis_server_session
 
 
 @pytest.fixture

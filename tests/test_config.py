@@ -77,9 +77,14 @@ class TestPrecedence:
     def test_retry_after_none_argument_means_never(self) -> None:
         assert resolve_redis_settings(retry_after=None, environ={}).retry_after is None
 
-    @pytest.mark.parametrize(("value", "expected"), [("1", True), ("true", True), ("0", False), ("False", False)])
+    @pytest.mark.parametrize(
+        ("value", "expected"), [("1", True), ("true", True), ("0", False), ("False", False)]
+    )
     def test_cluster(self, value: str, expected: bool) -> None:
-        assert resolve_redis_settings(environ={"REMOTE_CACHE_REDIS_CLUSTER": value}).cluster is expected
+        assert (
+            resolve_redis_settings(environ={"REMOTE_CACHE_REDIS_CLUSTER": value}).cluster
+            is expected
+        )
 
     def test_expire_none_argument_disables_ttl(self) -> None:
         env = {"REMOTE_CACHE_REDIS_EXPIRE": "60"}

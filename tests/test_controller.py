@@ -103,7 +103,9 @@ class TestMisses:
 class TestValidation:
     """Bad keys and values are refused before any I/O."""
 
-    @pytest.mark.parametrize(("key", "error"), [(None, TypeError), (b"k", TypeError), (3, TypeError), ("", ValueError)])
+    @pytest.mark.parametrize(
+        ("key", "error"), [(None, TypeError), (b"k", TypeError), (3, TypeError), ("", ValueError)]
+    )
     def test_bad_keys(self, key: object, error: type[Exception]) -> None:
         backend = DictBackend()
         cache = PassCache(backend)
@@ -216,7 +218,16 @@ class TestHooks:
         cache = Traced(DictBackend(), RemoteCacheJsonSerde())
         cache.put("k", [1])
         assert cache.get("k") == [1]
-        assert seen == ["create", "encode", "backend_put", "log", "create", "backend_get", "decode", "log"]
+        assert seen == [
+            "create",
+            "encode",
+            "backend_put",
+            "log",
+            "create",
+            "backend_get",
+            "decode",
+            "log",
+        ]
 
 
 class TestFailPolicy:
@@ -281,7 +292,9 @@ class TestCorrupt:
     """Corrupt entries in JSON caches are misses, counted, one warning line each."""
 
     @pytest.mark.parametrize(
-        "data", [b"not json", b"\xff\xfe\x00", b'{"a": ', b"[" * 100_000], ids=["text", "utf8", "truncated", "deep"]
+        "data",
+        [b"not json", b"\xff\xfe\x00", b'{"a": ', b"[" * 100_000],
+        ids=["text", "utf8", "truncated", "deep"],
     )
     def test_corrupt_is_a_miss(self, data: bytes, caplog_rc: pytest.LogCaptureFixture) -> None:
         cache = JsonCache(DictBackend({"k": data, "good": b"1"}))
@@ -295,7 +308,7 @@ class TestCorrupt:
 
     def test_plain_json_cache_still_raises(self) -> None:
         cache = RemoteCache(DictBackend({"k": b"garbage"}), RemoteCacheJsonSerde())
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="Expecting value"):
             cache.get("k")
 
 

@@ -39,7 +39,11 @@ class TestExports:
             assert hasattr(remote_cache, name), name
 
     def test_upstream_names_kept(self) -> None:
-        assert set(remote_cache.__all__) >= UPSTREAM_NAMES | {"CacheStat", "CacheStats", "RemoteCacheError"}
+        assert set(remote_cache.__all__) >= UPSTREAM_NAMES | {
+            "CacheStat",
+            "CacheStats",
+            "RemoteCacheError",
+        }
 
     def test_public_names_documented(self) -> None:
         for name in remote_cache.__all__:

@@ -30,10 +30,18 @@ class TestLookup:
 
     def test_entry_point(self, monkeypatch: pytest.MonkeyPatch) -> None:
         points = EntryPoints(
-            [EntryPoint(name="mine", value="tests.test_factory:Custom", group=factory_module.ENTRY_POINT_GROUP)]
+            [
+                EntryPoint(
+                    name="mine",
+                    value="tests.test_factory:Custom",
+                    group=factory_module.ENTRY_POINT_GROUP,
+                )
+            ]
         )
         monkeypatch.setattr(
-            factory_module, "entry_points", lambda group, name: points.select(group=group, name=name)
+            factory_module,
+            "entry_points",
+            lambda group, name: points.select(group=group, name=name),
         )
         assert resolve_cache_class("mine") is Custom
 
@@ -55,11 +63,18 @@ class TestLookup:
 class TestCreateCache:
     """Upstream's call forms work; failures are one warning and None."""
 
-    def test_positional_upstream_form(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_positional_upstream_form(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         monkeypatch.setenv("REMOTE_CACHE_LOCAL_DIR", str(tmp_path))
         cache = create_cache("id", False, "FbCache", "LocalCache")
         assert isinstance(cache, LocalCache)
-        assert create_cache("id", is_fbcode=True, fb_cache_cls="LocalAutotuneCache", oss_cache_cls="X").__class__.__name__ == "LocalAutotuneCache"
+        assert (
+            create_cache(
+                "id", is_fbcode=True, fb_cache_cls="LocalAutotuneCache", oss_cache_cls="X"
+            ).__class__.__name__
+            == "LocalAutotuneCache"
+        )
 
     def test_builds_redis_cache_without_connecting(self) -> None:
         cache = create_cache("fx-graph-v1", False, "", "RemoteFxGraphCache")
@@ -110,7 +125,9 @@ class TestWithoutRedis:
             "    RemoteFxGraphCache('fx')\n"
             "except MissingDependencyError as e:\n"
             "    print('missing:', e)\n"
-            "print('ok', sorted(m for m in sys.modules if sys.modules[m] is not None and m.split('.')[0] in ('redis', 'fakeredis', 'pytest', 'hypothesis')))\n"
+            "heavy = ('redis', 'fakeredis', 'pytest', 'hypothesis')\n"
+            "loaded = [m for m, mod in sys.modules.items() if mod and m.split('.')[0] in heavy]\n"
+            "print('ok', sorted(loaded))\n"
         )
         result = subprocess.run(
             [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False

@@ -17,7 +17,17 @@ from remote_cache import (
 )
 from remote_cache._local import default_local_root, key_of, safe_name
 
-ESCAPING_KEYS = ["..", "../x", "../../etc/passwd", "/etc/passwd", "a/b", "a\x00b", "\\x\\..", ".hidden", "C:\\x"]
+ESCAPING_KEYS = [
+    "..",
+    "../x",
+    "../../etc/passwd",
+    "/etc/passwd",
+    "a/b",
+    "a\x00b",
+    "\\x\\..",
+    ".hidden",
+    "C:\\x",
+]
 
 
 class TestNames:
@@ -99,7 +109,9 @@ class TestLocalCache:
         assert sorted(os.listdir(tmp_path / "id")) == ["k"]
         assert cache.get("k") == 4
 
-    def test_default_root_from_environment(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_default_root_from_environment(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         monkeypatch.setenv("REMOTE_CACHE_LOCAL_DIR", str(tmp_path / "configured"))
         assert default_local_root() == tmp_path / "configured"
         LocalCache("id").put("k", 1)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import builtins
 import inspect
 import logging
-import socket
 import ssl
 from typing import Any
 
@@ -84,7 +83,7 @@ class TestTranslation:
     @pytest.mark.parametrize(
         ("exc", "expected"),
         [
-            (socket.timeout("timed out"), BackendTimeoutError),
+            (TimeoutError("timed out"), BackendTimeoutError),
             (builtins.TimeoutError("timed out"), BackendTimeoutError),
             (ConnectionRefusedError(111, "refused"), BackendUnavailableError),
             (ssl.SSLError("bad cert"), BackendUnavailableError),
@@ -99,7 +98,10 @@ class TestTranslation:
 
     def test_secrets_scrubbed(self) -> None:
         error = translate_redis_error(
-            rexc.ConnectionError("AUTH hunter2 failed"), backend="b", operation="get", secrets=["hunter2"]
+            rexc.ConnectionError("AUTH hunter2 failed"),
+            backend="b",
+            operation="get",
+            secrets=["hunter2"],
         )
         assert error is not None
         assert "hunter2" not in str(error)
@@ -168,7 +170,9 @@ class TestBreakerInBackend:
 
     def test_server_errors_do_not_open(self) -> None:
         backend, client = self.make()
-        client.error = rexc.OutOfMemoryError("OOM command not allowed when used memory > 'maxmemory'")
+        client.error = rexc.OutOfMemoryError(
+            "OOM command not allowed when used memory > 'maxmemory'"
+        )
         with pytest.raises(BackendCommandError):
             backend.put("k", b"v")
         client.error = None
@@ -197,7 +201,9 @@ class TestBreakerInBackend:
         self, caplog_rc: pytest.LogCaptureFixture
     ) -> None:
         client = FlakyClient()
-        client.error = rexc.ConnectionError("Error 111 connecting to localhost:6379. Connection refused.")
+        client.error = rexc.ConnectionError(
+            "Error 111 connecting to localhost:6379. Connection refused."
+        )
         cache = RemoteFxGraphCache("fx", backend=RedisRemoteCacheBackend(client=client))
         for _ in range(5):
             assert cache.get("k") is None
@@ -220,7 +226,9 @@ class TestSharing:
         other = RedisRemoteCacheBackend(host="127.0.0.1", port=2)
         assert first.breaker is second.breaker
         assert first.breaker is not other.breaker
-        assert first.breaker is breaker_for(RedisSettings(host="127.0.0.1", port=1).server_identity())
+        assert first.breaker is breaker_for(
+            RedisSettings(host="127.0.0.1", port=1).server_identity()
+        )
         assert first.client() is second.client()
 
     def test_client_has_timeouts_and_no_retries(self) -> None:

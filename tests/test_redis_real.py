@@ -24,7 +24,9 @@ VALUE = {"data": "gASVAAAA" * 10, "time_taken_ms": 42, "é": [1.5, 2**70]}
 
 
 @pytest.fixture
-def count_commands(monkeypatch: pytest.MonkeyPatch) -> Callable[[RedisRemoteCacheBackend], list[Any]]:
+def count_commands(
+    monkeypatch: pytest.MonkeyPatch,
+) -> Callable[[RedisRemoteCacheBackend], list[Any]]:
     """Wrap a backend's client so that every command sent is listed."""
 
     def install(backend: RedisRemoteCacheBackend) -> list[Any]:
@@ -45,7 +47,9 @@ def count_commands(monkeypatch: pytest.MonkeyPatch) -> Callable[[RedisRemoteCach
 class TestRoundTrips:
     """Values written through the environment's settings come back equal."""
 
-    def test_url_from_environment(self, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_url_from_environment(
+        self, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         monkeypatch.setenv("REMOTE_CACHE_REDIS_URL", redis_server.url)
         RemoteFxGraphCache("fx-graph-v1").put("k" * 52, VALUE)
         assert RemoteFxGraphCache("fx-graph-v1").get("k" * 52) == VALUE
@@ -54,7 +58,9 @@ class TestRoundTrips:
         assert cache_stats["RemoteFxGraphCache"].hit == 1
         assert cache_stats["RemoteFxGraphCache"].miss == 1
 
-    def test_upstream_host_and_port(self, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_upstream_host_and_port(
+        self, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         monkeypatch.setenv("TORCHINDUCTOR_REDIS_HOST", redis_server.host)
         monkeypatch.setenv("TORCHINDUCTOR_REDIS_PORT", str(redis_server.port))
         cache = RemoteAutotuneCache("ab" * 32)
@@ -83,7 +89,9 @@ class TestRoundTrips:
             time.sleep(0.1)
         assert cache.get("k") is None
 
-    def test_no_ttl_by_default(self, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_no_ttl_by_default(
+        self, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         monkeypatch.setenv("REMOTE_CACHE_REDIS_URL", redis_server.url)
         RemoteFxGraphCache("ttl").put("k", 1)
         assert redis_server.client().ttl("pt2:ttl::k:c1") == -1
@@ -105,7 +113,10 @@ class TestAuthAndSockets:
         assert "s3cret-pw" not in repr(cache.backend)
 
     def test_wrong_password_fails_open_without_leaking(
-        self, secured: RedisServer, monkeypatch: pytest.MonkeyPatch, caplog_rc: pytest.LogCaptureFixture
+        self,
+        secured: RedisServer,
+        monkeypatch: pytest.MonkeyPatch,
+        caplog_rc: pytest.LogCaptureFixture,
     ) -> None:
         url = secured.url.replace("s3cret-pw", "wrong-pw")
         monkeypatch.setenv("REMOTE_CACHE_REDIS_URL", url)
@@ -119,7 +130,9 @@ class TestAuthAndSockets:
         assert "s3cret-pw" not in logged
         assert "AuthenticationError" in logged
 
-    def test_missing_password_fails_open(self, secured: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_missing_password_fails_open(
+        self, secured: RedisServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         monkeypatch.setenv("REMOTE_CACHE_REDIS_URL", f"redis://{secured.host}:{secured.port}/0")
         cache = RemoteFxGraphCache("auth")
         assert cache.get("k") is None

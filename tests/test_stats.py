@@ -166,4 +166,6 @@ class TestDump:
         )
         result = pytester.runpython(script)
         assert "Cache Metrics:" in result.stderr.str()
-        assert "  RemoteFxGraphCache: {hit: 1, miss: 0, put: 0, exception: 0}" in result.stderr.lines
+        assert (
+            "  RemoteFxGraphCache: {hit: 1, miss: 0, put: 0, exception: 0}" in result.stderr.lines
+        )

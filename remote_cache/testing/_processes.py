@@ -32,7 +32,7 @@ def spawn(argv: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
     """Start ``argv``; it is killed at interpreter exit, and (on Linux) when this process dies."""
     if sys.platform.startswith("linux"):
         options.setdefault("preexec_fn", _die_with_parent)
-    process: subprocess.Popen[bytes] = subprocess.Popen(list(argv), **options)  # noqa: S603
+    process: subprocess.Popen[bytes] = subprocess.Popen(list(argv), **options)
     with _live_lock:
         _live.add(process)
     return process

@@ -28,7 +28,10 @@ class RedisServerError(RuntimeError):
 
 
 def find_redis_server(binary: str | os.PathLike[str] | None = None) -> str:
-    """Return the path of ``redis-server`` (or of ``binary``), or raise FileNotFoundError saying how to install it."""
+    """Return the path of ``redis-server`` (or ``binary``).
+
+    Raises FileNotFoundError saying how to install it.
+    """
     name = os.fspath(binary) if binary is not None else "redis-server"
     found = shutil.which(name)
     if found is None:
@@ -72,9 +75,7 @@ class RedisServer:
         self.config = dict(config or {})
         self.startup_timeout = startup_timeout
         self.directory = Path(tempfile.mkdtemp(prefix="remote-cache-redis-"))
-        self.unix_socket_path: Path | None = (
-            self.directory / "redis.sock" if unix_socket else None
-        )
+        self.unix_socket_path: Path | None = self.directory / "redis.sock" if unix_socket else None
         self._process: subprocess.Popen[bytes] | None = None
 
     # -- addresses ----------------------------------------------------------------------
@@ -133,7 +134,10 @@ class RedisServer:
         if self.running:
             return self
         self._process = spawn(
-            self._argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            self._argv(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         self._wait_ready()
         return self

@@ -1,0 +1,363 @@
+"""The checks behind ``remote-cache check``: round trips, wire format, outage and recovery."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import json
+import logging
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from remote_cache import (
+    CacheStat,
+    LocalAutotuneCache,
+    LocalCache,
+    RedisRemoteCache,
+    RedisRemoteCacheBackend,
+    RemoteAOTAutogradCache,
+    RemoteAutotuneCache,
+    RemoteBundledAutotuneCache,
+    RemoteCache,
+    RemoteDynamoPGOCache,
+    RemoteFxGraphCache,
+)
+from remote_cache._breaker import CircuitBreaker
+from remote_cache._serde import JsonDataTy
+from remote_cache.testing._override import isolated_cache_stats
+from remote_cache.testing._proxy import OutageProxy
+
+__all__ = ["CheckReport", "CheckResult", "Target", "run_checks"]
+
+REDIS_CACHE_CLASSES: tuple[type[RedisRemoteCache], ...] = (
+    RedisRemoteCache,
+    RemoteAutotuneCache,
+    RemoteBundledAutotuneCache,
+    RemoteFxGraphCache,
+    RemoteAOTAutogradCache,
+    RemoteDynamoPGOCache,
+)
+LOCAL_CACHE_CLASSES: tuple[type[LocalCache], ...] = (LocalCache, LocalAutotuneCache)
+
+SAMPLE_VALUES: dict[str, JsonDataTy] = {
+    "fx-graph-entry": {"data": "gASVAAAAAAAAAACMBHRlc3SULg==", "time_taken_ms": 1234},
+    "non-ascii": {"é": "ü", "snow": "☃", "rocket": "🚀"},
+    "nested": {"a": [1, [2, [3, {"b": None}]]], "c": {"d": {"e": []}}},
+    "floats": [0.1, -0.0, 1e308, 5e-324],
+    "big-ints": [2**64, -(2**70)],
+    "zero": 0,
+    "empty-string": "",
+    "empty-list": [],
+    "false": False,
+}
+
+
+@dataclasses.dataclass
+class CheckResult:
+    """The outcome of one check."""
+
+    name: str
+    passed: bool
+    detail: str = ""
+    seconds: float = 0.0
+
+
+@dataclasses.dataclass
+class CheckReport:
+    """Every check's result, the counters they left, and where they ran."""
+
+    target: str
+    results: list[CheckResult] = dataclasses.field(default_factory=list)
+    stats: dict[str, CacheStat] = dataclasses.field(default_factory=dict)
+    log_lines: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """Whether every check passed."""
+        return all(result.passed for result in self.results)
+
+
+class Target:
+    """Where the checks run: an embedded fakeredis server, or a real URL behind a proxy."""
+
+    def __init__(self, url: str | None, *, timeout: float = 0.5) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.run_id = f"remote-cache-check-{uuid.uuid4().hex[:12]}"
+        self.breaker = CircuitBreaker()
+        self._fake_server: Any = None
+        self._proxy: OutageProxy | None = None
+        self._direct: Any = None
+
+    @property
+    def description(self) -> str:
+        """The server, without any password."""
+        if self.url is None:
+            return "embedded fakeredis"
+        from remote_cache._config import redact_url
+
+        return redact_url(self.url)
+
+    @contextlib.contextmanager
+    def opened(self) -> Iterator[Target]:
+        """Connect, then clean up; ``ConnectionError`` when the server cannot be reached."""
+        if self.url is None:
+            import fakeredis
+
+            self._fake_server = fakeredis.FakeServer()
+            self._direct = fakeredis.FakeRedis(server=self._fake_server)
+            yield self
+            return
+        import redis
+
+        self._direct = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
+        try:
+            self._direct.ping()
+        except redis.RedisError as exc:
+            raise ConnectionError(f"{self.description}: {type(exc).__name__}: {exc}") from exc
+        self._proxy = OutageProxy.for_url(self.url)
+        try:
+            yield self
+        finally:
+            self._proxy.close()
+            self._delete_own_keys()
+            self._direct.close()
+
+    def _delete_own_keys(self) -> None:
+        pattern = f"pt2:{self.run_id}*"
+        batch: list[bytes] = []
+        for key in self._direct.scan_iter(match=pattern, count=500):
+            batch.append(key)
+            if len(batch) >= 500:
+                self._direct.delete(*batch)
+                batch.clear()
+        if batch:
+            self._direct.delete(*batch)
+
+    def backend(self) -> RedisRemoteCacheBackend:
+        """A backend for one cache: through the proxy for a URL, with a TTL on every write."""
+        if self.url is None:
+            import fakeredis
+
+            client = fakeredis.FakeRedis(server=self._fake_server)
+            return RedisRemoteCacheBackend(client=client, retry_after=0, breaker=self.breaker)
+        assert self._proxy is not None
+        return RedisRemoteCacheBackend(
+            url=self._proxy.url,
+            expire=300,
+            timeout=self.timeout,
+            retry_after=0,
+            breaker=self.breaker,
+        )
+
+    def cache_id(self, name: str) -> str:
+        """A cache id of this run's own, so nothing of anyone else's is touched."""
+        return f"{self.run_id}-{name}"
+
+    def raw_get(self, key: str) -> bytes | None:
+        """Read a stored key directly, around the proxy."""
+        value: bytes | None = self._direct.get(key)
+        return value
+
+    def raw_set(self, key: str, data: bytes) -> None:
+        """Write a key directly, with a TTL on a real server."""
+        self._direct.set(key, data, ex=None if self.url is None else 300)
+
+    def down(self) -> None:
+        """Make the server unreachable for the caches."""
+        if self._proxy is not None:
+            self._proxy.cut()
+        else:
+            self._fake_server.connected = False
+
+    def hang(self) -> bool:
+        """Make the server accept and never answer; False when the target cannot."""
+        if self._proxy is None:
+            return False
+        self._proxy.blackhole()
+        return True
+
+    def up(self) -> None:
+        """End any outage."""
+        if self._proxy is not None:
+            self._proxy.restore()
+        else:
+            self._fake_server.connected = True
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(logging.INFO)
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.levelname}: {record.getMessage()}")
+
+
+@contextlib.contextmanager
+def _captured_logs(lines: list[str]) -> Iterator[None]:
+    """Collect the ``remote_cache`` logger's lines instead of letting them reach stderr."""
+    logger = logging.getLogger("remote_cache")
+    handler = _ListHandler(lines)
+    previous = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = previous
+
+
+def _expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise AssertionError(message)
+
+
+def _round_trip(target: Target, cache_cls: type[RedisRemoteCache]) -> str:
+    cache = cache_cls(target.cache_id(cache_cls.__name__), backend=target.backend())
+    for key, value in SAMPLE_VALUES.items():
+        cache.put(key, value)
+    for key, value in SAMPLE_VALUES.items():
+        got = cache.get(key)
+        _expect(got == value and type(got) is type(value), f"{key}: wrote {value!r}, read {got!r}")
+    _expect(cache.get("absent-key") is None, "an absent key did not read as None")
+    return f"{len(SAMPLE_VALUES)} values"
+
+
+def _local_round_trip(cache_cls: type[LocalCache]) -> str:
+    with tempfile.TemporaryDirectory(prefix="remote-cache-check-") as root:
+        cache = cache_cls("check", root=root)
+        for key, value in SAMPLE_VALUES.items():
+            cache.put(key, value)
+        fresh = cache_cls("check", root=root)
+        for key, value in SAMPLE_VALUES.items():
+            got = fresh.get(key)
+            _expect(got == value, f"{key}: wrote {value!r}, read {got!r}")
+        _expect(fresh.get("../escape") is None, "a key read outside its folder")
+    return f"{len(SAMPLE_VALUES)} values"
+
+
+def _wire_format(target: Target) -> str:
+    cache_id = target.cache_id("wire")
+    cache = RemoteFxGraphCache(cache_id, backend=target.backend())
+    value = SAMPLE_VALUES["non-ascii"]
+    cache.put("k", value)
+    stored = target.raw_get(f"pt2:{cache_id}::k:c1")
+    expected = bytes(json.dumps(value), "ascii")
+    _expect(stored == expected, f"stored {stored!r}, upstream writes {expected!r}")
+    return "pt2:{cache_id}::{key}:c1, ASCII JSON"
+
+
+def _batch(target: Target) -> str:
+    cache = RemoteFxGraphCache(target.cache_id("batch"), backend=target.backend())
+    mapping: dict[str, JsonDataTy] = {f"k{i}": {"i": i} for i in range(100)}
+    cache.put_many(mapping)
+    found = cache.get_many([*mapping, "absent"])
+    _expect(found == mapping, f"get_many returned {len(found)} of {len(mapping)} entries")
+    return "100 keys"
+
+
+def _corrupt(target: Target) -> str:
+    cache_id = target.cache_id("corrupt")
+    target.raw_set(f"pt2:{cache_id}::k:c1", b"\xff not json")
+    cache = RemoteFxGraphCache(cache_id, backend=target.backend())
+    _expect(cache.get("k") is None, "a corrupt entry did not read as a miss")
+    return "read as a miss"
+
+
+def _outage(target: Target) -> str:
+    cache = RemoteFxGraphCache(target.cache_id("outage"), backend=target.backend())
+    cache.put("kept", {"v": 1})
+    target.down()
+    try:
+        started = time.monotonic()
+        got = cache.get("kept")
+        cache.put("dropped", {"v": 2})
+        elapsed = time.monotonic() - started
+    finally:
+        target.up()
+    _expect(got is None, f"read {got!r} from a server that is down")
+    _expect(elapsed < 2 * target.timeout + 1, f"the outage cost {elapsed:.2f} s")
+    recovered = cache.get("kept")
+    _expect(recovered == {"v": 1}, f"after recovery read {recovered!r}")
+    _expect(cache.get("dropped") is None, "a put made during the outage was stored")
+    cache.put("after", {"v": 3})
+    _expect(cache.get("after") == {"v": 3}, "writes do not work after recovery")
+    return f"failed open in {elapsed * 1000:.0f} ms, recovered, nothing lost"
+
+
+def _black_hole(target: Target) -> str:
+    cache = RemoteFxGraphCache(target.cache_id("hang"), backend=target.backend())
+    if not target.hang():
+        return "not applicable to the embedded server"
+    try:
+        started = time.monotonic()
+        got = cache.get("k")
+        elapsed = time.monotonic() - started
+    finally:
+        target.up()
+    _expect(got is None, "a hung server returned a value")
+    _expect(elapsed < target.timeout + 0.5, f"a hung server held a get for {elapsed:.2f} s")
+    return f"bounded at {elapsed * 1000:.0f} ms"
+
+
+def _checks(target: Target) -> list[tuple[str, Callable[[], str]]]:
+    checks: list[tuple[str, Callable[[], str]]] = []
+    for cls in REDIS_CACHE_CLASSES:
+        checks.append((f"round trip {cls.__name__}", functools.partial(_round_trip, target, cls)))
+    for local_cls in LOCAL_CACHE_CLASSES:
+        checks.append(
+            (f"round trip {local_cls.__name__}", functools.partial(_local_round_trip, local_cls))
+        )
+    checks += [
+        ("upstream wire format", lambda: _wire_format(target)),
+        ("batch get_many/put_many", lambda: _batch(target)),
+        ("corrupt entry is a miss", lambda: _corrupt(target)),
+        ("outage: fail open, then recover", lambda: _outage(target)),
+        ("black hole: bounded by the timeout", lambda: _black_hole(target)),
+    ]
+    return checks
+
+
+def run_checks(
+    url: str | None,
+    *,
+    progress: Callable[[int, int, str], None] | None = None,
+    extra: list[tuple[str, Callable[[], str]]] | None = None,
+) -> CheckReport:
+    """Run every check against ``url`` (None: an embedded fakeredis) and report.
+
+    Raises ``ConnectionError`` when the server cannot be reached at all.
+    """
+    target = Target(url)
+    report = CheckReport(target=target.description)
+    with (
+        isolated_cache_stats() as stats,
+        _captured_logs(report.log_lines),
+        target.opened(),
+    ):
+        checks = _checks(target) + list(extra or [])
+        for index, (name, check) in enumerate(checks, start=1):
+            if progress is not None:
+                progress(index, len(checks), name)
+            started = time.monotonic()
+            try:
+                detail = check()
+                passed = True
+            except AssertionError as exc:
+                detail, passed = str(exc) or "assertion failed", False
+            except Exception as exc:  # noqa: BLE001 - a check that crashes is a failed check
+                detail, passed = f"{type(exc).__name__}: {exc}", False
+            report.results.append(CheckResult(name, passed, detail, time.monotonic() - started))
+        report.stats = stats.snapshot()
+    return report
+
+
+def cache_classes() -> list[type[RemoteCache[Any]]]:
+    """The cache classes the round trips cover."""
+    return [*REDIS_CACHE_CLASSES, *LOCAL_CACHE_CLASSES]
