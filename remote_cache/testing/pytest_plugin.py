@@ -1,1 +1,201 @@
-"""pytest fixtures for remote_cache (registered through the ``pytest11`` entry point)."""
+"""pytest fixtures for code that uses remote_cache (registered through ``pytest11``).
+
+Importing this module stays cheap: it loads in every pytest run where the package is
+installed, so the harness itself is imported inside the fixtures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from remote_cache import CacheStats, RemoteCache, RemoteCacheBackend
+    from remote_cache.testing._fixtures import (
+        FakeRedisFixture,
+        MemoryFixture,
+        OutageFixture,
+        RecorderFixture,
+        RedisFixture,
+    )
+    from remote_cache.testing._proxy import OutageProxy
+    from remote_cache.testing._redis_server import RedisServer
+
+REDIS_FIXTURES = ("remote_cache_redis", "remote_cache_proxy")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Add ``--remote-cache-redis-url`` and ``--remote-cache-redis-server``."""
+    group = parser.getgroup("remote_cache")
+    group.addoption(
+        "--remote-cache-redis-url",
+        default=None,
+        help="run the Redis fixtures against this existing server; it is never flushed: "
+        "what tests write is deleted, and what they overwrite is put back",
+    )
+    group.addoption(
+        "--remote-cache-redis-server",
+        default=None,
+        help="the redis-server binary the Redis fixtures start (default: from PATH)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``remote_cache_redis`` marker."""
+    config.addinivalue_line(
+        "markers",
+        "remote_cache_redis: the test uses a real Redis server (set by the remote_cache_redis "
+        "and remote_cache_proxy fixtures)",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that use a real Redis server, so ``-m`` can select them."""
+    for item in items:
+        if any(name in getattr(item, "fixturenames", ()) for name in REDIS_FIXTURES):
+            item.add_marker("remote_cache_redis")
+
+
+@pytest.fixture
+def remote_cache_stats() -> Iterator[CacheStats]:
+    """A fresh global stats registry for the test; ``remote_cache_stats[name]`` is a CacheStat."""
+    from remote_cache.testing._override import isolated_cache_stats
+
+    with isolated_cache_stats() as stats:
+        yield stats
+
+
+@pytest.fixture
+def remote_cache_memory() -> Iterator[MemoryFixture]:
+    """Every cache class built in the test uses one shared in-memory store (``.entries``)."""
+    from remote_cache.testing._fixtures import memory_backends
+
+    with memory_backends() as handle:
+        yield handle
+
+
+@pytest.fixture
+def remote_cache_recorder() -> Iterator[RecorderFixture]:
+    """As ``remote_cache_memory``, and ``.calls`` lists every backend call in order."""
+    from remote_cache.testing._fixtures import recording_backends
+
+    with recording_backends() as handle:
+        yield handle
+
+
+@pytest.fixture
+def remote_cache_outage() -> Iterator[OutageFixture]:
+    """As ``remote_cache_memory``, behind a fault injector: ``.down()``, ``.up()``, ``.slow()``."""
+    from remote_cache.testing._fixtures import outage_backends
+
+    with outage_backends() as handle:
+        yield handle
+
+
+OverrideFunction = Callable[
+    ["type[RemoteCache[Any]]", "Callable[[], RemoteCacheBackend[Any]]"], None
+]
+
+
+@pytest.fixture
+def remote_cache_override() -> Iterator[OverrideFunction]:
+    """A function ``(cache_cls, backend_factory)`` overriding one class's backend for the test."""
+    from remote_cache.testing._override import override_backends
+
+    with contextlib.ExitStack() as stack:
+
+        def override(
+            cache_cls: type[RemoteCache[Any]],
+            backend_factory: Callable[[], RemoteCacheBackend[Any]],
+        ) -> None:
+            stack.enter_context(override_backends(backend_factory, [cache_cls]))
+
+        yield override
+
+
+@pytest.fixture
+def remote_cache_fakeredis() -> Iterator[FakeRedisFixture]:
+    """Redis caches built in the test talk to a fresh fakeredis server (``.disconnect()``)."""
+    try:
+        import fakeredis  # noqa: F401 - only to say what is missing
+    except ImportError:
+        pytest.fail("remote_cache_fakeredis needs fakeredis: pip install 'remote-cache[testing]'")
+    from remote_cache.testing._fixtures import fakeredis_backends
+
+    with fakeredis_backends() as handle:
+        yield handle
+
+
+@pytest.fixture(scope="session")
+def _remote_cache_redis_server(request: pytest.FixtureRequest) -> Iterator[RedisServer | None]:
+    """One redis-server per session and xdist worker (None with --remote-cache-redis-url)."""
+    if request.config.getoption("--remote-cache-redis-url"):
+        yield None
+        return
+    from remote_cache.testing._redis_server import RedisServer
+
+    try:
+        server = RedisServer(binary=request.config.getoption("--remote-cache-redis-server"))
+    except FileNotFoundError as exc:
+        pytest.fail(f"the remote_cache_redis fixture needs redis-server: {exc}", pytrace=False)
+    with server:
+        yield server
+
+
+@pytest.fixture
+def remote_cache_redis(
+    request: pytest.FixtureRequest, _remote_cache_redis_server: RedisServer | None
+) -> Iterator[RedisFixture]:
+    """A real redis-server, emptied for the test; Redis caches built in the test talk to it."""
+    from remote_cache._redis import _build_client
+    from remote_cache.testing._fixtures import (
+        RedisFixture,
+        _GuardedClient,
+        _KeyGuard,
+        redis_environment,
+    )
+
+    server = _remote_cache_redis_server
+    if server is None:
+        import redis
+
+        url = request.config.getoption("--remote-cache-redis-url")
+        client = redis.Redis.from_url(url)
+        guard = _KeyGuard(client)
+        try:
+            with redis_environment(
+                url, client_factory=lambda settings: _GuardedClient(_build_client(settings), guard)
+            ):
+                yield RedisFixture(url, client, None)
+        finally:
+            guard.undo()
+            client.close()
+        return
+    if not server.running:  # a test killed it
+        server.start()
+    client = server.client()
+    client.flushall()  # our own server: nobody else's data is on it
+    try:
+        with redis_environment(server.url):
+            yield RedisFixture(server.url, client, server)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def remote_cache_proxy(remote_cache_redis: RedisFixture) -> Iterator[OutageProxy]:
+    """An ``OutageProxy`` in front of ``remote_cache_redis``; Redis caches talk through it."""
+    from remote_cache.testing._fixtures import redis_environment
+    from remote_cache.testing._proxy import OutageProxy
+
+    with OutageProxy.for_url(remote_cache_redis.url) as proxy:
+        factory = None
+        if remote_cache_redis.server is None:
+            from remote_cache import RedisRemoteCacheBackend
+
+            factory = RedisRemoteCacheBackend.client_factory
+        with redis_environment(proxy.url, timeout=0.3, client_factory=factory):
+            yield proxy

@@ -1,0 +1,411 @@
+"""Backends for tests: no-op, failing, in-memory, recording and fault-injecting ones."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple, cast
+
+from remote_cache import BackendUnavailableError, RemoteCacheBackend
+
+__all__ = [
+    "BackendCall",
+    "FailingBackend",
+    "FaultInjectingBackend",
+    "FaultPlan",
+    "InMemoryBackend",
+    "NoopBackend",
+    "RecordingBackend",
+    "SideEffect",
+]
+
+OPERATIONS = ("get", "put", "get_many", "put_many")
+
+SideEffect = BaseException | type[BaseException] | Callable[[str, Any], BaseException]
+"""What a failure raises, with ``unittest.mock``'s meaning: an exception, an exception type
+(called with a message), or a callable ``(operation, key)`` returning the exception."""
+
+
+def _raise(side_effect: SideEffect, operation: str, key: Any) -> None:
+    if isinstance(side_effect, BaseException):
+        raise side_effect
+    if isinstance(side_effect, type) and issubclass(side_effect, BaseException):
+        raise side_effect(f"simulated failure of {operation}")
+    if callable(side_effect):
+        make_error = cast(Callable[[str, Any], BaseException], side_effect)
+        raise make_error(operation, key)
+    raise TypeError(f"Expected an exception, exception type or callable but got {side_effect!r}")
+
+
+def _simulated_outage(operation: str, key: Any) -> BaseException:
+    return BackendUnavailableError(
+        f"simulated outage: {operation} failed", backend="simulated", operation=operation,
+        key=key if isinstance(key, str) else None,
+    )  # fmt: skip
+
+
+class NoopBackend(RemoteCacheBackend[Any]):
+    """Stores nothing: every get is a miss, every put is accepted and forgotten."""
+
+    def _get(self, key: str) -> Any:
+        return None
+
+    def _put(self, key: str, data: Any) -> None:
+        return None
+
+
+class FailingBackend(RemoteCacheBackend[Any]):
+    """Every call raises: ``error`` for both operations, or ``get_error`` / ``put_error``.
+
+    Each is a ``SideEffect``; the default is a ``BackendUnavailableError`` (a simulated
+    outage, which ``ConnectionError`` handlers catch). ``FailingBackend(AssertionError("x"))``
+    reproduces upstream's test backend.
+    """
+
+    def __init__(
+        self,
+        error: SideEffect = _simulated_outage,
+        *,
+        get_error: SideEffect | None = None,
+        put_error: SideEffect | None = None,
+    ) -> None:
+        super().__init__()
+        self.get_error = get_error if get_error is not None else error
+        self.put_error = put_error if put_error is not None else error
+
+    def _get(self, key: str) -> Any:
+        _raise(self.get_error, "get", key)
+
+    def _put(self, key: str, data: Any) -> None:
+        _raise(self.put_error, "put", key)
+
+
+class InMemoryBackend(RemoteCacheBackend[Any]):
+    """A thread-safe dict. Pass one ``store`` to several backends to share what they hold."""
+
+    def __init__(self, store: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.store: dict[str, Any] = {} if store is None else store
+        self._lock = threading.Lock()
+
+    @property
+    def entries(self) -> dict[str, Any]:
+        """A copy of what is stored: backend keys to stored data."""
+        with self._lock:
+            return dict(self.store)
+
+    def clear(self) -> None:
+        """Forget everything stored."""
+        with self._lock:
+            self.store.clear()
+
+    def _get(self, key: str) -> Any:
+        return self.store.get(key)
+
+    def _put(self, key: str, data: Any) -> None:
+        with self._lock:
+            self.store[key] = data
+
+    def _get_many(self, keys: list[str]) -> dict[str, Any]:
+        store = self.store
+        with self._lock:
+            return {key: store[key] for key in keys if store.get(key) is not None}
+
+    def _put_many(self, mapping: Mapping[str, Any]) -> None:
+        with self._lock:
+            self.store.update(mapping)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self.store)} entries)"
+
+
+class BackendCall(NamedTuple):
+    """One call seen by a ``RecordingBackend``.
+
+    ``key`` is the key, or the tuple of keys of a batch; ``data`` what a put wrote (a dict
+    for ``put_many``); ``result`` what a get returned; ``error`` the exception raised, if any;
+    ``duration`` seconds.
+    """
+
+    op: str
+    key: str | tuple[str, ...]
+    data: Any
+    result: Any
+    error: BaseException | None
+    duration: float
+
+
+class RecordingBackend(RemoteCacheBackend[Any]):
+    """Wraps ``inner`` and records every call in ``calls``, in order (thread-safe)."""
+
+    def __init__(
+        self, inner: RemoteCacheBackend[Any], calls: list[BackendCall] | None = None
+    ) -> None:
+        super().__init__()
+        self.inner = inner
+        self.calls: list[BackendCall] = [] if calls is None else calls
+        self._lock = threading.Lock()
+
+    def _record(self, op: str, key: Any, data: Any, call: Callable[[], Any]) -> Any:
+        started = time.perf_counter()
+        try:
+            result = call()
+        except BaseException as exc:
+            self._append(BackendCall(op, key, data, None, exc, time.perf_counter() - started))
+            raise
+        self._append(BackendCall(op, key, data, result, None, time.perf_counter() - started))
+        return result
+
+    def _append(self, call: BackendCall) -> None:
+        with self._lock:
+            self.calls.append(call)
+
+    def ops(self) -> list[str]:
+        """The operation of each call, in order."""
+        return [call.op for call in self.calls]
+
+    def _get(self, key: str) -> Any:
+        return self._record("get", key, None, lambda: self.inner.get(key))
+
+    def _put(self, key: str, data: Any) -> None:
+        self._record("put", key, data, lambda: self.inner.put(key, data))
+
+    def _get_many(self, keys: list[str]) -> dict[str, Any]:
+        result: dict[str, Any] = self._record(
+            "get_many", tuple(keys), None, lambda: self.inner.get_many(keys)
+        )
+        return result
+
+    def _put_many(self, mapping: Mapping[str, Any]) -> None:
+        self._record(
+            "put_many", tuple(mapping), dict(mapping), lambda: self.inner.put_many(mapping)
+        )
+
+
+@dataclasses.dataclass
+class FaultPlan:
+    """When a ``FaultInjectingBackend`` fails (or slows) a call.
+
+    Exactly one trigger applies: ``nth`` (the n-th matching call, 1-based), ``every`` (every
+    k-th matching call), ``probability`` (with ``seed`` for a repeatable sequence),
+    ``window`` (matching calls numbered ``start <= n < stop``), or none of them: always.
+    ``operations`` limits the plan to some of ``"get"``, ``"put"``, ``"get_many"``,
+    ``"put_many"`` (None: all). ``latency`` seconds are added to each triggered call;
+    ``error`` (a ``SideEffect``) is raised by it, unless ``latency`` is given without one.
+    """
+
+    nth: int | None = None
+    every: int | None = None
+    probability: float | None = None
+    window: tuple[int, int] | None = None
+    seed: int | None = None
+    operations: frozenset[str] | None = None
+    latency: float = 0.0
+    error: SideEffect | None = None
+    calls: int = dataclasses.field(default=0, init=False)
+    triggered: int = dataclasses.field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        triggers = [self.nth, self.every, self.probability, self.window]
+        if sum(trigger is not None for trigger in triggers) > 1:
+            raise ValueError("a FaultPlan takes at most one of nth, every, probability, window")
+        if self.nth is not None and self.nth < 1:
+            raise ValueError(f"Expected nth >= 1 but got nth={self.nth!r}")
+        if self.every is not None and self.every < 1:
+            raise ValueError(f"Expected every >= 1 but got every={self.every!r}")
+        if self.probability is not None and not 0.0 <= self.probability <= 1.0:
+            raise ValueError(
+                f"Expected 0 <= probability <= 1 but got probability={self.probability!r}"
+            )
+        if self.window is not None and not 1 <= self.window[0] <= self.window[1]:
+            raise ValueError(f"Expected 1 <= start <= stop but got window={self.window!r}")
+        if self.latency < 0:
+            raise ValueError(f"Expected latency >= 0 but got latency={self.latency!r}")
+        if self.operations is not None:
+            self.operations = frozenset(self.operations)
+            unknown = self.operations - set(OPERATIONS)
+            if unknown:
+                raise ValueError(
+                    f"unknown operations {sorted(unknown)}; expected some of {OPERATIONS}"
+                )
+        if self.error is None and self.latency == 0:
+            self.error = _simulated_outage
+        self._random = random.Random(self.seed)
+
+    def matches(self, operation: str) -> bool:
+        """Whether this plan looks at calls of ``operation``."""
+        return self.operations is None or operation in self.operations
+
+    def fires(self) -> bool:
+        """Count one matching call; return whether the plan triggers on it."""
+        self.calls += 1
+        n = self.calls
+        if self.nth is not None:
+            fired = n == self.nth
+        elif self.every is not None:
+            fired = n % self.every == 0
+        elif self.probability is not None:
+            fired = self._random.random() < self.probability
+        elif self.window is not None:
+            fired = self.window[0] <= n < self.window[1]
+        else:
+            fired = True
+        if fired:
+            self.triggered += 1
+        return fired
+
+
+class FaultInjectingBackend(RemoteCacheBackend[Any]):
+    """Wraps ``inner`` and fails or slows calls by ``FaultPlan``s, or all of them while down.
+
+    ``down()`` makes every call raise a ``BackendUnavailableError`` (a ``ConnectionError``)
+    until ``up()``; nothing stored in ``inner`` is lost. ``add(plan)`` and the shorthands
+    (``fail_nth``, ``fail_every``, ``fail_randomly``, ``fail_window``, ``fail_always``,
+    ``add_latency``) add plans at any time; ``clear()`` removes them. A failed call never
+    reaches ``inner``. ``injected`` counts the failures raised, per operation in
+    ``injected_by_operation``. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        inner: RemoteCacheBackend[Any],
+        plans: Iterable[FaultPlan] = (),
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__()
+        self.inner = inner
+        self.plans: list[FaultPlan] = list(plans)
+        self.is_down = False
+        self.down_error: SideEffect = _simulated_outage
+        self.injected_by_operation: dict[str, int] = dict.fromkeys(OPERATIONS, 0)
+        self._sleep = sleep
+        self._lock = threading.Lock()
+
+    @property
+    def injected(self) -> int:
+        """Failures raised so far."""
+        return sum(self.injected_by_operation.values())
+
+    # -- switches and plans ---------------------------------------------------------------
+
+    def down(self, error: SideEffect | None = None) -> None:
+        """Fail every call with ``error`` (a BackendUnavailableError by default) until ``up()``."""
+        if error is not None:
+            self.down_error = error
+        self.is_down = True
+
+    def up(self) -> None:
+        """End ``down()``; plans stay."""
+        self.is_down = False
+        self.down_error = _simulated_outage
+
+    def add(self, plan: FaultPlan) -> FaultPlan:
+        """Add ``plan``; return it (its ``calls`` and ``triggered`` count what it saw)."""
+        if not isinstance(plan, FaultPlan):
+            raise TypeError(f"Expected a FaultPlan but got {plan!r}")
+        with self._lock:
+            self.plans.append(plan)
+        return plan
+
+    def clear(self) -> None:
+        """Remove every plan and end ``down()``."""
+        with self._lock:
+            self.plans.clear()
+        self.up()
+
+    def fail_always(
+        self, *, operations: Iterable[str] | None = None, error: SideEffect | None = None
+    ) -> FaultPlan:
+        """Fail every matching call."""
+        return self.add(FaultPlan(operations=_ops(operations), error=error))
+
+    def fail_nth(
+        self, n: int, *, operations: Iterable[str] | None = None, error: SideEffect | None = None
+    ) -> FaultPlan:
+        """Fail the ``n``-th matching call (1-based)."""
+        return self.add(FaultPlan(nth=n, operations=_ops(operations), error=error))
+
+    def fail_every(
+        self, k: int, *, operations: Iterable[str] | None = None, error: SideEffect | None = None
+    ) -> FaultPlan:
+        """Fail every ``k``-th matching call."""
+        return self.add(FaultPlan(every=k, operations=_ops(operations), error=error))
+
+    def fail_randomly(
+        self,
+        p: float,
+        *,
+        seed: int | None = 0,
+        operations: Iterable[str] | None = None,
+        error: SideEffect | None = None,
+    ) -> FaultPlan:
+        """Fail each matching call with probability ``p`` (repeatably, for a given ``seed``)."""
+        return self.add(
+            FaultPlan(probability=p, seed=seed, operations=_ops(operations), error=error)
+        )
+
+    def fail_window(
+        self,
+        start: int,
+        stop: int,
+        *,
+        operations: Iterable[str] | None = None,
+        error: SideEffect | None = None,
+    ) -> FaultPlan:
+        """Fail matching calls numbered ``start`` (1-based) up to, not including, ``stop``."""
+        return self.add(FaultPlan(window=(start, stop), operations=_ops(operations), error=error))
+
+    def add_latency(self, seconds: float, *, operations: Iterable[str] | None = None) -> FaultPlan:
+        """Delay every matching call by ``seconds``."""
+        return self.add(FaultPlan(latency=seconds, operations=_ops(operations)))
+
+    # -- the calls ------------------------------------------------------------------------
+
+    def _before(self, operation: str, key: Any) -> None:
+        if self.is_down:
+            self._count(operation)
+            _raise(self.down_error, operation, key)
+        if not self.plans:
+            return
+        delay, error = 0.0, None
+        with self._lock:
+            for plan in self.plans:
+                if plan.matches(operation) and plan.fires():
+                    delay += plan.latency
+                    if plan.error is not None and error is None:
+                        error = plan.error
+        if delay:
+            self._sleep(delay)
+        if error is not None:
+            self._count(operation)
+            _raise(error, operation, key)
+
+    def _count(self, operation: str) -> None:
+        with self._lock:
+            self.injected_by_operation[operation] += 1
+
+    def _get(self, key: str) -> Any:
+        self._before("get", key)
+        return self.inner.get(key)
+
+    def _put(self, key: str, data: Any) -> None:
+        self._before("put", key)
+        self.inner.put(key, data)
+
+    def _get_many(self, keys: list[str]) -> dict[str, Any]:
+        self._before("get_many", tuple(keys))
+        return self.inner.get_many(keys)
+
+    def _put_many(self, mapping: Mapping[str, Any]) -> None:
+        self._before("put_many", tuple(mapping))
+        self.inner.put_many(mapping)
+
+
+def _ops(operations: Iterable[str] | None) -> frozenset[str] | None:
+    if isinstance(operations, str):
+        return frozenset([operations])
+    return None if operations is None else frozenset(operations)
