@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 COVERAGE_FLOOR ?= 95
 
-.PHONY: demo test lint typecheck unit bench redis-server clean
+.PHONY: demo test lint typecheck unit unit-xdist example bench redis-server clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,15 @@ unit: $(STAMP) redis-server
 	$(BIN)/python -m coverage run -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 	$(BIN)/python -m coverage report --fail-under=$(COVERAGE_FLOOR)
 
-test: lint typecheck unit
+# The same suite again across two xdist workers: fixtures must hold per worker.
+unit-xdist: $(STAMP) redis-server
+	$(BIN)/python -m pytest -p no:cacheprovider -n 2 -q $(PYTEST_ARGS)
+
+# The sample downstream project, with the fixtures loaded from the installed package.
+example: $(STAMP) redis-server
+	cd docs/examples/tinycompiler && ../../../$(BIN)/python -m pytest -p no:cacheprovider -q
+
+test: lint typecheck unit unit-xdist example
 
 bench: $(STAMP) redis-server
 	$(BIN)/python -m bench

@@ -1,0 +1,1 @@
+"""Benchmarks: ratios and timings side by side in one run, medians of several rounds."""

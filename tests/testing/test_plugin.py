@@ -1,0 +1,236 @@
+"""The pytest plugin, loaded as an installed user project loads it: through the entry point."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+from remote_cache.testing import RedisServer
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "tinycompiler"
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    """Run pytest in a subprocess: no conftest of ours, the plugin comes from pytest11."""
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=120)
+
+
+def copy_example(pytester: pytest.Pytester) -> None:
+    for path in EXAMPLE.rglob("*.py"):
+        target = pytester.path / path.relative_to(EXAMPLE)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target)
+    pytester.makeini("[pytest]\npythonpath = .\nfilterwarnings = error\n")
+
+
+class TestExampleProject:
+    """The sample downstream project passes with the fixtures, alone and under xdist."""
+
+    def test_example_passes(self, pytester: pytest.Pytester) -> None:
+        copy_example(pytester)
+        result = run(pytester, "-v")
+        result.assert_outcomes(passed=7)
+        result.stdout.fnmatch_lines(["*test_proxy_faults_bounded_and_recovered*blackhole*PASSED*"])
+
+    def test_example_passes_under_xdist(self, pytester: pytest.Pytester) -> None:
+        copy_example(pytester)
+        run(pytester, "-n", "2").assert_outcomes(passed=7)
+
+    def test_redis_tests_marked(self, pytester: pytest.Pytester) -> None:
+        copy_example(pytester)
+        result = run(pytester, "-m", "not remote_cache_redis")
+        result.assert_outcomes(passed=4, deselected=3)
+
+
+class TestMemoryFixtures:
+    """Memory, recorder, outage, stats and override fixtures, and that they restore."""
+
+    def test_fixtures_and_restoration(self, pytester: pytest.Pytester) -> None:
+        pytester.makepyfile(
+            """
+            import pytest
+            from remote_cache import (
+                RemoteCache, RemoteFxGraphCache, RemoteAutotuneCache, cache_stats,
+                BackendUnavailableError,
+            )
+            from remote_cache.testing import InMemoryBackend
+
+            def test_memory_shared(remote_cache_memory, remote_cache_stats):
+                RemoteFxGraphCache("fx").put("k", {"a": 1})
+                assert RemoteFxGraphCache("fx").get("k") == {"a": 1}
+                assert remote_cache_memory.entries == {"pt2:fx::k:c1": b'{"a": 1}'}
+                assert remote_cache_stats["RemoteFxGraphCache"].hit == 1
+
+            def test_restored_after_memory():
+                assert RemoteCache.backend_override_cls is None
+                assert "backend_override_cls" not in vars(RemoteFxGraphCache)
+
+            def test_stats_isolated(remote_cache_stats):
+                assert remote_cache_stats.snapshot() == {}
+
+            def test_recorder(remote_cache_recorder):
+                cache = RemoteFxGraphCache("fx")
+                cache.put("k", 1)
+                cache.get("k")
+                cache.get_many(["k", "j"])
+                assert remote_cache_recorder.ops() == ["put", "get", "get_many"]
+                call = remote_cache_recorder.calls[0]
+                assert (call.key, call.data, call.error) == ("pt2:fx::k:c1", b"1", None)
+                assert remote_cache_recorder.calls[2].result == {"pt2:fx::k:c1": b"1"}
+
+            def test_outage(remote_cache_outage):
+                cache = RemoteFxGraphCache("fx")
+                cache.put("k", 1)
+                remote_cache_outage.down()
+                assert cache.get("k") is None
+                with pytest.raises(ConnectionError):
+                    remote_cache_outage.injector.get("x")
+                remote_cache_outage.up()
+                assert cache.get("k") == 1
+                remote_cache_outage.flaky(1.0)
+                assert cache.get("k") is None
+                remote_cache_outage.restore()
+                remote_cache_outage.slow(0.01)
+                assert cache.get("k") == 1
+                assert remote_cache_outage.injected == 3
+
+            def test_override_one_class(remote_cache_override):
+                special = InMemoryBackend()
+                remote_cache_override(RemoteAutotuneCache, lambda: special)
+                RemoteAutotuneCache("a").put("k", 1)
+                assert list(special.entries) == ["pt2:a::k:c1"]
+
+            def test_override_restored():
+                assert "backend_override_cls" not in vars(RemoteAutotuneCache)
+
+            def test_failure_inside_still_restores(remote_cache_memory):
+                raise RuntimeError("the test fails")
+
+            def test_after_failure():
+                assert RemoteCache.backend_override_cls is None
+            """
+        )
+        result = run(pytester)
+        result.assert_outcomes(passed=8, failed=1)
+
+
+class TestFakeRedisFixture:
+    """Redis caches meet fakeredis, and .disconnect() looks like an outage."""
+
+    def test_fakeredis(self, pytester: pytest.Pytester) -> None:
+        pytester.makepyfile(
+            """
+            import os
+            from remote_cache import RemoteFxGraphCache, RedisRemoteCacheBackend
+
+            def test_round_trip_and_outage(remote_cache_fakeredis, remote_cache_stats):
+                cache = RemoteFxGraphCache("fx")
+                cache.put("k", [1])
+                assert remote_cache_fakeredis.client.get("pt2:fx::k:c1") == b"[1]"
+                remote_cache_fakeredis.disconnect()
+                assert cache.get("k") is None
+                assert remote_cache_fakeredis.entries == {b"pt2:fx::k:c1": b"[1]"}
+                remote_cache_fakeredis.reconnect()
+                assert RemoteFxGraphCache("fx").get("k") == [1]
+                assert remote_cache_stats["RemoteFxGraphCache"].fail_open == 1
+
+            def test_restored():
+                assert RedisRemoteCacheBackend.client_factory is None
+                assert "REMOTE_CACHE_REDIS_RETRY_AFTER" not in os.environ
+            """
+        )
+        run(pytester).assert_outcomes(passed=2)
+
+
+@pytest.mark.redis
+class TestRedisFixtures:
+    """Real servers: isolation, external servers kept intact, nothing left running."""
+
+    def test_isolation_between_tests(self, pytester: pytest.Pytester) -> None:
+        pytester.makepyfile(
+            """
+            from remote_cache import RemoteFxGraphCache
+
+            def test_writes(remote_cache_redis):
+                RemoteFxGraphCache("iso").put("k", 1)
+                assert remote_cache_redis.client.dbsize() == 1
+
+            def test_starts_empty(remote_cache_redis):
+                assert remote_cache_redis.client.dbsize() == 0
+                assert RemoteFxGraphCache("iso").get("k") is None
+
+            def test_killed_server_restarted_for_next(remote_cache_redis):
+                remote_cache_redis.server.kill()
+                assert RemoteFxGraphCache("iso").get("k") is None
+
+            def test_after_kill(remote_cache_redis):
+                RemoteFxGraphCache("iso").put("k", 2)
+                assert RemoteFxGraphCache("iso").get("k") == 2
+            """
+        )
+        run(pytester).assert_outcomes(passed=4)
+
+    def test_external_server_data_survives(self, pytester: pytest.Pytester) -> None:
+        with RedisServer() as server:
+            client = server.client()
+            client.set("users-data", b"precious")
+            client.set("pt2:fx::shared:c1", b'"theirs"', ex=1000)
+            pytester.makepyfile(
+                """
+                from remote_cache import RemoteFxGraphCache
+
+                def test_overwrites_and_adds(remote_cache_redis, remote_cache_proxy):
+                    cache = RemoteFxGraphCache("fx")
+                    assert cache.get("shared") == "theirs"
+                    cache.put("shared", "ours")
+                    cache.put_many({"new1": 1, "new2": 2})
+                    assert RemoteFxGraphCache("fx").get("shared") == "ours"
+                    remote_cache_proxy.cut()
+                    assert cache.get("new1") is None
+
+                def test_second(remote_cache_redis):
+                    assert RemoteFxGraphCache("fx").get("shared") == "theirs"
+                    assert RemoteFxGraphCache("fx").get("new1") is None
+                """
+            )
+            result = run(pytester, f"--remote-cache-redis-url={server.url}")
+            result.assert_outcomes(passed=2)
+            assert client.get("users-data") == b"precious"
+            assert client.get("pt2:fx::shared:c1") == b'"theirs"'
+            assert 0 < client.ttl("pt2:fx::shared:c1") <= 1000
+            assert sorted(client.keys()) == [b"pt2:fx::shared:c1", b"users-data"]
+
+    def test_missing_binary_is_an_error_not_a_skip(self, pytester: pytest.Pytester) -> None:
+        pytester.makepyfile(
+            """
+            def test_needs_redis(remote_cache_redis):
+                pass
+            """
+        )
+        result = run(pytester, "--remote-cache-redis-server=/nonexistent/redis-server")
+        result.assert_outcomes(errors=1)
+        result.stdout.fnmatch_lines(["*apt-get install redis-server*"])
+
+    def test_everything_stopped_even_when_tests_fail(self, pytester: pytest.Pytester) -> None:
+        record = pytester.path / "started.txt"
+        pytester.makepyfile(
+            f"""
+            import os
+
+            def test_fails_mid_use(remote_cache_redis, remote_cache_proxy):
+                with open({str(record)!r}, "w") as f:
+                    f.write(f"{{remote_cache_redis.server.pid}} {{remote_cache_proxy.port}}")
+                raise AssertionError("boom")
+            """
+        )
+        run(pytester).assert_outcomes(failed=1)
+        pid_text, port_text = record.read_text().split()
+        pid, port = int(pid_text), int(port_text)
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+        with socket.socket() as probe, pytest.raises(ConnectionRefusedError):
+            probe.connect(("127.0.0.1", port))
