@@ -7,9 +7,15 @@ import time
 import pytest
 from tinycompiler import CACHE_ID, Compiler, graph_hash
 
-from remote_cache.testing import FakeRedisFixture, MemoryFixture, OutageFixture, RedisFixture
-from remote_cache.testing import OutageProxy, RecorderFixture
 from remote_cache import CacheStats
+from remote_cache.testing import (
+    FakeRedisFixture,
+    MemoryFixture,
+    OutageFixture,
+    OutageProxy,
+    RecorderFixture,
+    RedisFixture,
+)
 
 
 def test_hit_after_miss(remote_cache_memory: MemoryFixture, remote_cache_stats: CacheStats) -> None:
