@@ -47,7 +47,7 @@ unit-xdist: $(STAMP) redis-server
 example: $(STAMP) redis-server
 	cd docs/examples/tinycompiler && ../../../$(BIN)/python -m pytest -p no:cacheprovider -q
 
-test: lint typecheck unit unit-xdist example
+test: lint typecheck example unit-xdist unit
 
 bench: $(STAMP) redis-server
 	$(BIN)/python -m bench
