@@ -1,0 +1,99 @@
+"""Hypothesis strategies for cache values, keys and fault plans."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import strategies as st
+
+from remote_cache._serde import JsonDataTy
+from remote_cache.testing._backends import OPERATIONS, FaultPlan
+
+__all__ = ["cache_keys", "fault_plans", "json_data"]
+
+
+def json_data(
+    *,
+    allow_nan: bool = False,
+    allow_infinity: bool | None = None,
+    max_leaves: int = 30,
+    max_text: int = 40,
+) -> st.SearchStrategy[JsonDataTy]:
+    """Every JSON shape ``json.loads`` can return, nested.
+
+    Leaves are None, booleans, integers (beyond 64 bits too), floats (``-0.0`` and
+    subnormals included; NaN and the infinities only when asked for) and text (non-ASCII and
+    lone surrogates included); containers are lists and dicts with text keys. ``max_leaves``
+    bounds the size. ``allow_infinity`` defaults to ``allow_nan``.
+    """
+    if allow_infinity is None:
+        allow_infinity = allow_nan
+    text = st.text(max_size=max_text)
+    leaves = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.integers(min_value=-(2**200), max_value=2**200),
+        st.floats(allow_nan=allow_nan, allow_infinity=allow_infinity),
+        text,
+    )
+    return st.recursive(
+        leaves,
+        lambda children: st.one_of(
+            st.lists(children, max_size=5),
+            st.dictionaries(text, children, max_size=5),
+        ),
+        max_leaves=max_leaves,
+    )
+
+
+def cache_keys(*, max_size: int = 80) -> st.SearchStrategy[str]:
+    """Valid keys: hashes, any non-empty text, and hostile ones (``..``, ``/``, NUL, newlines)."""
+    hashes = st.binary(min_size=26, max_size=26).map(lambda raw: raw.hex()[:52])
+    hostile = st.sampled_from(["..", "../x", "/etc/passwd", "a\x00b", "a\nb", " ", "é", "🚀"])
+    return st.one_of(hashes, hostile, st.text(min_size=1, max_size=max_size))
+
+
+def fault_plans(
+    *, operations: tuple[str, ...] = OPERATIONS, max_latency: float = 0.0
+) -> st.SearchStrategy[FaultPlan]:
+    """Fault plans of every trigger kind, for some of ``operations``, with latency."""
+    ops = st.one_of(
+        st.none(),
+        st.frozensets(st.sampled_from(operations), min_size=1),
+    )
+    latency = st.just(0.0) if max_latency <= 0 else st.floats(0.0, max_latency)
+
+    def build(
+        *,
+        kind: str,
+        number: int,
+        start: int,
+        length: int,
+        p: float,
+        seed: int,
+        chosen: frozenset[str] | None,
+        delay: float,
+    ) -> FaultPlan:
+        options: dict[str, Any] = {"operations": chosen, "latency": delay}
+        if kind == "nth":
+            options["nth"] = number
+        elif kind == "every":
+            options["every"] = number
+        elif kind == "probability":
+            options["probability"], options["seed"] = p, seed
+        elif kind == "window":
+            options["window"] = (start, start + length)
+        return FaultPlan(**options)
+
+    return st.builds(
+        build,
+        kind=st.sampled_from(["always", "nth", "every", "probability", "window"]),
+        number=st.integers(1, 10),
+        start=st.integers(1, 10),
+        length=st.integers(0, 10),
+        p=st.floats(0.0, 1.0),
+        seed=st.integers(0, 2**32 - 1),
+        chosen=ops,
+        delay=latency,
+    )
