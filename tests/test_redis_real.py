@@ -235,3 +235,30 @@ class TestBlackHole:
         else:
             assert (backend_stat.exception, backend_stat.skipped) == (1, 5)
             assert sum(durations) < timeout + 0.5
+
+
+class TestTls:
+    """rediss:// with the CA works; without it the cache fails open, password unseen."""
+
+    def test_trusted_and_untrusted(
+        self, monkeypatch: pytest.MonkeyPatch, caplog_rc: pytest.LogCaptureFixture
+    ) -> None:
+        with RedisServer(tls=True, password="tls-pw") as server:
+            assert server.url.startswith("rediss://")
+            monkeypatch.setenv(
+                "REMOTE_CACHE_REDIS_URL", f"{server.url}?ssl_ca_certs={server.ca_file}"
+            )
+            cache = RemoteFxGraphCache("tls")
+            cache.put("k", VALUE)
+            assert cache.get("k") == VALUE
+            assert server.client().get("pt2:tls::k:c1") is not None
+
+            monkeypatch.setenv("REMOTE_CACHE_REDIS_URL", server.url)  # no CA: untrusted
+            monkeypatch.setenv("REMOTE_CACHE_REDIS_PORT", "1")  # ignored: the URL wins
+            untrusted = RemoteFxGraphCache("tls")
+            assert untrusted.get("k") is None
+            untrusted.put("k", 1)
+            assert cache_stats["RemoteFxGraphCache"].fail_open == 2
+            logged = caplog_rc.text
+            assert "CERTIFICATE_VERIFY_FAILED" in logged
+            assert "tls-pw" not in logged

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -66,6 +69,7 @@ class RedisServer:
         password: str | None = None,
         unix_socket: bool = False,
         config: dict[str, str] | None = None,
+        tls: bool = False,
         startup_timeout: float = 10.0,
     ) -> None:
         self.binary = find_redis_server(binary)
@@ -77,14 +81,66 @@ class RedisServer:
         self.directory = Path(tempfile.mkdtemp(prefix="remote-cache-redis-"))
         self.unix_socket_path: Path | None = self.directory / "redis.sock" if unix_socket else None
         self._process: subprocess.Popen[bytes] | None = None
+        self.tls = tls
+        self.ca_file: Path | None = None
+        """With ``tls=True``: the CA certificate that signed the server's (self-made, 1 day)."""
+        if tls:
+            self.ca_file = self._make_certificates()
 
     # -- addresses ----------------------------------------------------------------------
 
     @property
     def url(self) -> str:
-        """``redis://[:password@]host:port/0``."""
+        """``redis://[:password@]host:port/0`` (``rediss://`` with ``tls=True``)."""
         auth = f":{quote(self.password, safe='')}@" if self.password else ""
-        return f"redis://{auth}{self.host}:{self.port}/0"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{auth}{self.host}:{self.port}/0"
+
+    def _make_certificates(self) -> Path:
+        """Make a CA and a server certificate for 127.0.0.1 with the openssl command."""
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            raise FileNotFoundError("tls=True needs the openssl command (apt-get install openssl)")
+        d = self.directory
+        run = functools.partial(subprocess.run, check=True, capture_output=True, timeout=60)
+        run(
+            [
+                openssl,
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=remote-cache test CA",
+                "-keyout",
+                d / "ca.key",
+                "-out",
+                d / "ca.crt",
+            ]
+        )
+        run(
+            [
+                openssl,
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                f"/CN={self.host}",
+                "-keyout",
+                d / "server.key",
+                "-out",
+                d / "server.csr",
+            ]
+        )
+        (d / "san.cnf").write_text(f"subjectAltName=IP:{self.host},DNS:localhost\n")
+        run([openssl, "x509", "-req", "-in", d / "server.csr", "-CA", d / "ca.crt",
+             "-CAkey", d / "ca.key", "-CAcreateserial", "-days", "1",
+             "-extfile", d / "san.cnf", "-out", d / "server.crt"])  # fmt: skip
+        return d / "ca.crt"
 
     @property
     def unix_url(self) -> str:
@@ -113,7 +169,7 @@ class RedisServer:
     def _argv(self) -> list[str]:
         argv = [
             self.binary,
-            "--port", str(self.port),
+            "--port", "0" if self.tls else str(self.port),
             "--bind", self.host,
             "--dir", str(self.directory),
             "--save", "",
@@ -123,6 +179,15 @@ class RedisServer:
         ]  # fmt: skip
         if self.password:
             argv += ["--requirepass", self.password]
+        if self.tls:
+            d = self.directory
+            argv += [
+                "--tls-port", str(self.port),
+                "--tls-cert-file", str(d / "server.crt"),
+                "--tls-key-file", str(d / "server.key"),
+                "--tls-ca-cert-file", str(d / "ca.crt"),
+                "--tls-auth-clients", "no",
+            ]  # fmt: skip
         if self.unix_socket_path is not None:
             argv += ["--unixsocket", str(self.unix_socket_path), "--unixsocketperm", "700"]
         for directive, value in self.config.items():
@@ -171,7 +236,13 @@ class RedisServer:
     def ping(self, timeout: float = 0.5) -> bool:
         """Whether the server answers PING now (speaking RESP on a plain socket)."""
         try:
-            with socket.create_connection((self.host, self.port), timeout=timeout) as conn:
+            with contextlib.ExitStack() as stack:
+                conn = stack.enter_context(
+                    socket.create_connection((self.host, self.port), timeout=timeout)
+                )
+                if self.tls:
+                    context = ssl.create_default_context(cafile=str(self.ca_file))
+                    conn = stack.enter_context(context.wrap_socket(conn, server_hostname=self.host))
                 if self.password:
                     conn.sendall(_resp("AUTH", self.password))
                     if not conn.recv(64).startswith(b"+OK"):
@@ -216,4 +287,6 @@ class RedisServer:
         import redis
 
         options.setdefault("socket_timeout", 5.0)
+        if self.tls:
+            options.setdefault("ssl_ca_certs", str(self.ca_file))
         return redis.Redis.from_url(self.url, **options)
