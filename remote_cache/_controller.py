@@ -26,7 +26,7 @@ Sample = Any
 _failing: set[str] = set()
 
 
-def _note_failure(name: str, operation: str, exc: BaseException) -> None:
+def _note_failure(name: str, exc: BaseException) -> None:
     if name in _failing:
         return
     _failing.add(name)
@@ -95,7 +95,7 @@ class RemoteCache(Generic[_T]):
         try:
             result = self._get(key, sample)
         except Exception as exc:
-            if not self._swallowed(name, "get", exc, sample):
+            if not self._swallowed(name, exc, sample):
                 raise
             result = None
             cache_stats.miss(name)
@@ -123,7 +123,7 @@ class RemoteCache(Generic[_T]):
         try:
             self._put(key, value, sample)
         except Exception as exc:
-            if not self._swallowed(name, "put", exc, sample):
+            if not self._swallowed(name, exc, sample):
                 raise
         else:
             cache_stats.put(name)
@@ -147,7 +147,7 @@ class RemoteCache(Generic[_T]):
         try:
             found = self._get_many(wanted, sample)
         except Exception as exc:
-            if not self._swallowed(name, "get_many", exc, sample, len(wanted)):
+            if not self._swallowed(name, exc, sample, len(wanted)):
                 raise
             cache_stats.miss(name, len(wanted))
         else:
@@ -174,7 +174,7 @@ class RemoteCache(Generic[_T]):
         try:
             self._put_many(mapping, sample)
         except Exception as exc:
-            if not self._swallowed(name, "put_many", exc, sample, len(mapping)):
+            if not self._swallowed(name, exc, sample, len(mapping)):
                 raise
         else:
             cache_stats.put(name, len(mapping))
@@ -183,15 +183,13 @@ class RemoteCache(Generic[_T]):
         finally:
             self._log_sample(sample)
 
-    def _swallowed(
-        self, name: str, operation: str, exc: Exception, sample: Sample, count: int = 1
-    ) -> bool:
+    def _swallowed(self, name: str, exc: Exception, sample: Sample, count: int = 1) -> bool:
         """Record a failed call; return True when this cache fails open on it (else re-raise)."""
         if sample is not None:
             sample.fail_reason = str(exc)
         if self.fail_open and isinstance(exc, BackendError):
             cache_stats.fail_open(name, count)
-            _note_failure(name, operation, exc)
+            _note_failure(name, exc)
             return True
         cache_stats.exception(name)
         return False

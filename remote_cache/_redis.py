@@ -109,15 +109,14 @@ def _build_client(settings: RedisSettings) -> Any:
     options: dict[str, Any] = {
         "socket_timeout": settings.timeout,
         "socket_connect_timeout": settings.timeout,
+        "retry": Retry(NoBackoff(), 0),
     }
     if settings.cluster:
         from redis.cluster import RedisCluster
 
-        options["retry"] = Retry(NoBackoff(), 0)
         if settings.url:
             return RedisCluster.from_url(settings.url, **options)
         return RedisCluster(host=settings.host, port=settings.port, **options)
-    options["retry"] = Retry(NoBackoff(), 0)
     if settings.url:
         return redis.Redis.from_url(settings.url, **options)
     return redis.Redis(host=settings.host, port=settings.port, **options)

@@ -133,17 +133,6 @@ class CacheStats:
             stat.put_calls += 1
             stat.put_seconds += seconds
 
-    def latency(self, name: str, operation: str, seconds: float) -> None:
-        """Add one timed call of ``operation`` (``"get"`` or ``"put"``) lasting ``seconds``."""
-        with self._lock:
-            stat = self._stats.get(name) or self._stat(name)
-            if operation == "get":
-                stat.get_calls += 1
-                stat.get_seconds += seconds
-            else:
-                stat.put_calls += 1
-                stat.put_seconds += seconds
-
     def __getitem__(self, name: str) -> CacheStat:
         """Return a copy of the counters of ``name`` (zeros when never recorded)."""
         with self._lock:
