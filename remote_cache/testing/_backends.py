@@ -29,15 +29,19 @@ SideEffect = BaseException | type[BaseException] | Callable[[str, Any], BaseExce
 (called with a message), or a callable ``(operation, key)`` returning the exception."""
 
 
-def _raise(side_effect: SideEffect, operation: str, key: Any) -> None:
+def _make_error(side_effect: SideEffect, operation: str, key: Any) -> BaseException:
     if isinstance(side_effect, BaseException):
-        raise side_effect
+        return side_effect
     if isinstance(side_effect, type) and issubclass(side_effect, BaseException):
-        raise side_effect(f"simulated failure of {operation}")
+        return side_effect(f"simulated failure of {operation}")
     if callable(side_effect):
         make_error = cast(Callable[[str, Any], BaseException], side_effect)
-        raise make_error(operation, key)
+        return make_error(operation, key)
     raise TypeError(f"Expected an exception, exception type or callable but got {side_effect!r}")
+
+
+def _raise(side_effect: SideEffect, operation: str, key: Any) -> None:
+    raise _make_error(side_effect, operation, key)
 
 
 def _simulated_outage(operation: str, key: Any) -> BaseException:
@@ -266,7 +270,7 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
     (``fail_nth``, ``fail_every``, ``fail_randomly``, ``fail_window``, ``fail_always``,
     ``add_latency``) add plans at any time; ``clear()`` removes them. A failed call never
     reaches ``inner``. ``injected`` counts the failures raised, per operation in
-    ``injected_by_operation``. Thread-safe.
+    ``injected_by_operation``; ``last_error`` is the latest one. Thread-safe.
     """
 
     def __init__(
@@ -282,6 +286,7 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
         self.is_down = False
         self.down_error: SideEffect = _simulated_outage
         self.injected_by_operation: dict[str, int] = dict.fromkeys(OPERATIONS, 0)
+        self.last_error: BaseException | None = None
         self._sleep = sleep
         self._lock = threading.Lock()
 
@@ -367,8 +372,7 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
 
     def _before(self, operation: str, key: Any) -> None:
         if self.is_down:
-            self._count(operation)
-            _raise(self.down_error, operation, key)
+            self._inject(self.down_error, operation, key)
         if not self.plans:
             return
         delay, error = 0.0, None
@@ -381,12 +385,14 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
         if delay:
             self._sleep(delay)
         if error is not None:
-            self._count(operation)
-            _raise(error, operation, key)
+            self._inject(error, operation, key)
 
-    def _count(self, operation: str) -> None:
+    def _inject(self, side_effect: SideEffect, operation: str, key: Any) -> None:
+        error = _make_error(side_effect, operation, key)
         with self._lock:
             self.injected_by_operation[operation] += 1
+            self.last_error = error
+        raise error
 
     def _get(self, key: str) -> Any:
         self._before("get", key)

@@ -1,18 +1,32 @@
-"""``check_backend``: the backend contract, checked against any backend factory, pytest-free."""
+"""``check_backend``: the backend contract and property suite for any backend, pytest-free.
+
+``check_backend(make_backend)`` runs everything; the parts are public too, and
+``BackendConformance`` turns them into test methods for pytest or unittest.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
-from hypothesis import given, seed, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from remote_cache import RemoteCacheBackend
+from remote_cache import RemoteCacheBackend, RemoteCacheJsonSerde, RemoteCacheSerde
+from remote_cache._serde import JsonDataTy
 from remote_cache.testing._override import isolated_cache_stats
-from remote_cache.testing.strategies import cache_keys
+from remote_cache.testing.stateful import run_cache_machine
+from remote_cache.testing.strategies import cache_keys, json_data
 
-__all__ = ["check_backend"]
+__all__ = [
+    "BackendConformance",
+    "check_backend",
+    "check_contract",
+    "check_json_serde",
+    "check_model",
+    "check_stats",
+]
 
 BackendFactory = Callable[[], RemoteCacheBackend[Any]]
 
@@ -23,7 +37,8 @@ def _fail(backend: RemoteCacheBackend[Any], message: str) -> None:
     raise AssertionError(f"{type(backend).__name__}: {message}")
 
 
-def _check_contract(make_backend: BackendFactory) -> None:
+def check_contract(make_backend: BackendFactory) -> None:
+    """Absent keys, falsy and large values, overwrites, batches and isolation, each once."""
     backend = make_backend()
     if backend.get("absent-key") is not None:
         _fail(backend, "a key never written did not read as None")
@@ -47,7 +62,8 @@ def _check_contract(make_backend: BackendFactory) -> None:
         _fail(backend, "a fresh backend from the factory saw another backend's data")
 
 
-def _check_stats(make_backend: BackendFactory) -> None:
+def check_stats(make_backend: BackendFactory) -> None:
+    """The backend counts hits, misses and puts exactly, batches per key."""
     with isolated_cache_stats() as stats:
         backend = make_backend()
         backend.put("k", b"")
@@ -61,14 +77,16 @@ def _check_stats(make_backend: BackendFactory) -> None:
         _fail(backend, f"counted (hit, miss, put, exception) = {counted}, expected (2, 2, 3, 0)")
 
 
+# A few recurring keys make overwrites and read-backs common; the rest explore key shapes.
+_keys = st.one_of(st.sampled_from(["a", "b", "c"]), cache_keys())
 _operations = st.lists(
     st.one_of(
-        st.tuples(st.just("put"), cache_keys(), st.binary(max_size=2048)),
-        st.tuples(st.just("get"), cache_keys(), st.none()),
-        st.tuples(st.just("get_many"), st.lists(cache_keys(), max_size=4), st.none()),
+        st.tuples(st.just("put"), _keys, st.binary(max_size=2048)),
+        st.tuples(st.just("get"), _keys, st.none()),
+        st.tuples(st.just("get_many"), st.lists(_keys, max_size=4), st.none()),
         st.tuples(
             st.just("put_many"),
-            st.dictionaries(cache_keys(), st.binary(max_size=64), max_size=4),
+            st.dictionaries(_keys, st.binary(max_size=64), max_size=4),
             st.none(),
         ),
     ),
@@ -76,10 +94,37 @@ _operations = st.lists(
 )
 
 
-def _check_model(make_backend: BackendFactory, examples: int, random_seed: int | None) -> None:
-    @settings(max_examples=examples, deadline=None, database=None)
+def _settings(examples: int | None) -> settings:
+    return settings(
+        max_examples=examples if examples is not None else settings().max_examples,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+
+
+def _run(test: Callable[[], None], random_seed: int | None) -> None:
+    (test if random_seed is None else seed(random_seed)(test))()
+
+
+def check_model(
+    make_backend: BackendFactory,
+    *,
+    examples: int | None = None,
+    random_seed: int | None = None,
+    on_example: Callable[[], None] | None = None,
+) -> None:
+    """Any sequence of gets and puts (single and batched) agrees with a dict.
+
+    ``examples`` defaults to the loaded Hypothesis profile's ``max_examples``;
+    ``random_seed`` makes the run repeatable; ``on_example`` is called once per example.
+    """
+
+    @_settings(examples)
     @given(_operations)
     def agrees_with_a_dict(operations: list[tuple[str, Any, Any]]) -> None:
+        if on_example is not None:
+            on_example()
         backend = make_backend()
         model: dict[str, bytes] = {}
         for operation, argument, data in operations:
@@ -99,21 +144,102 @@ def _check_model(make_backend: BackendFactory, examples: int, random_seed: int |
                 if found != expected:
                     _fail(backend, f"get_many({argument!r}) = {found!r}, expected {expected!r}")
 
-    test = agrees_with_a_dict if random_seed is None else seed(random_seed)(agrees_with_a_dict)
-    test()
+    _run(agrees_with_a_dict, random_seed)
+
+
+def check_json_serde(
+    serde: RemoteCacheSerde[JsonDataTy, bytes] | None = None,
+    *,
+    examples: int | None = None,
+    random_seed: int | None = None,
+    on_example: Callable[[], None] | None = None,
+) -> None:
+    """A JSON serde writes upstream's bytes (ASCII only) and reads back an equal value.
+
+    Equal means of the same type all the way down (``1``, ``1.0`` and ``True`` differ, so
+    do ``0.0`` and ``-0.0``). ``serde`` defaults to ``RemoteCacheJsonSerde()``.
+    """
+    serde = serde if serde is not None else RemoteCacheJsonSerde()
+    name = type(serde).__name__
+
+    @_settings(examples)
+    @given(json_data())
+    def round_trips(value: JsonDataTy) -> None:
+        if on_example is not None:
+            on_example()
+        data = serde.encode(value)
+        expected = bytes(json.dumps(value), "ascii")
+        if data != expected:
+            raise AssertionError(
+                f"{name}: encoded {value!r} as {data!r}; upstream writes {expected!r}"
+            )
+        if not data.isascii():
+            raise AssertionError(f"{name}: encoded {value!r} with non-ASCII bytes {data!r}")
+        back = serde.decode(data)
+        if json.dumps(back) != json.dumps(value):
+            raise AssertionError(f"{name}: {value!r} read back as {back!r}")
+
+    _run(round_trips, random_seed)
 
 
 def check_backend(
-    make_backend: BackendFactory, *, examples: int = 100, random_seed: int | None = None
+    make_backend: BackendFactory,
+    *,
+    examples: int | None = None,
+    random_seed: int | None = None,
+    on_example: Callable[[], None] | None = None,
 ) -> None:
     """Check the backend contract against backends from ``make_backend`` (fresh, empty each call).
 
-    Checks: an absent key reads as None; values (``b""``, binary, 1 KB boundaries, 200 KB)
-    read back equal; the last write wins; batches return just the stored keys; factories
-    give isolated backends; stats count hits, misses and puts exactly; and, with Hypothesis
-    (``examples`` sequences, repeatable with ``random_seed``), that any sequence of gets and
-    puts agrees with a dict. Raises ``AssertionError`` at the first violation. pytest-free.
+    Runs ``check_contract`` (an absent key reads as None; ``b""``, binary, the 1 KB
+    boundaries and 200 KB read back equal; the last write wins; batches return just the
+    stored keys; the factory gives isolated backends), ``check_stats`` (hits, misses and
+    puts counted exactly), ``check_model`` (Hypothesis: any sequence of calls agrees with a
+    dict) and the cache state machine of ``remote_cache.testing.stateful`` over the backend
+    (caches, injected faults, corrupt entries and exact counters). ``examples`` defaults to
+    the loaded Hypothesis profile's ``max_examples``; ``random_seed`` makes it repeatable.
+    Raises ``AssertionError`` at the first violation. pytest-free.
     """
-    _check_contract(make_backend)
-    _check_stats(make_backend)
-    _check_model(make_backend, examples, random_seed)
+    check_contract(make_backend)
+    check_stats(make_backend)
+    check_model(make_backend, examples=examples, random_seed=random_seed, on_example=on_example)
+    run_cache_machine(
+        make_backend, examples=examples, random_seed=random_seed, on_example=on_example
+    )
+
+
+class BackendConformance:
+    """The conformance suite as test methods: subclass it and define ``make_backend``.
+
+    pytest collects subclasses named ``Test...``; unittest users mix in ``TestCase`` too::
+
+        class TestSqliteBackend(BackendConformance):
+            def make_backend(self) -> SqliteBackend:
+                return SqliteBackend(":memory:")
+
+    ``examples`` (None: the Hypothesis profile's ``max_examples``) and ``random_seed`` are
+    class attributes to override.
+    """
+
+    examples: ClassVar[int | None] = None
+    random_seed: ClassVar[int | None] = None
+
+    def make_backend(self) -> RemoteCacheBackend[Any]:
+        """Return a fresh, empty backend (each call a new one)."""
+        raise NotImplementedError(f"{type(self).__name__} must define make_backend()")
+
+    def test_contract(self) -> None:
+        """Absent keys, falsy and large values, overwrites, batches, isolation."""
+        check_contract(self.make_backend)
+
+    def test_stats(self) -> None:
+        """Hits, misses and puts counted exactly."""
+        check_stats(self.make_backend)
+
+    def test_agrees_with_a_dict(self) -> None:
+        """Any sequence of calls agrees with a dict."""
+        check_model(self.make_backend, examples=self.examples, random_seed=self.random_seed)
+
+    def test_cache_machine(self) -> None:
+        """Caches over the backend, with injected faults, agree with the model."""
+        run_cache_machine(self.make_backend, examples=self.examples, random_seed=self.random_seed)

@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from remote_cache._serde import JsonDataTy
-from remote_cache.testing._backends import OPERATIONS, FaultPlan
+from remote_cache.testing._backends import OPERATIONS, FaultPlan, SideEffect
 
 __all__ = ["cache_keys", "fault_plans", "json_data"]
 
@@ -55,9 +55,17 @@ def cache_keys(*, max_size: int = 80) -> st.SearchStrategy[str]:
 
 
 def fault_plans(
-    *, operations: tuple[str, ...] = OPERATIONS, max_latency: float = 0.0
+    *,
+    operations: tuple[str, ...] = OPERATIONS,
+    max_latency: float = 0.0,
+    errors: st.SearchStrategy[SideEffect] | None = None,
 ) -> st.SearchStrategy[FaultPlan]:
-    """Fault plans of every trigger kind, for some of ``operations``, with latency."""
+    """Fault plans of every trigger kind, for some of ``operations``.
+
+    Each plan raises an error drawn from ``errors`` (default: the simulated outage, a
+    ``BackendUnavailableError``); with ``max_latency`` above 0, plans may also add up to
+    that many seconds to each call they trigger on.
+    """
     ops = st.one_of(
         st.none(),
         st.frozensets(st.sampled_from(operations), min_size=1),
@@ -74,8 +82,9 @@ def fault_plans(
         seed: int,
         chosen: frozenset[str] | None,
         delay: float,
+        error: SideEffect | None,
     ) -> FaultPlan:
-        options: dict[str, Any] = {"operations": chosen, "latency": delay}
+        options: dict[str, Any] = {"operations": chosen, "latency": delay, "error": error}
         if kind == "nth":
             options["nth"] = number
         elif kind == "every":
@@ -96,4 +105,5 @@ def fault_plans(
         seed=st.integers(0, 2**32 - 1),
         chosen=ops,
         delay=latency,
+        error=st.none() if errors is None else errors,
     )

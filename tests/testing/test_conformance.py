@@ -1,16 +1,30 @@
-"""check_backend passes on our backends and catches planted backend defects."""
+"""The conformance suite passes on our backends and catches planted defects."""
 
 from __future__ import annotations
 
+import itertools
+import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import fakeredis
 import pytest
 
-from remote_cache import LocalCacheBackend, RedisRemoteCacheBackend
+from remote_cache import (
+    LocalCacheBackend,
+    RedisRemoteCacheBackend,
+    RemoteCacheJsonSerde,
+)
+from remote_cache._serde import JsonDataTy
 from remote_cache.testing import InMemoryBackend, RedisServer
-from remote_cache.testing.conformance import check_backend
+from remote_cache.testing.conformance import (
+    BackendConformance,
+    check_backend,
+    check_contract,
+    check_json_serde,
+    check_model,
+)
 
 
 class EmptyBytesIsMissing(InMemoryBackend):
@@ -28,37 +42,64 @@ class TruncatesOver1KB(InMemoryBackend):
         self.store[key] = data[:1024]
 
 
-class TestPasses:
-    """Our backends conform."""
-
-    def test_in_memory(self) -> None:
-        check_backend(InMemoryBackend, examples=50, random_seed=1)
-
-    def test_redis_over_fakeredis(self) -> None:
-        check_backend(
-            lambda: RedisRemoteCacheBackend(
-                client=fakeredis.FakeRedis(server=fakeredis.FakeServer())
-            ),
-            examples=50,
-        )
-
-    def test_local(self, tmp_path: Path) -> None:
-        counter = iter(range(10**6))
-        check_backend(lambda: LocalCacheBackend(tmp_path / str(next(counter))), examples=50)
-
-    @pytest.mark.redis
-    def test_real_redis(self, redis_server: RedisServer) -> None:
-
-        def make() -> RedisRemoteCacheBackend:
-            client = redis_server.client()
-            client.flushall()
-            return RedisRemoteCacheBackend(client=client)
-
-        check_backend(make, examples=30)
+class KeepsOnlyTheLastBatchKey(InMemoryBackend):
+    def _put_many(self, mapping: Any) -> None:
+        *_, last = mapping.items()
+        self.store[last[0]] = last[1]
 
 
-class TestCatchesDefects:
-    """Each planted defect fails the check with a message naming it."""
+class DropsNonAscii(RemoteCacheJsonSerde):
+    def encode(self, data: JsonDataTy) -> bytes:
+        return json.dumps(data, ensure_ascii=False).encode("ascii", "ignore")
+
+
+class TestInMemoryConforms(BackendConformance):
+    def make_backend(self) -> InMemoryBackend:
+        return InMemoryBackend()
+
+
+class TestRedisOverFakeredisConforms(BackendConformance):
+    def make_backend(self) -> RedisRemoteCacheBackend:
+        return RedisRemoteCacheBackend(client=fakeredis.FakeRedis(server=fakeredis.FakeServer()))
+
+
+class TestLocalConforms(BackendConformance):
+    def setup_method(self) -> None:
+        self.scratch = tempfile.TemporaryDirectory(prefix="conformance-")
+        self.counter = itertools.count()
+
+    def teardown_method(self) -> None:
+        self.scratch.cleanup()
+
+    def make_backend(self) -> LocalCacheBackend:
+        return LocalCacheBackend(Path(self.scratch.name) / str(next(self.counter)))
+
+
+@pytest.mark.redis
+class TestRealRedisConforms(BackendConformance):
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_server: RedisServer) -> None:
+        self.client = redis_server.client()
+
+    def make_backend(self) -> RedisRemoteCacheBackend:
+        self.client.flushall()
+        return RedisRemoteCacheBackend(client=self.client)
+
+
+class TestCheckBackend:
+    """``check_backend`` runs every part, and catches each planted backend defect."""
+
+    def test_passes_on_in_memory(self) -> None:
+        made: list[InMemoryBackend] = []
+
+        def make() -> InMemoryBackend:
+            made.append(InMemoryBackend())
+            return made[-1]
+
+        examples: list[int] = []
+        check_backend(make, examples=10, random_seed=1, on_example=lambda: examples.append(1))
+        assert len(examples) >= 20  # the dict model and the cache machine, 10 each at least
+        assert len(made) >= 2 + 1 + 20
 
     @pytest.mark.parametrize(
         ("backend_cls", "message"),
@@ -68,11 +109,36 @@ class TestCatchesDefects:
             (TruncatesOver1KB, "wrote 1025 bytes"),
         ],
     )
-    def test_defect_caught(self, backend_cls: type[InMemoryBackend], message: str) -> None:
+    def test_defect_caught_by_the_contract(
+        self, backend_cls: type[InMemoryBackend], message: str
+    ) -> None:
         with pytest.raises(AssertionError, match=message):
             check_backend(backend_cls, examples=20)
+
+    @pytest.mark.parametrize("backend_cls", [EmptyBytesIsMissing, KeepsFirstWrite])
+    def test_defect_caught_by_the_dict_model(self, backend_cls: type[InMemoryBackend]) -> None:
+        with pytest.raises(AssertionError, match=backend_cls.__name__):
+            check_model(backend_cls, examples=200, random_seed=0)
+
+    def test_batch_defect_caught(self) -> None:
+        with pytest.raises(AssertionError, match="get_many"):
+            check_contract(KeepsOnlyTheLastBatchKey)
 
     def test_shared_factory_caught(self) -> None:
         shared = InMemoryBackend()
         with pytest.raises(AssertionError, match="fresh backend"):
             check_backend(lambda: shared, examples=5)
+
+    def test_not_implemented_make_backend(self) -> None:
+        with pytest.raises(NotImplementedError, match="make_backend"):
+            BackendConformance().test_contract()
+
+
+class TestCheckJsonSerde:
+    def test_ours_passes(self) -> None:
+        check_json_serde(RemoteCacheJsonSerde())
+        check_json_serde()
+
+    def test_dropping_non_ascii_caught(self) -> None:
+        with pytest.raises(AssertionError, match="DropsNonAscii: encoded"):
+            check_json_serde(DropsNonAscii(), examples=200, random_seed=0)
