@@ -146,6 +146,11 @@ def close_shared_clients() -> None:
             log.debug("closing a Redis client failed", exc_info=True)
 
 
+def _wire_key(key: str) -> bytes:
+    """The key as Redis stores it: UTF-8, with lone surrogates kept rather than refused."""
+    return key.encode("utf-8", "surrogatepass")
+
+
 class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
     """Bytes in Redis (standalone, Cluster, TLS, ACL auth, unix sockets).
 
@@ -267,18 +272,20 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
         return result
 
     def _get(self, key: str) -> bytes | None:
-        value: bytes | None = self._call("get", key, lambda client: client.get(key))
+        name = _wire_key(key)
+        value: bytes | None = self._call("get", key, lambda client: client.get(name))
         return value
 
     def _put(self, key: str, data: bytes) -> None:
-        expire = self._expire
-        self._call("put", key, lambda client: client.set(key, data, ex=expire))
+        name, expire = _wire_key(key), self._expire
+        self._call("put", key, lambda client: client.set(name, data, ex=expire))
 
     def _get_many(self, keys: list[str]) -> dict[str, bytes]:
+        names = [_wire_key(key) for key in keys]
         if self.settings.cluster:
-            values = self._call("get_many", None, lambda client: client.mget_nonatomic(keys))
+            values = self._call("get_many", None, lambda client: client.mget_nonatomic(names))
         else:
-            values = self._call("get_many", None, lambda client: client.mget(keys))
+            values = self._call("get_many", None, lambda client: client.mget(names))
         return {key: value for key, value in zip(keys, values, strict=True) if value is not None}
 
     def _put_many(self, mapping: Mapping[str, bytes]) -> None:
@@ -287,7 +294,7 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
         def write(client: Any) -> None:
             pipeline = client.pipeline(transaction=False)
             for key, data in mapping.items():
-                pipeline.set(key, data, ex=expire)
+                pipeline.set(_wire_key(key), data, ex=expire)
             pipeline.execute()
 
         self._call("put_many", None, write)

@@ -1,16 +1,18 @@
-"""The checks behind ``remote-cache check``: round trips, wire format, outage and recovery."""
+"""The checks behind ``remote-cache check``: round trips, wire format, the conformance and
+property suite, and outage drills."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import functools
+import itertools
 import json
 import logging
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from remote_cache import (
@@ -23,6 +25,7 @@ from remote_cache import (
     RemoteAutotuneCache,
     RemoteBundledAutotuneCache,
     RemoteCache,
+    RemoteCacheBackend,
     RemoteDynamoPGOCache,
     RemoteFxGraphCache,
 )
@@ -31,7 +34,17 @@ from remote_cache._serde import JsonDataTy
 from remote_cache.testing._override import isolated_cache_stats
 from remote_cache.testing._proxy import OutageProxy
 
-__all__ = ["CheckReport", "CheckResult", "Target", "run_checks"]
+__all__ = [
+    "Check",
+    "CheckReport",
+    "CheckResult",
+    "NotApplicable",
+    "Progress",
+    "Target",
+    "run_checks",
+]
+
+DEFAULT_EXAMPLES = 100
 
 REDIS_CACHE_CLASSES: tuple[type[RedisRemoteCache], ...] = (
     RedisRemoteCache,
@@ -64,6 +77,9 @@ class CheckResult:
     passed: bool
     detail: str = ""
     seconds: float = 0.0
+    examples: int = 0
+    applicable: bool = True
+    """False when the check cannot run on this target (it then counts as passed)."""
 
 
 @dataclasses.dataclass
@@ -71,6 +87,8 @@ class CheckReport:
     """Every check's result, the counters they left, and where they ran."""
 
     target: str
+    examples: int = DEFAULT_EXAMPLES
+    seed: int | None = None
     results: list[CheckResult] = dataclasses.field(default_factory=list)
     stats: dict[str, CacheStat] = dataclasses.field(default_factory=dict)
     log_lines: list[str] = dataclasses.field(default_factory=list)
@@ -79,6 +97,22 @@ class CheckReport:
     def passed(self) -> bool:
         """Whether every check passed."""
         return all(result.passed for result in self.results)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data."""
+        counters = [field.name for field in dataclasses.fields(CacheStat)]
+        return {
+            "target": self.target,
+            "passed": self.passed,
+            "examples": self.examples,
+            "seed": self.seed,
+            "checks": [dataclasses.asdict(result) for result in self.results],
+            "stats": {
+                name: {counter: getattr(stat, counter) for counter in counters}
+                for name, stat in sorted(self.stats.items())
+            },
+            "log_lines": list(self.log_lines),
+        }
 
 
 class Target:
@@ -213,6 +247,17 @@ def _captured_logs(lines: list[str]) -> Iterator[None]:
         logger.propagate = previous
 
 
+@contextlib.contextmanager
+def _silenced_logs() -> Iterator[None]:
+    logger = logging.getLogger("remote_cache")
+    previous = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = previous
+
+
 def _expect(condition: bool, message: str) -> None:
     if not condition:
         raise AssertionError(message)
@@ -291,10 +336,14 @@ def _outage(target: Target) -> str:
     return f"failed open in {elapsed * 1000:.0f} ms, recovered, nothing lost"
 
 
+class NotApplicable(Exception):
+    """Raised by a check that cannot run on this target; the message says why."""
+
+
 def _black_hole(target: Target) -> str:
     cache = RemoteFxGraphCache(target.cache_id("hang"), backend=target.backend())
     if not target.hang():
-        return "not applicable to the embedded server"
+        raise NotApplicable("the embedded server cannot hang; run with --url for this drill")
     try:
         started = time.monotonic()
         got = cache.get("k")
@@ -306,54 +355,175 @@ def _black_hole(target: Target) -> str:
     return f"bounded at {elapsed * 1000:.0f} ms"
 
 
-def _checks(target: Target) -> list[tuple[str, Callable[[], str]]]:
-    checks: list[tuple[str, Callable[[], str]]] = []
-    for cls in REDIS_CACHE_CLASSES:
-        checks.append((f"round trip {cls.__name__}", functools.partial(_round_trip, target, cls)))
-    for local_cls in LOCAL_CACHE_CLASSES:
-        checks.append(
-            (f"round trip {local_cls.__name__}", functools.partial(_local_round_trip, local_cls))
-        )
+class _PrefixedBackend(RemoteCacheBackend[bytes]):
+    """``inner`` with every key under ``prefix``: the check's own corner of a real server."""
+
+    def __init__(self, inner: RemoteCacheBackend[bytes], prefix: str) -> None:
+        super().__init__()
+        self.inner = inner
+        self.prefix = prefix
+
+    def _get(self, key: str) -> bytes | None:
+        return self.inner.get(self.prefix + key)
+
+    def _put(self, key: str, data: bytes) -> None:
+        self.inner.put(self.prefix + key, data)
+
+    def _get_many(self, keys: list[str]) -> dict[str, bytes]:
+        found = self.inner.get_many([self.prefix + key for key in keys])
+        return {key[len(self.prefix) :]: data for key, data in found.items()}
+
+    def _put_many(self, mapping: Mapping[str, bytes]) -> None:
+        self.inner.put_many({self.prefix + key: data for key, data in mapping.items()})
+
+
+def _fresh_backends(target: Target) -> Callable[[], RemoteCacheBackend[bytes]]:
+    """A factory of empty backends: a new fakeredis server each, or a new prefix each."""
+    counter = itertools.count()
+
+    def make() -> RemoteCacheBackend[bytes]:
+        if target.url is None:
+            import fakeredis
+
+            client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+            return RedisRemoteCacheBackend(client=client, retry_after=0, breaker=target.breaker)
+        return _PrefixedBackend(target.backend(), f"pt2:{target.run_id}-p{next(counter)}:")
+
+    return make
+
+
+Tick = Callable[[], None]
+"""Called once per Hypothesis example, for progress."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """One named check: ``run(tick)`` returns a detail line or raises ``AssertionError``."""
+
+    name: str
+    run: Callable[[Tick], str]
+    examples: int = 0
+    """Hypothesis examples it plans (0: not a property check)."""
+
+
+def _plain(name: str, run: Callable[[], str]) -> Check:
+    return Check(name, lambda _tick: run())
+
+
+def _property_checks(target: Target, examples: int, seed: int | None) -> list[Check]:
+    from remote_cache.testing import conformance
+    from remote_cache.testing.stateful import run_cache_machine
+
+    make = _fresh_backends(target)
+    where = "fakeredis" if target.url is None else f"keys under pt2:{target.run_id}-p*"
+
+    def contract(_tick: Tick) -> str:
+        conformance.check_contract(make)
+        conformance.check_stats(make)
+        return f"Redis backend ({where}): values, overwrites, batches, isolation, counters"
+
+    def model(tick: Tick) -> str:
+        conformance.check_model(make, examples=examples, random_seed=seed, on_example=tick)
+        return f"{examples} random call sequences agree with a dict"
+
+    def machine(tick: Tick) -> str:
+        with _silenced_logs():  # the faults it injects are logged by design: thousands of lines
+            run_cache_machine(make, examples=examples, random_seed=seed, on_example=tick)
+        return f"{examples} runs of caches over injected faults: values and counters exact"
+
+    def serde(tick: Tick) -> str:
+        conformance.check_json_serde(examples=examples, random_seed=seed, on_example=tick)
+        return f"{examples} JSON values: upstream's ASCII bytes, read back equal"
+
+    return [
+        Check("conformance: backend contract and counters", contract),
+        Check("property: backend agrees with a dict", model, examples),
+        Check("property: caches under faults match the model", machine, examples),
+        Check("property: JSON serde round trip", serde, examples),
+    ]
+
+
+def _checks(target: Target, examples: int, seed: int | None) -> list[Check]:
+    checks = [
+        _plain(f"round trip {cls.__name__}", functools.partial(_round_trip, target, cls))
+        for cls in REDIS_CACHE_CLASSES
+    ]
     checks += [
-        ("upstream wire format", lambda: _wire_format(target)),
-        ("batch get_many/put_many", lambda: _batch(target)),
-        ("corrupt entry is a miss", lambda: _corrupt(target)),
-        ("outage: fail open, then recover", lambda: _outage(target)),
-        ("black hole: bounded by the timeout", lambda: _black_hole(target)),
+        _plain(f"round trip {cls.__name__}", functools.partial(_local_round_trip, cls))
+        for cls in LOCAL_CACHE_CLASSES
+    ]
+    checks += [
+        _plain("upstream wire format", lambda: _wire_format(target)),
+        _plain("batch get_many/put_many", lambda: _batch(target)),
+        _plain("corrupt entry is a miss", lambda: _corrupt(target)),
+        *_property_checks(target, examples, seed),
+        _plain("outage: fail open, then recover", lambda: _outage(target)),
+        _plain("black hole: bounded by the timeout", lambda: _black_hole(target)),
     ]
     return checks
+
+
+Progress = Callable[[int, int, Check, int], None]
+"""``progress(index, total, check, examples_done)``: called as each check starts and per example."""
+
+
+def _failure_detail(exc: BaseException, reports: list[object]) -> str:
+    lines = [f"{type(exc).__name__}: {exc}" if not isinstance(exc, AssertionError) else str(exc)]
+    lines += [str(note) for note in getattr(exc, "__notes__", [])]
+    lines += [str(line) for line in reports]
+    return "\n".join(line for line in lines if line) or "assertion failed"
 
 
 def run_checks(
     url: str | None,
     *,
-    progress: Callable[[int, int, str], None] | None = None,
-    extra: list[tuple[str, Callable[[], str]]] | None = None,
+    examples: int = DEFAULT_EXAMPLES,
+    seed: int | None = None,
+    progress: Progress | None = None,
 ) -> CheckReport:
     """Run every check against ``url`` (None: an embedded fakeredis) and report.
 
+    Property checks run ``examples`` Hypothesis examples each, repeatably for a ``seed``.
     Raises ``ConnectionError`` when the server cannot be reached at all.
     """
+    from hypothesis.reporting import with_reporter
+
+    if examples < 1:
+        raise ValueError(f"Expected examples >= 1 but got examples={examples!r}")
     target = Target(url)
-    report = CheckReport(target=target.description)
+    report = CheckReport(target=target.description, examples=examples, seed=seed)
     with (
         isolated_cache_stats() as stats,
         _captured_logs(report.log_lines),
         target.opened(),
     ):
-        checks = _checks(target) + list(extra or [])
-        for index, (name, check) in enumerate(checks, start=1):
+        checks = _checks(target, examples, seed)
+        for index, check in enumerate(checks, start=1):
+            done = 0
+
+            def tick(index: int = index, check: Check = check) -> None:
+                nonlocal done
+                done += 1
+                if progress is not None:
+                    progress(index, len(checks), check, done)
+
             if progress is not None:
-                progress(index, len(checks), name)
+                progress(index, len(checks), check, 0)
+            reports: list[object] = []
             started = time.monotonic()
+            applicable = True
             try:
-                detail = check()
+                with with_reporter(reports.append):
+                    detail = check.run(tick)
                 passed = True
-            except AssertionError as exc:
-                detail, passed = str(exc) or "assertion failed", False
+            except NotApplicable as exc:
+                detail, passed, applicable = str(exc), True, False
             except Exception as exc:  # noqa: BLE001 - a check that crashes is a failed check
-                detail, passed = f"{type(exc).__name__}: {exc}", False
-            report.results.append(CheckResult(name, passed, detail, time.monotonic() - started))
+                detail, passed = _failure_detail(exc, reports), False
+            elapsed = time.monotonic() - started
+            report.results.append(
+                CheckResult(check.name, passed, detail, elapsed, done, applicable)
+            )
         report.stats = stats.snapshot()
     return report
 

@@ -3,17 +3,42 @@
 from __future__ import annotations
 
 import argparse
+import json
+import random
 import sys
+import time
 from collections.abc import Sequence
 from typing import TextIO
 
+from remote_cache._config import redact_url
 from remote_cache._stats import CacheStat
+from remote_cache.testing._check import DEFAULT_EXAMPLES, Check, CheckReport, run_checks
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_UNUSABLE = 0, 1, 2
 
 STAT_COLUMNS = ("hit", "miss", "put", "exception", "skipped", "corrupt", "fail_open")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,22 +49,67 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     check = commands.add_parser(
         "check",
-        help="round-trip values through every cache class, drill an outage, report",
+        help="run the conformance and property suite and outage drills, then report",
         description=(
             "Round-trip values through every cache class, check upstream's wire format, "
-            "batches and corrupt entries, then drill an outage and a recovery. With no --url "
-            "it runs on an embedded fakeredis (nothing to install or start). Against a real "
-            "server it writes only under its own unique prefix, with a TTL, deletes what it "
-            "wrote, and drills outages through a local proxy, so the server itself is never "
-            "harmed. Exit status: 0 all checks passed, 1 a check failed, 2 the server cannot "
-            "be reached or the arguments are wrong."
+            "batches and corrupt entries, run the conformance and property suite (the "
+            "backend against a dict, caches under injected faults against a model, the JSON "
+            "serde), then drill an outage and a black hole. With no --url it runs on an "
+            "embedded fakeredis (nothing to install or start). Against a real server it "
+            "writes only under its own unique prefix, with a TTL, deletes what it wrote, and "
+            "drills outages through a local proxy, so the server itself is never harmed. "
+            "A progress bar shows on a terminal. Exit status: 0 all checks passed, 1 a check "
+            "failed, 2 the server cannot be reached or the arguments are wrong."
         ),
     )
     check.add_argument(
         "--url",
         help="redis://, rediss:// or unix:// URL of the server (default: an embedded fakeredis)",
     )
+    check.add_argument(
+        "--examples",
+        type=_positive,
+        default=DEFAULT_EXAMPLES,
+        metavar="N",
+        help="Hypothesis examples per property (default: %(default)s)",
+    )
+    check.add_argument(
+        "--seed",
+        type=_seed,
+        default=None,
+        metavar="N",
+        help="seed for the property suite, to repeat a run (default: a random one, printed)",
+    )
+    check.add_argument(
+        "--json", action="store_true", help="print the report as JSON on stdout instead"
+    )
     return parser
+
+
+class _ProgressBar:
+    """One self-rewriting line on a terminal: checks done, and examples of a property."""
+
+    def __init__(self, stream: TextIO, width: int = 24, interval: float = 0.05) -> None:
+        self.stream = stream
+        self.width = width
+        self.interval = interval
+        self._shown_at = 0.0
+
+    def __call__(self, index: int, total: int, check: Check, done: int) -> None:
+        now = time.monotonic()
+        if done and now - self._shown_at < self.interval:
+            return
+        self._shown_at = now
+        part = min(done, check.examples) / check.examples if check.examples else 0.0
+        filled = round((index - 1 + part) / total * self.width)
+        bar = "#" * filled + "-" * (self.width - filled)
+        examples = f"  {min(done, check.examples)}/{check.examples}" if check.examples else ""
+        line = f"[{bar}] {index}/{total}  {check.name}{examples}"
+        print(f"\r\x1b[K{line}", end="", file=self.stream, flush=True)
+
+    def clear(self) -> None:
+        """Erase the line."""
+        print("\r\x1b[K", end="", file=self.stream, flush=True)
 
 
 def _stat_table(stats: dict[str, CacheStat], out: TextIO) -> None:
@@ -51,48 +121,75 @@ def _stat_table(stats: dict[str, CacheStat], out: TextIO) -> None:
         print(f"  {name:<{width}}  {row}", file=out)
 
 
+def _print_report(report: CheckReport, out: TextIO) -> None:
+    print(f"remote-cache check: {report.target}", file=out)
+    print(f"  {report.examples} examples per property, seed {report.seed}\n", file=out)
+    width = max(len("check"), *(len(result.name) for result in report.results))
+    print(f"  result  {'check':<{width}}  {'time':>10}  detail", file=out)
+    for result in report.results:
+        verdict = "n/a" if not result.applicable else "PASS" if result.passed else "FAIL"
+        first, *rest = result.detail.splitlines() or [""]
+        timing = f"{result.seconds * 1000:7.1f} ms"
+        print(f"  {verdict:<6}  {result.name:<{width}}  {timing:>10}  {first}", file=out)
+        for line in rest:
+            print(f"  {'':<6}  {'':<{width}}  {'':>10}  {line}", file=out)
+    if report.log_lines:
+        print("\nLog lines (the drills provoke these on purpose):", file=out)
+        for line in report.log_lines[:20]:
+            print(f"  {line}", file=out)
+        if len(report.log_lines) > 20:
+            print(f"  ... and {len(report.log_lines) - 20} more", file=out)
+    print("\nCounters (cache_stats):", file=out)
+    _stat_table(report.stats, out)
+    passed = sum(result.passed and result.applicable for result in report.results)
+    failed = sum(not result.passed for result in report.results)
+    not_applicable = len(report.results) - passed - failed
+    summary = f"{passed} checks passed, {failed} failed"
+    if not_applicable:
+        summary += f", {not_applicable} not applicable here"
+    print(f"\n{summary}", file=out)
+    if failed:
+        print(f"Repeat this run with --seed {report.seed}", file=out)
+
+
 def _check(arguments: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    url: str | None = arguments.url
+    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+        print("--url must start with redis://, rediss:// or unix://", file=err)
+        return EXIT_UNUSABLE
+    seed = arguments.seed if arguments.seed is not None else random.randrange(2**32)
+    bar = _ProgressBar(err) if err.isatty() else None
     try:
-        from remote_cache.testing._check import run_checks
-    except ImportError as exc:  # fakeredis or redis-py missing
+        report = run_checks(url, examples=arguments.examples, seed=seed, progress=bar)
+    except ImportError as exc:  # fakeredis, hypothesis or redis-py missing
         print(
             f"remote-cache check needs the testing extra ({exc}): "
             "pip install 'remote-cache[testing]'",
             file=err,
         )
         return EXIT_UNUSABLE
-    if arguments.url is not None and not arguments.url.startswith(
-        ("redis://", "rediss://", "unix://")
-    ):
-        print("--url must start with redis://, rediss:// or unix://", file=err)
-        return EXIT_UNUSABLE
-
-    def progress(index: int, total: int, name: str) -> None:
-        if err.isatty():
-            print(f"\r\x1b[K[{index}/{total}] {name}", end="", file=err, flush=True)
-
-    try:
-        report = run_checks(arguments.url, progress=progress)
     except ConnectionError as exc:
+        if bar is not None:
+            bar.clear()
         print(f"remote-cache check: cannot reach the server: {exc}", file=err)
+        if arguments.json:
+            print(
+                json.dumps(
+                    {
+                        "target": url and redact_url(url),
+                        "passed": False,
+                        "error": f"cannot reach the server: {exc}",
+                    }
+                ),
+                file=out,
+            )
         return EXIT_UNUSABLE
-    if err.isatty():
-        print("\r\x1b[K", end="", file=err)
-    print(f"remote-cache check: {report.target}", file=out)
-    name_width = max(len(result.name) for result in report.results)
-    for result in report.results:
-        verdict = "PASS" if result.passed else "FAIL"
-        timing = f"{result.seconds * 1000:7.1f} ms"
-        print(f"  {verdict}  {result.name:<{name_width}}  {timing}  {result.detail}", file=out)
-    if report.log_lines:
-        print("\nLog lines (the drills provoke these on purpose):", file=out)
-        for line in report.log_lines:
-            print(f"  {line}", file=out)
-    print("\nCounters (cache_stats):", file=out)
-    _stat_table(report.stats, out)
-    passed = sum(result.passed for result in report.results)
-    failed = len(report.results) - passed
-    print(f"\n{passed} checks passed, {failed} failed", file=out)
+    if bar is not None:
+        bar.clear()
+    if arguments.json:
+        print(json.dumps(report.as_dict(), indent=2), file=out)
+    else:
+        _print_report(report, out)
     return EXIT_OK if report.passed else EXIT_FAILED
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sqlite3
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from remote_cache import (
     LocalCacheBackend,
     RedisRemoteCacheBackend,
+    RemoteCacheBackend,
     RemoteCacheJsonSerde,
 )
 from remote_cache._serde import JsonDataTy
@@ -24,6 +26,7 @@ from remote_cache.testing.conformance import (
     check_contract,
     check_json_serde,
     check_model,
+    check_stats,
 )
 
 
@@ -46,6 +49,22 @@ class KeepsOnlyTheLastBatchKey(InMemoryBackend):
     def _put_many(self, mapping: Any) -> None:
         *_, last = mapping.items()
         self.store[last[0]] = last[1]
+
+
+class SqliteTextKeys(RemoteCacheBackend[bytes]):
+    """Planted defect: keys in a TEXT column, which cannot hold a lone surrogate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.db = sqlite3.connect(":memory:")
+        self.db.execute("CREATE TABLE entries (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
+
+    def _get(self, key: str) -> bytes | None:
+        row = self.db.execute("SELECT value FROM entries WHERE key = ?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def _put(self, key: str, data: bytes) -> None:
+        self.db.execute("INSERT OR REPLACE INTO entries VALUES (?, ?)", (key, data))
 
 
 class DropsNonAscii(RemoteCacheJsonSerde):
@@ -119,6 +138,20 @@ class TestCheckBackend:
     def test_defect_caught_by_the_dict_model(self, backend_cls: type[InMemoryBackend]) -> None:
         with pytest.raises(AssertionError, match=backend_cls.__name__):
             check_model(backend_cls, examples=200, random_seed=0)
+
+    def test_crash_on_a_valid_key_is_a_violation(self) -> None:
+        with pytest.raises(AssertionError, match=r"SqliteTextKeys: .*raised UnicodeEncodeError"):
+            check_model(SqliteTextKeys, examples=200, random_seed=0)
+
+    def test_crash_in_the_contract_is_a_violation(self) -> None:
+        class Broken(InMemoryBackend):
+            def _get_many(self, keys: list[str]) -> dict[str, Any]:
+                raise RuntimeError("not implemented yet")
+
+        with pytest.raises(AssertionError, match="the contract check raised RuntimeError"):
+            check_contract(Broken)
+        with pytest.raises(AssertionError, match=r"Broken: get_many.* raised RuntimeError"):
+            check_stats(Broken)
 
     def test_batch_defect_caught(self) -> None:
         with pytest.raises(AssertionError, match="get_many"):
