@@ -9,9 +9,13 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from remote_cache import RemoteCacheJsonSerde, RemoteCachePassthroughSerde
-from remote_cache._serde import JsonDataTy
-from remote_cache.testing import FaultInjectingBackend, FaultPlan, InMemoryBackend
+from remote_cache import (
+    JsonDataTy,
+    RemoteCacheJsonSerde,
+    RemoteCachePassthroughSerde,
+    RemoteFxGraphCache,
+)
+from remote_cache.testing import FaultInjectingBackend, FaultPlan, InMemoryBackend, memory_backends
 from remote_cache.testing.strategies import cache_keys, fault_plans, json_data
 
 SERDE = RemoteCacheJsonSerde()
@@ -126,3 +130,13 @@ class TestStrategies:
         collect()
         wanted = {"bool", "int", "big-int", "float", "text", "non-ascii", "null", "dict", "list"}
         assert wanted <= kinds
+
+
+class TestThroughCaches:
+    """The property test docs/testing.md shows, as written there."""
+
+    @given(json_data().filter(lambda value: value is not None))  # None cannot be stored
+    def test_artifacts_round_trip(self, value: JsonDataTy) -> None:
+        with memory_backends():  # a fresh store per example
+            RemoteFxGraphCache("artifacts").put("k", value)
+            assert RemoteFxGraphCache("artifacts").get("k") == value

@@ -180,8 +180,6 @@ class CacheMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self._stats_scope = contextlib.ExitStack()
-        self.stats = self._stats_scope.enter_context(isolated_cache_stats())
         if type(self).on_example is not None:
             type(self).on_example()  # type: ignore[misc]
         self.inner = type(self).make_backend()
@@ -209,6 +207,10 @@ class CacheMachine(RuleBasedStateMachine):
         )
         self.fault_name = f"backend:{type(self.faults).__name__}"
         self.inner_name = f"backend:{type(self.inner).__name__}"
+        # Entered last, so a failed __init__ leaves no swapped registry behind, and left by
+        # teardown() (Hypothesis calls it after every example, even a failing one).
+        self._stats_scope = contextlib.ExitStack()
+        self.stats = self._stats_scope.enter_context(isolated_cache_stats())
 
     def teardown(self) -> None:
         """Put the process-wide counters back."""

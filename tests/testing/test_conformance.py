@@ -120,6 +120,23 @@ class TestCheckBackend:
         assert len(examples) >= 20  # the dict model and the cache machine, 10 each at least
         assert len(made) >= 2 + 1 + 20
 
+    def test_passes_on_redis_over_fakeredis(self) -> None:
+        check_backend(TestRedisOverFakeredisConforms().make_backend, examples=30)
+
+    def test_passes_on_local(self, tmp_path: Path) -> None:
+        counter = itertools.count()
+        check_backend(lambda: LocalCacheBackend(tmp_path / str(next(counter))), examples=30)
+
+    @pytest.mark.redis
+    def test_passes_on_real_redis(self, redis_server: RedisServer) -> None:
+        client = redis_server.client()
+
+        def make() -> RedisRemoteCacheBackend:
+            client.flushall()
+            return RedisRemoteCacheBackend(client=client)
+
+        check_backend(make, examples=30)
+
     @pytest.mark.parametrize(
         ("backend_cls", "message"),
         [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 from collections.abc import Callable, Iterable, Mapping
@@ -221,6 +222,14 @@ class TestMachineSetup:
     def test_no_caches_refused(self) -> None:
         with pytest.raises(ValueError, match="no caches"):
             cache_machine(InMemoryBackend, make_caches=lambda b: [])()
+
+    def test_refused_machine_leaves_the_registry_alone(self) -> None:
+        cache_stats.put("marker")
+        with pytest.raises(ValueError, match="no caches"):
+            cache_machine(InMemoryBackend, make_caches=lambda b: [])()
+        assert cache_stats["marker"].put == 1
+        gc.collect()  # nothing left behind that would swap the registry when collected
+        assert cache_stats["marker"].put == 1
 
     def test_factory_must_be_callable(self) -> None:
         with pytest.raises(TypeError, match="make_backend"):
