@@ -203,18 +203,23 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
         self._expire = self.settings.expire
         self._retry_after = self.settings.retry_after
         factory = type(self).client_factory
+        self._cluster = self.settings.cluster
+        # On a cluster, single-key calls use one breaker per master (a dead master costs
+        # only its own slots); batches span masters and use the cluster-wide one.
+        self._node_breakers: dict[str, CircuitBreaker] = {}
+        self._breaker_scope: tuple[object, ...] | None = None
         if client is not None:
             self._client = client
             self._breaker = breaker or CircuitBreaker()
         elif factory is not None:
             self._client = factory(self.settings)
-            self._breaker = breaker or breaker_for(
-                ("factory", factory, self.settings.server_identity())
-            )
+            self._breaker_scope = ("factory", factory, self.settings.server_identity())
+            self._breaker = breaker or breaker_for(self._breaker_scope)
         else:
             import_redis()
             self._client = None  # built at first use: a cluster client connects when built
-            self._breaker = breaker or breaker_for(self.settings.server_identity())
+            self._breaker_scope = self.settings.server_identity()
+            self._breaker = breaker or breaker_for(self._breaker_scope)
 
     def __repr__(self) -> str:
         return (
@@ -238,9 +243,28 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
             self._client = _shared_client(self.settings)
         return self._client
 
-    def _call(self, operation: str, key: str | None, command: Callable[[Any], Any]) -> Any:
+    def _key_breaker(self, name: bytes) -> CircuitBreaker:
+        """The breaker of the cluster master that serves ``name``."""
+        try:
+            node = (self._client or self.client()).get_node_from_key(name).name
+        except Exception:  # noqa: BLE001 - no topology yet: the cluster-wide breaker decides
+            return self._breaker
+        if self._breaker_scope is not None:
+            return breaker_for((*self._breaker_scope, node))
+        breaker = self._node_breakers.get(node)
+        if breaker is None:
+            breaker = self._node_breakers.setdefault(node, CircuitBreaker())
+        return breaker
+
+    def _call(
+        self,
+        operation: str,
+        key: str | None,
+        command: Callable[[Any], Any],
+        breaker: CircuitBreaker | None = None,
+    ) -> Any:
         """Run ``command(client)`` behind the breaker, translating failures."""
-        breaker = self._breaker
+        breaker = breaker or self._breaker
         if not breaker.allow(self._retry_after):
             raise CircuitOpenError(
                 f"{self._description}: skipped, the server failed recently",
@@ -273,16 +297,18 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
 
     def _get(self, key: str) -> bytes | None:
         name = _wire_key(key)
-        value: bytes | None = self._call("get", key, lambda client: client.get(name))
+        breaker = self._key_breaker(name) if self._cluster else None
+        value: bytes | None = self._call("get", key, lambda client: client.get(name), breaker)
         return value
 
     def _put(self, key: str, data: bytes) -> None:
         name, expire = _wire_key(key), self._expire
-        self._call("put", key, lambda client: client.set(name, data, ex=expire))
+        breaker = self._key_breaker(name) if self._cluster else None
+        self._call("put", key, lambda client: client.set(name, data, ex=expire), breaker)
 
     def _get_many(self, keys: list[str]) -> dict[str, bytes]:
         names = [_wire_key(key) for key in keys]
-        if self.settings.cluster:
+        if self._cluster:
             values = self._call("get_many", None, lambda client: client.mget_nonatomic(names))
         else:
             values = self._call("get_many", None, lambda client: client.mget(names))

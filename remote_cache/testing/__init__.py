@@ -21,6 +21,7 @@ from remote_cache.testing._fixtures import (
     MemoryFixture,
     OutageFixture,
     RecorderFixture,
+    RedisClusterFixture,
     RedisFixture,
     fakeredis_backends,
     memory_backends,
@@ -34,6 +35,7 @@ from remote_cache.testing._override import (
     override_backends,
 )
 from remote_cache.testing._proxy import OutageProxy
+from remote_cache.testing._redis_cluster import RedisClusterServer
 from remote_cache.testing._redis_server import RedisServer, RedisServerError, find_redis_server
 
 __all__ = [
@@ -49,6 +51,8 @@ __all__ = [
     "OutageProxy",
     "RecorderFixture",
     "RecordingBackend",
+    "RedisClusterFixture",
+    "RedisClusterServer",
     "RedisFixture",
     "RedisServer",
     "RedisServerError",

@@ -19,6 +19,7 @@ from remote_cache.testing._backends import (
     RecordingBackend,
 )
 from remote_cache.testing._override import override_backends
+from remote_cache.testing._redis_cluster import RedisClusterServer
 from remote_cache.testing._redis_server import RedisServer
 
 __all__ = [
@@ -148,12 +149,14 @@ def redis_environment(
     timeout: float = TEST_TIMEOUT,
     retry_after: float = 0.0,
     client_factory: Callable[[Any], Any] | None = None,
+    cluster: bool = False,
 ) -> Iterator[None]:
     """Point Redis caches at ``url`` the way users' code meets it: the environment.
 
-    Sets ``REMOTE_CACHE_REDIS_URL`` (and short timeouts and cool-down), clears the other
-    Redis variables, installs ``client_factory`` when given, and restores all of it on exit,
-    closing the clients and breakers the block used.
+    Sets ``REMOTE_CACHE_REDIS_URL`` (and short timeouts and cool-down, and
+    ``REMOTE_CACHE_REDIS_CLUSTER=1`` with ``cluster``), clears the other Redis variables,
+    installs ``client_factory`` when given, and restores all of it on exit, closing the
+    clients and breakers the block used.
     """
     saved = {name: os.environ.get(name) for name in _REDIS_VARIABLES}
     saved_factory = RedisRemoteCacheBackend.client_factory
@@ -165,6 +168,8 @@ def redis_environment(
             os.environ["REMOTE_CACHE_REDIS_URL"] = url
         os.environ["REMOTE_CACHE_REDIS_TIMEOUT"] = str(timeout)
         os.environ["REMOTE_CACHE_REDIS_RETRY_AFTER"] = str(retry_after)
+        if cluster:
+            os.environ["REMOTE_CACHE_REDIS_CLUSTER"] = "1"
         RedisRemoteCacheBackend.client_factory = client_factory
         yield
     finally:
@@ -289,3 +294,24 @@ class RedisFixture:
         self.client = client
         self.server = server
         """The ``RedisServer`` the plugin started, or None with ``--remote-cache-redis-url``."""
+
+
+class RedisClusterFixture:
+    """Redis caches talk to a real Redis Cluster: ``url``; ``client`` is a cluster client."""
+
+    def __init__(self, cluster: RedisClusterServer, client: Any) -> None:
+        self.cluster = cluster
+        self.url = cluster.url
+        self.client = client
+
+    def kill(self, index: int) -> None:
+        """Kill master ``index`` (restarted after the test if the test does not)."""
+        self.cluster.kill(index)
+
+    def restart(self, index: int) -> None:
+        """Start master ``index`` again, with its slots and without its data."""
+        self.cluster.restart(index)
+
+    def node_for_key(self, key: str | bytes) -> int:
+        """The index of the master serving ``key`` (a backend key, as stored)."""
+        return self.cluster.node_for_key(key)

@@ -19,12 +19,14 @@ if TYPE_CHECKING:
         MemoryFixture,
         OutageFixture,
         RecorderFixture,
+        RedisClusterFixture,
         RedisFixture,
     )
     from remote_cache.testing._proxy import OutageProxy
+    from remote_cache.testing._redis_cluster import RedisClusterServer
     from remote_cache.testing._redis_server import RedisServer
 
-REDIS_FIXTURES = ("remote_cache_redis", "remote_cache_proxy")
+REDIS_FIXTURES = ("remote_cache_redis", "remote_cache_proxy", "remote_cache_redis_cluster")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -199,3 +201,48 @@ def remote_cache_proxy(remote_cache_redis: RedisFixture) -> Iterator[OutageProxy
             factory = RedisRemoteCacheBackend.client_factory
         with redis_environment(proxy.url, timeout=0.3, client_factory=factory):
             yield proxy
+
+
+@pytest.fixture(scope="session")
+def _remote_cache_redis_cluster_server(
+    request: pytest.FixtureRequest,
+) -> Iterator[RedisClusterServer]:
+    """One local Redis Cluster (3 masters) per session and xdist worker."""
+    from remote_cache.testing._redis_cluster import RedisClusterServer
+
+    try:
+        cluster = RedisClusterServer(binary=request.config.getoption("--remote-cache-redis-server"))
+    except FileNotFoundError as exc:
+        pytest.fail(
+            f"the remote_cache_redis_cluster fixture needs redis-server: {exc}", pytrace=False
+        )
+    with cluster:
+        yield cluster
+
+
+@pytest.fixture
+def remote_cache_redis_cluster(
+    _remote_cache_redis_cluster_server: RedisClusterServer,
+) -> Iterator[RedisClusterFixture]:
+    """A local Redis Cluster, emptied for the test; Redis caches built in the test use it.
+
+    Caches see ``REMOTE_CACHE_REDIS_URL`` and ``REMOTE_CACHE_REDIS_CLUSTER=1``; a master the
+    test kills is restarted afterwards.
+    """
+    from remote_cache.testing._fixtures import RedisClusterFixture, redis_environment
+
+    cluster = _remote_cache_redis_cluster_server
+    if not cluster.running:  # an earlier test killed a master and failed before restarting it
+        for index, node in enumerate(cluster.nodes):
+            if not node.running:
+                cluster.restart(index)
+    cluster.flush()
+    client = cluster.client()
+    try:
+        with redis_environment(cluster.url, cluster=True):
+            yield RedisClusterFixture(cluster, client)
+    finally:
+        client.close()
+        for index, node in enumerate(cluster.nodes):
+            if not node.running:
+                cluster.restart(index)

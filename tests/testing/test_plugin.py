@@ -174,6 +174,29 @@ class TestRedisFixtures:
         )
         run(pytester).assert_outcomes(passed=4)
 
+    def test_cluster_fixture(self, pytester: pytest.Pytester) -> None:
+        pytester.makepyfile(
+            """
+            from remote_cache import RemoteFxGraphCache
+            from remote_cache.testing import RedisClusterFixture
+
+            def test_writes(remote_cache_redis_cluster: RedisClusterFixture):
+                RemoteFxGraphCache("c").put_many({f"k{i}": i for i in range(30)})
+                assert RemoteFxGraphCache("c").get("k7") == 7
+
+            def test_kills_a_master(remote_cache_redis_cluster):
+                assert RemoteFxGraphCache("c").get("k7") is None  # emptied per test
+                remote_cache_redis_cluster.kill(1)
+
+            def test_restarted_for_next(remote_cache_redis_cluster):
+                assert remote_cache_redis_cluster.cluster.running
+                RemoteFxGraphCache("c").put_many({f"k{i}": i for i in range(30)})
+                assert len(RemoteFxGraphCache("c").get_many([f"k{i}" for i in range(30)])) == 30
+            """
+        )
+        result = run(pytester, "-v", "-m", "remote_cache_redis")
+        result.assert_outcomes(passed=3)
+
     def test_external_server_data_survives(self, pytester: pytest.Pytester) -> None:
         with RedisServer() as server:
             client = server.client()
