@@ -53,95 +53,145 @@ class CacheStat:
         )
 
 
+_FIELDS = tuple(field.name for field in dataclasses.fields(CacheStat))
+
+
+def _add_into(total: dict[str, CacheStat], counts: dict[str, CacheStat]) -> None:
+    for name, stat in list(counts.items()):
+        into = total.get(name)
+        if into is None:
+            total[name] = dataclasses.replace(stat)
+            continue
+        for field in _FIELDS:
+            setattr(into, field, getattr(into, field) + getattr(stat, field))
+
+
 class CacheStats:
     """Counters per name, exact under threads; upstream's recording methods are kept.
 
     ``cache_stats[name]`` reads one name (all zeros when it was never recorded);
     ``snapshot()`` copies all of them; ``reset()`` clears.
+
+    Recording takes no lock: each thread counts into a shard of its own, and reads add the
+    shards up (under a lock), so counts are exact whatever the threads do. A reading taken
+    while other threads record may include some fields of a call in flight and not others;
+    calls in flight during ``reset()`` may be counted on either side of it.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._stats: dict[str, CacheStat] = {}
+        self._local = threading.local()
+        self._base: dict[str, CacheStat] = {}
+        """Counts no thread writes to any more: swapped in, or left by threads that ended."""
+        self._shards: list[tuple[threading.Thread, dict[str, CacheStat]]] = []
+
+    def _new_stat(self, name: str) -> CacheStat:
+        """Create ``name``'s counters in this thread's shard (and the shard, the first time)."""
+        try:
+            shard: dict[str, CacheStat] = self._local.stats
+        except AttributeError:
+            shard = self._local.stats = {}
+            with self._lock:
+                self._shards.append((threading.current_thread(), shard))
+        stat = shard.get(name)
+        if stat is None:
+            stat = shard[name] = CacheStat()
+        return stat
 
     def _stat(self, name: str) -> CacheStat:
-        # Caller holds the lock.
-        stat = self._stats.get(name)
-        if stat is None:
-            stat = self._stats[name] = CacheStat()
-        return stat
+        """This thread's counters of ``name``."""
+        try:
+            return self._local.stats[name]  # type: ignore[no-any-return]
+        except (AttributeError, KeyError):
+            return self._new_stat(name)
 
     def get(self, name: str, value: object | None) -> None:
         """Count a hit when ``value`` is not None, else a miss."""
-        with self._lock:
-            stat = self._stats.get(name) or self._stat(name)
-            if value is None:
-                stat.miss += 1
-            else:
-                stat.hit += 1
+        try:
+            stat = self._local.stats[name]
+        except (AttributeError, KeyError):
+            stat = self._new_stat(name)
+        if value is None:
+            stat.miss += 1
+        else:
+            stat.hit += 1
 
     def hit(self, name: str, count: int = 1) -> None:
         """Count ``count`` hits."""
-        with self._lock:
-            self._stat(name).hit += count
+        self._stat(name).hit += count
 
     def miss(self, name: str, count: int = 1) -> None:
         """Count ``count`` misses."""
-        with self._lock:
-            self._stat(name).miss += count
+        self._stat(name).miss += count
 
     def put(self, name: str, count: int = 1) -> None:
         """Count ``count`` puts."""
-        with self._lock:
-            stat = self._stats.get(name) or self._stat(name)
-            stat.put += count
+        try:
+            stat = self._local.stats[name]
+        except (AttributeError, KeyError):
+            stat = self._new_stat(name)
+        stat.put += count
 
     def exception(self, name: str, count: int = 1) -> None:
         """Count ``count`` exceptions."""
-        with self._lock:
-            self._stat(name).exception += count
+        self._stat(name).exception += count
 
     def skipped(self, name: str, count: int = 1) -> None:
         """Count ``count`` calls skipped by an open circuit breaker."""
-        with self._lock:
-            self._stat(name).skipped += count
+        self._stat(name).skipped += count
 
     def corrupt(self, name: str, count: int = 1) -> None:
         """Count ``count`` corrupt entries read."""
-        with self._lock:
-            self._stat(name).corrupt += count
+        self._stat(name).corrupt += count
 
     def fail_open(self, name: str, count: int = 1) -> None:
         """Count ``count`` backend failures that a cache swallowed."""
-        with self._lock:
-            self._stat(name).fail_open += count
+        self._stat(name).fail_open += count
 
     def timed_get(self, name: str, hits: int, misses: int, seconds: float) -> None:
         """Count the hits and misses of one timed get (or batch get) lasting ``seconds``."""
-        with self._lock:
-            stat = self._stats.get(name) or self._stat(name)
-            stat.hit += hits
-            stat.miss += misses
-            stat.get_calls += 1
-            stat.get_seconds += seconds
+        try:
+            stat = self._local.stats[name]
+        except (AttributeError, KeyError):
+            stat = self._new_stat(name)
+        stat.hit += hits
+        stat.miss += misses
+        stat.get_calls += 1
+        stat.get_seconds += seconds
 
     def timed_put(self, name: str, puts: int, seconds: float) -> None:
         """Count the entries written by one timed put (or batch put) lasting ``seconds``."""
-        with self._lock:
-            stat = self._stats.get(name) or self._stat(name)
-            stat.put += puts
-            stat.put_calls += 1
-            stat.put_seconds += seconds
+        try:
+            stat = self._local.stats[name]
+        except (AttributeError, KeyError):
+            stat = self._new_stat(name)
+        stat.put += puts
+        stat.put_calls += 1
+        stat.put_seconds += seconds
+
+    def _collect(self) -> dict[str, CacheStat]:
+        """Add up every shard into a new dict; fold the shards of ended threads. Hold the lock."""
+        main = threading.main_thread()
+        alive = []
+        for thread, shard in self._shards:
+            if thread.is_alive() or thread is main:
+                alive.append((thread, shard))
+            else:
+                _add_into(self._base, shard)
+        self._shards = alive
+        total: dict[str, CacheStat] = {}
+        _add_into(total, self._base)
+        for _, shard in alive:
+            _add_into(total, shard)
+        return total
 
     def __getitem__(self, name: str) -> CacheStat:
         """Return a copy of the counters of ``name`` (zeros when never recorded)."""
-        with self._lock:
-            stat = self._stats.get(name)
-            return dataclasses.replace(stat) if stat is not None else CacheStat()
+        return self.snapshot().get(name) or CacheStat()
 
     def __contains__(self, name: object) -> bool:
         """Whether anything was recorded under ``name``."""
-        return name in self._stats
+        return name in self.snapshot()
 
     def __iter__(self) -> Iterator[str]:
         """Iterate over the recorded names, sorted."""
@@ -149,22 +199,29 @@ class CacheStats:
 
     def __len__(self) -> int:
         """Return the number of recorded names."""
-        return len(self._stats)
+        return len(self.snapshot())
 
     def snapshot(self) -> dict[str, CacheStat]:
-        """Return ``{name: CacheStat}`` copies, consistent with each other."""
+        """Return ``{name: CacheStat}`` copies: the sum of every thread's counts."""
         with self._lock:
-            return {name: dataclasses.replace(stat) for name, stat in self._stats.items()}
+            return self._collect()
+
+    def _clear_shards(self) -> None:
+        for _, shard in self._shards:
+            shard.clear()
 
     def reset(self) -> None:
         """Forget every counter."""
         with self._lock:
-            self._stats = {}
+            self._base = {}
+            self._clear_shards()
 
     def _swap(self, stats: dict[str, CacheStat]) -> dict[str, CacheStat]:
-        """Install ``stats`` as the live counters and return the previous ones."""
+        """Install ``stats`` as the counters and return (a sum of) the previous ones."""
         with self._lock:
-            previous, self._stats = self._stats, stats
+            previous = self._collect()
+            self._base = stats
+            self._clear_shards()
             return previous
 
     def __repr__(self) -> str:

@@ -6,6 +6,7 @@ import dataclasses
 import logging
 from collections.abc import Mapping
 from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -360,3 +361,58 @@ class TestBatch:
         cache = RemoteCache(Recording(), RemoteCacheJsonSerde())
         with pytest.raises(TypeError):
             cache.put_many({"a": 1, "b": object()})  # type: ignore[dict-item]
+
+
+class TestHotPathShortcuts:
+    """get/put inline the default hooks, yet every patched or overridden hook is still called."""
+
+    def test_plain_subclass_takes_the_shortcuts(self) -> None:
+        assert PassCache._direct_get
+        assert PassCache._direct_put
+        assert not PassCache._samples
+
+    def test_instance_patch_is_honoured_and_undone(self) -> None:
+        cache = PassCache(DictBackend())
+        cache.put("k", b"stored")
+        with mock.patch.object(cache, "_backend_get", return_value=b"patched"):
+            assert cache.get("k") == b"patched"
+        assert cache.get("k") == b"stored"
+        with mock.patch.object(cache, "_encode", return_value=b"encoded"):
+            cache.put("e", b"raw")
+        assert cache.get("e") == b"encoded"
+        assert "_direct_get" not in vars(cache)
+
+    def test_class_patch_reaches_instances_and_subclasses(self) -> None:
+        class Child(PassCache):
+            pass
+
+        cache = Child(DictBackend())
+        cache.put("k", b"v")
+        with mock.patch.object(PassCache, "_decode", return_value=b"decoded"):
+            assert not Child._direct_get
+            assert cache.get("k") == b"decoded"
+        assert Child._direct_get
+        assert cache.get("k") == b"v"
+
+    def test_patching_the_base_hook_itself(self) -> None:
+        cache = PassCache(DictBackend())
+        calls: list[str] = []
+        original = RemoteCache._put
+
+        def spy(self: Any, key: str, value: Any, sample: Any) -> None:
+            calls.append(key)
+            original(self, key, value, sample)
+
+        with mock.patch.object(RemoteCache, "_put", spy):
+            cache.put("k", b"v")
+        assert calls == ["k"]
+        assert PassCache._direct_put
+
+    def test_sample_hooks_on_an_instance(self) -> None:
+        cache = PassCache(DictBackend())
+        logged: list[Any] = []
+        cache._create_sample = Sample  # type: ignore[method-assign]
+        cache._log_sample = logged.append  # type: ignore[method-assign,assignment]
+        cache.get("absent")
+        assert len(logged) == 1
+        assert isinstance(logged[0], Sample)

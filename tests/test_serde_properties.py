@@ -140,3 +140,33 @@ class TestThroughCaches:
         with memory_backends():  # a fresh store per example
             RemoteFxGraphCache("artifacts").put("k", value)
             assert RemoteFxGraphCache("artifacts").get("k") == value
+
+
+class TestJsonDecodeIsJsonLoads:
+    """The decoder's fast path answers exactly as json.loads, values and errors alike."""
+
+    @staticmethod
+    def outcome(call: Any) -> tuple[str, str]:
+        try:
+            return ("value", json.dumps(call()))
+        except (ValueError, RecursionError) as exc:
+            return ("error", f"{type(exc).__name__}: {exc}")
+
+    @given(
+        st.one_of(
+            st.binary(max_size=40),
+            json_data(allow_nan=True).map(
+                lambda v: json.dumps(v, ensure_ascii=False).encode("utf-8", "surrogatepass")
+            ),
+            st.tuples(json_data(), st.sampled_from([b" ", b"\n", b"x", b"}", b"\x00", b""])).map(
+                lambda pair: json.dumps(pair[0]).encode() + pair[1]
+            ),
+            st.sampled_from(
+                [b"{", b"[", b'"', b"{}", b"[]", b'""', b'{"a"', b"[1,", b'"\xff"', b"[\x00]",
+                 b"\xef\xbb\xbf[]", b"[]\n", b" []", b"[1] 2", b'{"a": NaN}', b"[" * 5000]
+            ),
+        )
+    )  # fmt: skip
+    def test_same_as_json_loads(self, data: bytes) -> None:
+        ours = self.outcome(lambda: SERDE.decode(data))
+        assert ours == self.outcome(lambda: json.loads(data))

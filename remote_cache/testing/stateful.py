@@ -142,7 +142,10 @@ class _Driven:
 
 
 def _observe_samples(cache: RemoteCache[Any]) -> list[_Sample]:
-    """Make ``cache`` create a sample per call and keep them (instance attributes only)."""
+    """Make ``cache`` create a sample per call and keep them (this instance only).
+
+    Setting the hooks on the instance is enough: the controller notices and calls them.
+    """
     samples: list[_Sample] = []
     cache._create_sample = _Sample  # type: ignore[method-assign]
     cache._log_sample = samples.append  # type: ignore[method-assign,assignment]
