@@ -50,7 +50,10 @@ example: $(STAMP) redis-server
 
 test: lint typecheck example unit
 
+# Writes docs/benchmarks.md and docs/benchmarks.png. The comparison with PyTorch 2.13 runs
+# when torch is installed: $(BIN)/python -m pip install torch==2.13.0
 bench: $(STAMP) redis-server
+	$(BIN)/python -m pip install --quiet --group bench
 	$(BIN)/python -m bench
 
 clean:

@@ -1,5 +1,14 @@
-"""``python -m bench``: run every benchmark and print the figures."""
+"""``python -m bench``: run every benchmark, print the figures, write docs/benchmarks.md."""
 
-from bench import fixtures
+import sys
 
-fixtures.main()
+from bench import controller, fixtures, redis_path, report
+
+results = {
+    "controller": controller.main(),
+    "redis": redis_path.main(),
+    "fixtures": fixtures.main(),
+}
+if "--no-write" not in sys.argv[1:]:
+    for path in report.write(results):
+        print(f"wrote {path}")

@@ -309,18 +309,100 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
     def _get_many(self, keys: list[str]) -> dict[str, bytes]:
         names = [_wire_key(key) for key in keys]
         if self._cluster:
-            values = self._call("get_many", None, lambda client: client.mget_nonatomic(names))
+            values = self._call("get_many", None, lambda client: _cluster_get_many(client, names))
         else:
             values = self._call("get_many", None, lambda client: client.mget(names))
         return {key: value for key, value in zip(keys, values, strict=True) if value is not None}
 
     def _put_many(self, mapping: Mapping[str, bytes]) -> None:
+        items = {_wire_key(key): data for key, data in mapping.items()}
         expire = self._expire
 
         def write(client: Any) -> None:
-            pipeline = client.pipeline(transaction=False)
-            for key, data in mapping.items():
-                pipeline.set(_wire_key(key), data, ex=expire)
-            pipeline.execute()
+            if self._cluster:
+                _cluster_set_many(client, items, expire)
+            elif expire is None:
+                client.mset(items)  # one command
+            else:
+                _pipelined_set(client, items, expire)
 
         self._call("put_many", None, write)
+
+
+def _pipelined_set(client: Any, items: Mapping[bytes, bytes], expire: int | None) -> None:
+    """``SET key value [EX expire]`` for every item, in one pipeline (one round trip each)."""
+    pipeline = client.pipeline(transaction=False)
+    for name, data in items.items():
+        pipeline.set(name, data, ex=expire)
+    pipeline.execute()
+
+
+def _set_command(name: bytes, data: bytes, expire: int | None) -> tuple[Any, ...]:
+    return ("SET", name, data) if expire is None else ("SET", name, data, "EX", expire)
+
+
+class _Redirected(Exception):
+    """A slot moved while a batch was under way (MOVED or ASK)."""
+
+
+def _cluster_round_trip(client: Any, commands: Mapping[bytes, tuple[Any, ...]]) -> list[Any]:
+    """Send each key's command to the master of its slot, every master at once; the replies.
+
+    One round trip in all: the commands for all masters are written before any reply is
+    read. redis-py's cluster pipeline does the same with several times the Python work per
+    key. Raises ``_Redirected`` when a slot moved (the caller then goes through redis-py,
+    which follows redirections and refreshes its slot map), the first other error reply as
+    redis-py raises it, and transport errors as they come.
+    """
+    from redis.exceptions import ResponseError
+
+    by_node: dict[str, tuple[Any, list[bytes]]] = {}
+    for name in commands:
+        node = client.get_node_from_key(name)
+        by_node.setdefault(node.name, (node, []))[1].append(name)
+    sent: list[tuple[Any, Any, list[bytes]]] = []
+    replies: dict[bytes, Any] = {}
+    errors: list[ResponseError] = []
+    try:
+        for node, names in by_node.values():
+            pool = client.get_redis_connection(node).connection_pool
+            connection = pool.get_connection()
+            sent.append((pool, connection, names))
+            connection.send_packed_command(
+                connection.pack_commands([commands[name] for name in names])
+            )
+        for _, connection, names in sent:
+            for name in names:
+                try:
+                    replies[name] = connection.read_response()
+                except ResponseError as exc:
+                    errors.append(exc)
+    except BaseException:
+        for _, connection, _ in sent:
+            connection.disconnect()  # replies may still be on the way: never reuse it
+        raise
+    finally:
+        for pool, connection, _ in sent:
+            pool.release(connection)
+    if errors:
+        if all(str(exc).startswith(("MOVED", "ASK")) for exc in errors):
+            raise _Redirected
+        raise errors[0]
+    return [replies[name] for name in commands]
+
+
+def _cluster_set_many(client: Any, items: Mapping[bytes, bytes], expire: int | None) -> None:
+    """SET every item on a cluster in one round trip (redis-py's pipeline if a slot moved)."""
+    commands = {name: _set_command(name, data, expire) for name, data in items.items()}
+    try:
+        _cluster_round_trip(client, commands)
+    except _Redirected:
+        _pipelined_set(client, items, expire)
+
+
+def _cluster_get_many(client: Any, names: list[bytes]) -> list[bytes | None]:
+    """GET every key on a cluster in one round trip (redis-py's MGETs if a slot moved)."""
+    try:
+        return _cluster_round_trip(client, {name: ("GET", name) for name in names})
+    except _Redirected:
+        return client.mget_nonatomic(names)  # type: ignore[no-any-return]

@@ -132,9 +132,68 @@ class FlakyClient:
         self._maybe_fail()
         return self.store.mget(keys)
 
+    def mset(self, mapping: dict[Any, bytes]) -> Any:
+        self._maybe_fail()
+        return self.store.mset(mapping)
+
     def pipeline(self, transaction: bool = False) -> Any:
         self._maybe_fail()
         return self.store.pipeline(transaction=transaction)
+
+
+class FakeConnection:
+    """A connection whose every reply is ``reply`` (raised when it is an exception)."""
+
+    def __init__(self, reply: Any) -> None:
+        self.reply = reply
+        self.sent: list[list[tuple[Any, ...]]] = []
+        self.disconnected = False
+
+    def pack_commands(self, commands: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        return list(commands)
+
+    def send_packed_command(self, packed: list[tuple[Any, ...]]) -> None:
+        self.sent.append(packed)
+
+    def read_response(self) -> Any:
+        if isinstance(self.reply, Exception):
+            raise self.reply
+        return self.reply
+
+    def disconnect(self) -> None:
+        self.disconnected = True
+
+
+class FakePool:
+    def __init__(self, reply: Any) -> None:
+        self.connection = FakeConnection(reply)
+        self.released: list[FakeConnection] = []
+
+    def get_connection(self) -> FakeConnection:
+        return self.connection
+
+    def release(self, connection: FakeConnection) -> None:
+        self.released.append(connection)
+
+
+class FakeClusterClient(FlakyClient):
+    """One master whose connection answers ``reply``; redis-py's slow paths on fakeredis."""
+
+    class Node:
+        name = "127.0.0.1:1"
+
+    def __init__(self, reply: Any) -> None:
+        super().__init__()
+        self.pool = FakePool(reply)
+
+    def get_node_from_key(self, key: Any) -> Node:
+        return self.Node()
+
+    def get_redis_connection(self, node: Node) -> Any:
+        return type("NodeClient", (), {"connection_pool": self.pool})()
+
+    def mget_nonatomic(self, keys: list[Any]) -> Any:
+        return self.store.mget(keys)
 
 
 class TestBreakerInBackend:
@@ -269,6 +328,44 @@ class TestBatchCommands:
         assert backend.get_many(["a", "b", "c"]) == {"a": b"1", "b": b""}
         assert client.calls == 2
         assert 0 < client.store.ttl("a") <= 100
+
+    def test_without_ttl_one_mset(self) -> None:
+        client = FlakyClient()
+        backend = RedisRemoteCacheBackend(client=client)
+        backend.put_many({"a": b"1", "b": b""})
+        assert client.calls == 1
+        assert client.store.mget(["a", "b"]) == [b"1", b""]
+        assert client.store.ttl("a") == -1
+
+    def test_cluster_batches_follow_a_moved_slot(self) -> None:
+        client = FakeClusterClient(reply=rexc.ResponseError("MOVED 3999 127.0.0.1:2"))
+        backend = RedisRemoteCacheBackend(client=client, cluster=True, expire=50)
+        backend.put_many({"a": b"1", "b": b"2"})  # redis-py's pipeline follows redirections
+        assert client.store.mget(["a", "b"]) == [b"1", b"2"]
+        assert 0 < client.store.ttl("b") <= 50
+        assert backend.get_many(["a", "b", "c"]) == {"a": b"1", "b": b"2"}
+        assert client.pool.released == [client.pool.connection] * 2
+
+    def test_cluster_batch_error_reply_raised(self) -> None:
+        client = FakeClusterClient(reply=rexc.ResponseError("OOM command not allowed"))
+        backend = RedisRemoteCacheBackend(client=client, cluster=True)
+        with pytest.raises(BackendCommandError, match="OOM"):
+            backend.put_many({"a": b"1"})
+        assert not client.pool.connection.disconnected  # every reply was read
+
+    def test_cluster_batch_transport_failure_drops_the_connection(self) -> None:
+        client = FakeClusterClient(reply=rexc.ConnectionError("reset"))
+        backend = RedisRemoteCacheBackend(client=client, cluster=True)
+        with pytest.raises(BackendUnavailableError):
+            backend.get_many(["a", "b"])
+        assert client.pool.connection.disconnected
+        assert client.pool.released == [client.pool.connection]
+
+    def test_cluster_batches_in_one_round_trip(self) -> None:
+        client = FakeClusterClient(reply=None)
+        backend = RedisRemoteCacheBackend(client=client, cluster=True)
+        assert backend.get_many(["a", "b"]) == {}
+        assert client.pool.connection.sent == [[("GET", b"a"), ("GET", b"b")]]
 
     def test_batch_failure_translated(self) -> None:
         client = FlakyClient()
