@@ -279,6 +279,10 @@ class _GuardedClient:
         self._guard.before_write([key])
         return self._client.set(key, *args, **options)
 
+    def mset(self, mapping: Any) -> Any:
+        self._guard.before_write(list(mapping))
+        return self._client.mset(mapping)
+
     def pipeline(self, *args: Any, **options: Any) -> _GuardedPipeline:
         return _GuardedPipeline(self._client.pipeline(*args, **options), self._guard)
 
