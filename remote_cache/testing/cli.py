@@ -1,4 +1,4 @@
-"""The ``remote-cache`` command: ``check`` a backend before trusting it."""
+"""The ``remote-cache`` command: ``check`` a backend before trusting it, ``inspect`` a server."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def _positive(text: str) -> int:
     return value
 
 
-def _seed(text: str) -> int:
+def _non_negative(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument(
         "--seed",
-        type=_seed,
+        type=_non_negative,
         default=None,
         metavar="N",
         help="seed for the property suite, to repeat a run (default: a random one, printed)",
@@ -83,7 +83,93 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--json", action="store_true", help="print the report as JSON on stdout instead"
     )
+    inspect = commands.add_parser(
+        "inspect",
+        help="show what a Redis server holds per cache id (SCAN, never KEYS)",
+        description=(
+            "Count the entries under pt2: on a server, per cache id: entries, value bytes, "
+            "how many have a TTL, and a few sample keys. The server comes from --url, else "
+            "from REMOTE_CACHE_REDIS_URL (or host and port) as the caches find it. Walks the "
+            "key space with SCAN, never KEYS, and writes nothing. Exit status: 0 done, 2 the "
+            "server cannot be reached or the arguments are wrong."
+        ),
+    )
+    inspect.add_argument("--url", help="redis://, rediss:// or unix:// URL of the server")
+    inspect.add_argument("--cache-id", help="only this cache id")
+    inspect.add_argument(
+        "--cluster", action="store_true", help="the server is a Redis Cluster (every master)"
+    )
+    inspect.add_argument(
+        "--samples", type=_non_negative, default=3, metavar="N", help="sample keys per cache id (3)"
+    )
+    inspect.add_argument("--json", action="store_true", help="print the inventory as JSON")
     return parser
+
+
+def _inspect(arguments: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from remote_cache._config import UNSET, resolve_redis_settings
+    from remote_cache._inspect import inspect_redis
+    from remote_cache._redis import _build_client, translate_redis_error
+    from remote_cache.exceptions import ConfigurationError, MissingDependencyError
+
+    try:
+        settings = resolve_redis_settings(
+            url=arguments.url if arguments.url is not None else UNSET,
+            cluster=True if arguments.cluster else UNSET,
+            timeout=5.0,
+        )
+        client = _build_client(settings)
+    except (ConfigurationError, MissingDependencyError) as exc:
+        print(f"remote-cache inspect: {exc}", file=err)
+        return EXIT_UNUSABLE
+    except Exception as exc:  # noqa: BLE001 - a cluster client connects when built
+        error = translate_redis_error(exc, backend=settings.describe(), operation="connect")
+        print(f"remote-cache inspect: cannot reach the server: {error or exc}", file=err)
+        return EXIT_UNUSABLE
+    server = settings.describe()
+
+    def progress(seen: int) -> None:
+        if err.isatty():
+            print(f"\r\x1b[Kscanned {seen:,} keys", end="", file=err, flush=True)
+
+    try:
+        inventory = inspect_redis(
+            client,
+            server=server,
+            cache_id=arguments.cache_id,
+            samples=arguments.samples,
+            progress=progress,
+        )
+    except Exception as exc:  # noqa: BLE001 - reported, with the password scrubbed
+        error = translate_redis_error(exc, backend=server, operation="scan")
+        print(f"remote-cache inspect: cannot reach the server: {error or exc}", file=err)
+        return EXIT_UNUSABLE
+    finally:
+        client.close()
+    if err.isatty():
+        print("\r\x1b[K", end="", file=err)
+    if arguments.json:
+        print(json.dumps(inventory.as_dict(), indent=2), file=out)
+        return EXIT_OK
+    print(f"remote-cache inspect: {server}", file=out)
+    rows = [
+        (s.cache_id, f"{s.entries:,}", f"{s.bytes:,}", f"{s.with_ttl:,}", ", ".join(s.sample_keys))
+        for _, s in sorted(inventory.caches.items())
+    ]
+    rows.append(("total", f"{inventory.entries:,}", f"{inventory.bytes:,}", "", ""))
+    headers = ("cache id", "entries", "bytes", "with TTL", "sample keys")
+    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(4)]
+    for row in [headers, *rows]:
+        print(
+            f"  {row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  "
+            f"{row[3]:>{widths[3]}}  {row[4]}".rstrip(),
+            file=out,
+        )
+    if inventory.other_keys:
+        print(
+            f"  ({inventory.other_keys:,} other keys under pt2: not in upstream's format)", file=out
+        )
+    return EXIT_OK
 
 
 class _ProgressBar:
@@ -206,6 +292,8 @@ def main(
         return EXIT_UNUSABLE if exit_.code else EXIT_OK
     if arguments.command == "check":
         return _check(arguments, out, err)
+    if arguments.command == "inspect":
+        return _inspect(arguments, out, err)
     parser.print_help(out)
     return EXIT_UNUSABLE
 
