@@ -30,10 +30,12 @@ class OutageProxy:
 
     Faults (Toxiproxy's vocabulary): ``cut()`` resets open connections and refuses new ones
     (the server looks crashed); ``blackhole()`` accepts connections and never answers (a
-    hung server or a dropped route); ``latency(seconds)`` delays every reply; ``restore()``
-    ends them. ``url`` is ``target_url`` with the proxy's address in it. One thread serves
-    every connection; ``close()`` (or leaving the ``with`` block) stops it and closes all
-    sockets. Listens on 127.0.0.1 only.
+    hung server or a dropped route); ``latency(seconds)`` delays every reply;
+    ``reset_mid_reply()`` forwards half of the next reply, then resets the connection;
+    ``slow_close(seconds)`` keeps a connection the server closed open, and silent, for that
+    long; ``restore()`` ends them. ``url`` is ``target_url`` with the proxy's address in it.
+    One thread serves every connection; ``close()`` (or leaving the ``with`` block) stops it
+    and closes all sockets. Listens on 127.0.0.1 only.
     """
 
     def __init__(
@@ -55,6 +57,9 @@ class OutageProxy:
         self._lock = threading.Lock()
         self._mode = "up"
         self._latency = 0.0
+        self._reset_mid_reply = False
+        self._slow_close = 0.0
+        self._closing: list[tuple[float, socket.socket]] = []
         self.connections = 0
         """Connections accepted so far."""
         self._stopping = False
@@ -110,10 +115,24 @@ class OutageProxy:
         with self._lock:
             self._latency = float(seconds)
 
+    def reset_mid_reply(self) -> None:
+        """Forward half of the next reply on each connection, then reset it (TCP RST)."""
+        with self._lock:
+            self._reset_mid_reply = True
+
+    def slow_close(self, seconds: float) -> None:
+        """When the server closes a connection, keep the client's side open that long."""
+        if seconds < 0:
+            raise ValueError(f"Expected seconds >= 0 but got seconds={seconds!r}")
+        with self._lock:
+            self._slow_close = float(seconds)
+
     def restore(self) -> None:
         """End every fault: forward normally, without added latency."""
         with self._lock:
             self._latency = 0.0
+            self._reset_mid_reply = False
+            self._slow_close = 0.0
         self._command("up")
 
     def _command(self, mode: str) -> None:
@@ -207,11 +226,25 @@ class OutageProxy:
         except OSError:
             data = b""
         if not data:
+            client = self._peers.get(sock)
+            if role == "upstream" and self._slow_close > 0 and client is not None:
+                # The server hung up; the client hears of it only later.
+                with contextlib.suppress(KeyError, ValueError):
+                    self._selector.unregister(sock)
+                sock.close()
+                self._peers.pop(sock, None)
+                self._peers[client] = None
+                self._closing.append((time.monotonic() + self._slow_close, client))
+                return
             self._drop(sock)
             return
         peer = self._peers.get(sock)
         if self._mode == "blackhole" or peer is None:
             return  # swallowed: the other side never hears of it
+        if role == "upstream" and self._reset_mid_reply:
+            self._send(peer, data[: max(1, len(data) // 2)])
+            self._drop(sock, reset=True)
+            return
         delay = self._latency if role == "upstream" else 0.0
         if delay > 0:
             due = time.monotonic() + delay
@@ -226,6 +259,14 @@ class OutageProxy:
             sock.setblocking(False)
         except OSError:
             self._drop(sock)
+
+    def _close_due(self) -> float | None:
+        now = time.monotonic()
+        for due, sock in [entry for entry in self._closing if entry[0] <= now]:
+            self._closing.remove((due, sock))
+            if sock in self._peers:
+                self._drop(sock)
+        return min((due for due, _ in self._closing), default=None)
 
     def _flush_delayed(self) -> float | None:
         now = time.monotonic()
@@ -242,8 +283,9 @@ class OutageProxy:
                     if sock in self._peers:
                         self._drop(sock, reset=True)
                 self._delayed.clear()
-            timeout = self._flush_delayed()
-            for key, _ in self._selector.select(timeout=0.5 if timeout is None else timeout):
+            waits = [w for w in (self._flush_delayed(), self._close_due()) if w is not None]
+            timeout = max(0.0, min(waits)) if waits else 0.5
+            for key, _ in self._selector.select(timeout=timeout):
                 ready = key.fileobj
                 assert isinstance(ready, socket.socket)
                 if key.data == "wakeup":

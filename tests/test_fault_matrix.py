@@ -1,0 +1,277 @@
+"""The fault matrix, on real redis-server processes: what the consumer sees under each fault.
+
+Each row stores a value first, injects the fault, then measures what a cache call returns
+and how long it takes, checks the counters, ends the fault, and measures how long until the
+stored value reads back. No fault may raise into the consumer or hold a call longer than
+the timeout plus 0.5 s. With REMOTE_CACHE_FAULT_REPORT=<file>, each row's figures are
+appended to that file as JSON lines (docs/reliability.md quotes such a run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from redis.exceptions import OutOfMemoryError
+
+from remote_cache import RedisRemoteCacheBackend, RemoteFxGraphCache, cache_stats
+from remote_cache.testing import OutageProxy, RedisClusterFixture, RedisServer
+
+pytestmark = pytest.mark.redis
+
+TIMEOUT = 0.5
+BOUND = TIMEOUT + 0.5
+RETRY_AFTER = 0.2
+KEPT = {"data": "k" * 5000, "time_taken_ms": 7}  # 5 KB: a reply long enough to cut in half
+
+
+def cache_for(url: str, cache_id: str = "matrix") -> RemoteFxGraphCache:
+    backend = RedisRemoteCacheBackend(url=url, timeout=TIMEOUT, retry_after=RETRY_AFTER)
+    return RemoteFxGraphCache(cache_id, backend=backend)
+
+
+def timed(call: Callable[[], Any]) -> tuple[Any, float]:
+    started = time.monotonic()
+    result = call()
+    return result, time.monotonic() - started
+
+
+def recovery(
+    cache: RemoteFxGraphCache, expected: Any, *, rewrite: bool = False, limit: float = 15.0
+) -> float:
+    """Seconds until ``cache.get("kept")`` returns ``expected`` again.
+
+    With ``rewrite``, the value is written again before each try: the server lost it.
+    """
+    started = time.monotonic()
+    while True:
+        if rewrite:
+            cache.put("kept", expected)
+        if cache.get("kept") == expected:
+            return time.monotonic() - started
+        assert time.monotonic() - started < limit, "no recovery"
+        time.sleep(0.02)
+
+
+def fill_up(client: Any) -> None:
+    """Write values of 100 KB, then 1 KB, then 10 bytes, until the server refuses even those."""
+    for size in (100_000, 1_000):
+        try:
+            for i in range(10_000):
+                client.set(f"filler-{size}-{i}", b"f" * size)
+        except OutOfMemoryError:
+            continue
+    for i in range(100_000):
+        client.set(f"filler-small-{i}", b"f" * 10)
+
+
+def record(fault: str, **figures: Any) -> None:
+    path = os.environ.get("REMOTE_CACHE_FAULT_REPORT")
+    if path:
+        with open(path, "a") as report:
+            report.write(json.dumps({"fault": fault, **figures}) + "\n")
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    with RedisServer() as started:
+        yield started
+
+
+@pytest.fixture
+def proxy(server: RedisServer) -> Iterator[OutageProxy]:
+    with OutageProxy.for_url(server.url) as started:
+        yield started
+
+
+class TestNetworkFaults:
+    def test_latency_below_the_timeout(self, proxy: OutageProxy) -> None:
+        cache = cache_for(proxy.url)
+        cache.put("kept", KEPT)
+        proxy.latency(0.2)
+        got, seconds = timed(lambda: cache.get("kept"))
+        assert got == KEPT  # slow, but an answer
+        assert 0.2 <= seconds < BOUND
+        assert cache_stats["RemoteFxGraphCache"].fail_open == 0
+        proxy.restore()
+        record("latency 0.2 s (below the 0.5 s timeout)", outcome="value", call_s=seconds,
+               recovery_s=recovery(cache, KEPT), survived=True)  # fmt: skip
+
+    def test_latency_above_the_timeout(self, proxy: OutageProxy) -> None:
+        cache = cache_for(proxy.url)
+        cache.put("kept", KEPT)
+        proxy.latency(1.0)
+        got, seconds = timed(lambda: cache.get("kept"))
+        assert got is None
+        assert seconds < BOUND
+        _, put_seconds = timed(lambda: cache.put("other", {"v": 1}))
+        assert put_seconds < BOUND
+        stat = cache_stats["RemoteFxGraphCache"]
+        assert stat.fail_open == 2
+        assert cache_stats["backend:RedisRemoteCacheBackend"].exception >= 1
+        proxy.restore()
+        recovered = recovery(cache, KEPT)
+        record("latency 1 s (above the timeout)", outcome="miss", call_s=seconds,
+               recovery_s=recovered, survived=True)  # fmt: skip
+
+    def test_reset_in_the_middle_of_a_reply(self, proxy: OutageProxy) -> None:
+        cache = cache_for(proxy.url)
+        cache.put("kept", KEPT)
+        proxy.reset_mid_reply()
+        got, seconds = timed(lambda: cache.get("kept"))
+        assert got is None  # half a reply is no reply: a miss, never a truncated value
+        assert seconds < BOUND
+        assert cache_stats["RemoteFxGraphCache"].fail_open == 1
+        assert cache_stats["RemoteFxGraphCache"].corrupt == 0
+        proxy.restore()
+        recovered = recovery(cache, KEPT)
+        record("connection reset mid-reply", outcome="miss", call_s=seconds,
+               recovery_s=recovered, survived=True)  # fmt: skip
+
+    def test_slow_close(self, server: RedisServer, proxy: OutageProxy) -> None:
+        cache = cache_for(proxy.url)
+        cache.put("kept", KEPT)
+        proxy.slow_close(5.0)
+        client = server.client()
+        client.client_kill_filter(_type="normal", skipme=True)  # the server hangs up on us
+        got, seconds = timed(lambda: cache.get("kept"))
+        assert got is None
+        assert seconds < BOUND
+        proxy.restore()
+        recovered = recovery(cache, KEPT)
+        record("slow close (server hangs up, FIN held 5 s)", outcome="miss", call_s=seconds,
+               recovery_s=recovered, survived=True)  # fmt: skip
+
+
+class TestServerStates:
+    def test_out_of_memory_with_noeviction(self) -> None:
+        config = {"maxmemory": "3mb", "maxmemory-policy": "noeviction"}
+        with RedisServer(config=config) as server:
+            cache = cache_for(server.url)
+            cache.put("kept", KEPT)
+            client = server.client()
+            with pytest.raises(OutOfMemoryError):  # fill the server up, directly
+                fill_up(client)
+            _, seconds = timed(lambda: cache.put("new", KEPT))
+            assert seconds < BOUND
+            stat = cache_stats["RemoteFxGraphCache"]
+            assert stat.fail_open == 1  # the put was dropped, counted, not raised
+            got = cache.get("kept")
+            assert got == KEPT  # reads go on: OOM is a command error, not an outage
+            assert not cache.backend.breaker.is_open  # type: ignore[attr-defined]
+            assert cache.get("new") is None
+            client.flushall()
+            cache.put("new", {"v": 1})
+            assert cache.get("new") == {"v": 1}
+            record("out of memory (noeviction)", outcome="put dropped, gets answered",
+                   call_s=seconds, recovery_s=0.0, survived=True)  # fmt: skip
+
+    def test_read_only_replica(self) -> None:
+        with RedisServer() as primary:
+            replica_config = {"replicaof": f"{primary.host} {primary.port}"}
+            with RedisServer(config=replica_config) as replica:
+                cache_for(primary.url).put("kept", KEPT)
+                cache = cache_for(replica.url)
+                recovery(cache, KEPT)  # replicated
+                _, seconds = timed(lambda: cache.put("new", {"v": 1}))
+                assert seconds < BOUND
+                assert cache_stats["RemoteFxGraphCache"].fail_open == 1  # READONLY: dropped
+                assert cache.get("kept") == KEPT
+                assert not cache.backend.breaker.is_open  # type: ignore[attr-defined]
+                record("read-only replica", outcome="put dropped, gets answered",
+                       call_s=seconds, recovery_s=0.0, survived=True)  # fmt: skip
+
+    def test_client_limit_reached(self) -> None:
+        with RedisServer(config={"maxclients": "2"}) as server:
+            writer = cache_for(server.url, "matrix")
+            writer.put("kept", KEPT)
+            from remote_cache._redis import close_shared_clients
+
+            close_shared_clients()  # the cache's connection must be a new one
+            hogs = [socket.create_connection((server.host, server.port)) for _ in range(2)]
+            try:
+                time.sleep(0.05)
+                cache = cache_for(server.url, "matrix")
+                got, seconds = timed(lambda: cache.get("kept"))
+                assert got is None
+                assert seconds < BOUND
+                assert cache_stats["RemoteFxGraphCache"].fail_open >= 1
+            finally:
+                for hog in hogs:
+                    hog.close()
+            recovered = recovery(cache, KEPT)
+            record("client limit reached (maxclients)", outcome="miss", call_s=seconds,
+                   recovery_s=recovered, survived=True)  # fmt: skip
+
+
+class TestProcessAndAccessFaults:
+    """The rows tested in depth elsewhere (test_redis_real, test_redis_cluster), measured here."""
+
+    def test_server_killed_and_restarted(self, server: RedisServer) -> None:
+        cache = cache_for(server.url)
+        cache.put("kept", KEPT)
+        server.kill()
+        got, seconds = timed(lambda: cache.get("kept"))
+        assert got is None
+        assert seconds < BOUND
+        started = time.monotonic()
+        server.restart()
+        # No persistence: a crash loses what was in memory, so the value is written again.
+        recovered = recovery(cache, KEPT, rewrite=True) + (time.monotonic() - started)
+        record("server killed, then restarted", outcome="miss", call_s=seconds,
+               recovery_s=recovered, survived=False)  # fmt: skip
+
+    def test_black_hole(self, proxy: OutageProxy) -> None:
+        cache = cache_for(proxy.url)
+        cache.put("kept", KEPT)
+        proxy.blackhole()
+        got, seconds = timed(lambda: cache.get("kept"))
+        assert got is None
+        assert seconds < BOUND
+        proxy.restore()
+        recovered = recovery(cache, KEPT)
+        record("black hole (accepts, never answers)", outcome="miss", call_s=seconds,
+               recovery_s=recovered, survived=True)  # fmt: skip
+
+    def test_wrong_password(self) -> None:
+        with RedisServer(password="right-pw") as server:
+            cache_for(server.url).put("kept", KEPT)
+            cache = cache_for(server.url.replace("right-pw", "wrong-pw"))
+            got, seconds = timed(lambda: cache.get("kept"))
+            assert got is None
+            assert seconds < BOUND
+            assert "wrong-pw" not in repr(cache.backend)
+            assert cache_for(server.url).get("kept") == KEPT
+            record("wrong password", outcome="miss", call_s=seconds, recovery_s=0.0,
+                   survived=True)  # fmt: skip
+
+    def test_untrusted_certificate(self) -> None:
+        with RedisServer(tls=True) as server:
+            trusted = f"{server.url}?ssl_ca_certs={server.ca_file}"
+            cache_for(trusted).put("kept", KEPT)
+            got, seconds = timed(lambda: cache_for(server.url).get("kept"))  # no CA given
+            assert got is None
+            assert seconds < BOUND
+            assert cache_for(trusted).get("kept") == KEPT
+            record("untrusted TLS certificate (rediss:// without the CA)", outcome="miss",
+                   call_s=seconds, recovery_s=0.0, survived=True)  # fmt: skip
+
+    def test_cluster_master_down(self, remote_cache_redis_cluster: RedisClusterFixture) -> None:
+        cache = RemoteFxGraphCache("matrix")
+        cache.put("kept", KEPT)
+        victim = remote_cache_redis_cluster.node_for_key("pt2:matrix::kept:c1")
+        remote_cache_redis_cluster.kill(victim)
+        got, seconds = timed(lambda: cache.get("kept"))
+        assert got is None
+        assert seconds < BOUND
+        started = time.monotonic()
+        remote_cache_redis_cluster.restart(victim)
+        # Its master lost the value (no persistence): written again until it holds.
+        recovered = recovery(cache, KEPT, rewrite=True) + (time.monotonic() - started)
+        record("cluster master down (its slots only)", outcome="miss", call_s=seconds,
+               recovery_s=recovered, survived=False)  # fmt: skip
