@@ -3,7 +3,7 @@
 Each row stores a value first, injects the fault, then measures what a cache call returns
 and how long it takes, checks the counters, ends the fault, and measures how long until the
 stored value reads back. No fault may raise into the consumer or hold a call longer than
-the timeout plus 0.5 s. With REMOTE_CACHE_FAULT_REPORT=<file>, each row's figures are
+the timeout plus 0.5 s. With FAULT_MATRIX_REPORT=<file>, each row's figures are
 appended to that file as JSON lines (docs/reliability.md quotes such a run).
 """
 
@@ -71,7 +71,7 @@ def fill_up(client: Any) -> None:
 
 
 def record(fault: str, **figures: Any) -> None:
-    path = os.environ.get("REMOTE_CACHE_FAULT_REPORT")
+    path = os.environ.get("FAULT_MATRIX_REPORT")
     if path:
         with open(path, "a") as report:
             report.write(json.dumps({"fault": fault, **figures}) + "\n")
