@@ -37,6 +37,7 @@ from remote_cache.exceptions import (
     ConfigurationError,
     MissingDependencyError,
     RemoteCacheError,
+    ValueTooLargeError,
 )
 
 __all__ = [
@@ -66,6 +67,7 @@ __all__ = [
     "RemoteCacheSerde",
     "RemoteDynamoPGOCache",
     "RemoteFxGraphCache",
+    "ValueTooLargeError",
     "cache_stats",
     "create_cache",
     "dump_cache_stats",

@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from remote_cache._backend import RemoteCacheBackend
+from remote_cache._config import UNSET, _Unset, resolve_max_value_bytes
 from remote_cache._controller import RemoteCache, Sample
 from remote_cache._local import LocalCacheBackend, default_local_root, safe_name
 from remote_cache._redis import RedisRemoteCacheBackend
 from remote_cache._serde import JsonDataTy, RemoteCacheJsonSerde
 from remote_cache._stats import cache_stats
+from remote_cache.exceptions import ValueTooLargeError
 
 __all__ = [
     "JsonCache",
@@ -53,8 +55,28 @@ class JsonCache(RemoteCache[JsonDataTy]):
 
     fail_open: ClassVar[bool] = True
 
-    def __init__(self, backend: RemoteCacheBackend[bytes] | None) -> None:
+    def __init__(
+        self,
+        backend: RemoteCacheBackend[bytes] | None,
+        *,
+        max_value_bytes: int | _Unset | None = UNSET,
+    ) -> None:
         super().__init__(backend, RemoteCacheJsonSerde())
+        self.max_value_bytes = resolve_max_value_bytes(max_value_bytes)
+        """The largest encoded value stored (``REMOTE_CACHE_MAX_VALUE_BYTES``); None: no limit."""
+
+    def _sized(self, key: str, data: bytes) -> bytes:
+        """``data``, or ``ValueTooLargeError`` when it is over ``max_value_bytes``."""
+        limit = self.max_value_bytes
+        if limit is not None and len(data) > limit:
+            raise ValueTooLargeError(
+                f"{type(self).__name__}: the value of {key!r} encodes to {len(data):,} bytes, "
+                f"over max_value_bytes={limit:,}; nothing was written",
+                key=key,
+                size=len(data),
+                limit=limit,
+            )
+        return data
 
     def _get_key(self, key: str) -> str:
         """The backend key of ``key``."""
@@ -83,7 +105,7 @@ class JsonCache(RemoteCache[JsonDataTy]):
         return self._decode_entry(backend_key, data, sample)
 
     def _put(self, key: str, value: JsonDataTy, sample: Sample) -> None:
-        data = self._encode(value, sample)
+        data = self._sized(key, self._encode(value, sample))
         self._backend_put(self._get_key(key), data)
 
     def _get_many(self, keys: list[str], sample: Sample) -> dict[str, JsonDataTy]:
@@ -98,7 +120,8 @@ class JsonCache(RemoteCache[JsonDataTy]):
 
     def _put_many(self, mapping: Mapping[str, JsonDataTy], sample: Sample) -> None:
         encoded = {
-            self._get_key(key): self._encode(value, sample) for key, value in mapping.items()
+            self._get_key(key): self._sized(key, self._encode(value, sample))
+            for key, value in mapping.items()
         }
         self._backend_put_many(encoded)
 
@@ -110,11 +133,17 @@ class RedisRemoteCache(JsonCache):
     ``backend`` is given or ``backend_override_cls`` is set (then redis-py is not needed).
     """
 
-    def __init__(self, cache_id: str, *, backend: RemoteCacheBackend[bytes] | None = None) -> None:
+    def __init__(
+        self,
+        cache_id: str,
+        *,
+        backend: RemoteCacheBackend[bytes] | None = None,
+        max_value_bytes: int | _Unset | None = UNSET,
+    ) -> None:
         self.cache_id = _check_cache_id(cache_id)
         if backend is None and type(self).backend_override_cls is None:
             backend = RedisRemoteCacheBackend(cache_id)
-        super().__init__(backend)
+        super().__init__(backend, max_value_bytes=max_value_bytes)
         version = 1  # upstream's key version: caches of either side read each other
         self._key_prefix = f"pt2:{cache_id}::"
         self._key_suffix = f":c{version}"
@@ -157,12 +186,13 @@ class LocalCache(JsonCache):
         root: str | os.PathLike[str] | None = None,
         *,
         backend: RemoteCacheBackend[bytes] | None = None,
+        max_value_bytes: int | _Unset | None = UNSET,
     ) -> None:
         self.cache_id = _check_cache_id(cache_id)
         self.root = Path(root) if root is not None else default_local_root()
         if backend is None and type(self).backend_override_cls is None:
             backend = LocalCacheBackend(self.root / safe_name(cache_id))
-        super().__init__(backend)
+        super().__init__(backend, max_value_bytes=max_value_bytes)
 
 
 class LocalAutotuneCache(LocalCache):

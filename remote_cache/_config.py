@@ -11,7 +11,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from remote_cache.exceptions import ConfigurationError
 
-__all__ = ["NEVER", "UNSET", "RedisSettings", "redact_url", "resolve_redis_settings"]
+__all__ = [
+    "NEVER",
+    "UNSET",
+    "RedisSettings",
+    "redact_url",
+    "resolve_max_value_bytes",
+    "resolve_redis_settings",
+]
 
 _V = TypeVar("_V")
 
@@ -153,6 +160,30 @@ def _parse_expire(name: str, value: str) -> int:
     if expire <= 0:
         raise _bad(name, value, "whole seconds greater than 0")
     return expire
+
+
+def _parse_size(name: str, value: str) -> int:
+    try:
+        size = int(value)
+    except ValueError:
+        size = 0
+    if size <= 0:
+        raise _bad(name, value, "a whole number of bytes greater than 0")
+    return size
+
+
+def resolve_max_value_bytes(
+    argument: int | _Unset | None = UNSET, *, environ: Mapping[str, str] | None = None
+) -> int | None:
+    """The largest encoded value a cache stores: the argument (None: no limit), else
+    ``REMOTE_CACHE_MAX_VALUE_BYTES``, else no limit. ``ConfigurationError`` when invalid."""
+    if argument is None:
+        return None
+    if argument is not UNSET:
+        return _check_argument("max_value_bytes", argument, _parse_size)
+    env = os.environ if environ is None else environ
+    value = env.get("REMOTE_CACHE_MAX_VALUE_BYTES", "").strip()
+    return _parse_size("REMOTE_CACHE_MAX_VALUE_BYTES", value) if value else None
 
 
 def _parse_cluster(name: str, value: str) -> bool:

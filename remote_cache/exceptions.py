@@ -5,6 +5,7 @@ The tree::
     RemoteCacheError
     ├── ConfigurationError          (also ValueError) a bad setting or argument value
     ├── MissingDependencyError      (also ImportError) an optional package is not installed
+    ├── ValueTooLargeError          (also ValueError) a value over max_value_bytes, not stored
     └── BackendError                a backend call failed
         ├── BackendUnavailableError (also ConnectionError) the server cannot be reached
         │   ├── BackendTimeoutError (also TimeoutError) no answer within the timeout
@@ -27,6 +28,7 @@ __all__ = [
     "ConfigurationError",
     "MissingDependencyError",
     "RemoteCacheError",
+    "ValueTooLargeError",
 ]
 
 
@@ -49,6 +51,19 @@ class ConfigurationError(RemoteCacheError, ValueError):
 
 class MissingDependencyError(RemoteCacheError, ImportError):
     """An optional dependency is needed but not installed; the message names the extra."""
+
+
+class ValueTooLargeError(RemoteCacheError, ValueError):
+    """A value encodes to more than the cache's ``max_value_bytes``; nothing was written.
+
+    ``size`` is the encoded size, ``limit`` the limit, ``key`` the key.
+    """
+
+    def __init__(self, message: str, *, key: str, size: int, limit: int) -> None:
+        super().__init__(message)
+        self.key = key
+        self.size = size
+        self.limit = limit
 
 
 class BackendError(RemoteCacheError):

@@ -70,7 +70,15 @@ def fill_up(client: Any) -> None:
         client.set(f"filler-small-{i}", b"f" * 10)
 
 
+def counted(name: str = "RemoteFxGraphCache") -> dict[str, int]:
+    """The cache's and the backend's counters, as recorded with each row."""
+    cache, backend = cache_stats[name], cache_stats["backend:RedisRemoteCacheBackend"]
+    return {"fail_open": cache.fail_open, "corrupt": cache.corrupt,
+            "backend_exception": backend.exception, "backend_skipped": backend.skipped}  # fmt: skip
+
+
 def record(fault: str, **figures: Any) -> None:
+    figures.setdefault("counted", counted())
     path = os.environ.get("FAULT_MATRIX_REPORT")
     if path:
         with open(path, "a") as report:
@@ -109,6 +117,7 @@ class TestNetworkFaults:
         got, seconds = timed(lambda: cache.get("kept"))
         assert got is None
         assert seconds < BOUND
+        assert counted()["fail_open"] >= 1  # swallowed, and counted
         _, put_seconds = timed(lambda: cache.put("other", {"v": 1}))
         assert put_seconds < BOUND
         stat = cache_stats["RemoteFxGraphCache"]
@@ -126,6 +135,7 @@ class TestNetworkFaults:
         got, seconds = timed(lambda: cache.get("kept"))
         assert got is None  # half a reply is no reply: a miss, never a truncated value
         assert seconds < BOUND
+        assert counted()["fail_open"] >= 1  # swallowed, and counted
         assert cache_stats["RemoteFxGraphCache"].fail_open == 1
         assert cache_stats["RemoteFxGraphCache"].corrupt == 0
         proxy.restore()
@@ -142,6 +152,7 @@ class TestNetworkFaults:
         got, seconds = timed(lambda: cache.get("kept"))
         assert got is None
         assert seconds < BOUND
+        assert counted()["fail_open"] >= 1  # swallowed, and counted
         proxy.restore()
         recovered = recovery(cache, KEPT)
         record("slow close (server hangs up, FIN held 5 s)", outcome="miss", call_s=seconds,
@@ -200,6 +211,7 @@ class TestServerStates:
                 got, seconds = timed(lambda: cache.get("kept"))
                 assert got is None
                 assert seconds < BOUND
+                assert counted()["fail_open"] >= 1  # swallowed, and counted
                 assert cache_stats["RemoteFxGraphCache"].fail_open >= 1
             finally:
                 for hog in hogs:
@@ -219,6 +231,7 @@ class TestProcessAndAccessFaults:
         got, seconds = timed(lambda: cache.get("kept"))
         assert got is None
         assert seconds < BOUND
+        assert counted()["fail_open"] >= 1  # swallowed, and counted
         started = time.monotonic()
         server.restart()
         # No persistence: a crash loses what was in memory, so the value is written again.
@@ -233,6 +246,7 @@ class TestProcessAndAccessFaults:
         got, seconds = timed(lambda: cache.get("kept"))
         assert got is None
         assert seconds < BOUND
+        assert counted()["fail_open"] >= 1  # swallowed, and counted
         proxy.restore()
         recovered = recovery(cache, KEPT)
         record("black hole (accepts, never answers)", outcome="miss", call_s=seconds,
@@ -245,6 +259,7 @@ class TestProcessAndAccessFaults:
             got, seconds = timed(lambda: cache.get("kept"))
             assert got is None
             assert seconds < BOUND
+            assert counted()["fail_open"] >= 1  # swallowed, and counted
             assert "wrong-pw" not in repr(cache.backend)
             assert cache_for(server.url).get("kept") == KEPT
             record("wrong password", outcome="miss", call_s=seconds, recovery_s=0.0,
@@ -257,6 +272,7 @@ class TestProcessAndAccessFaults:
             got, seconds = timed(lambda: cache_for(server.url).get("kept"))  # no CA given
             assert got is None
             assert seconds < BOUND
+            assert counted()["fail_open"] >= 1  # swallowed, and counted
             assert cache_for(trusted).get("kept") == KEPT
             record("untrusted TLS certificate (rediss:// without the CA)", outcome="miss",
                    call_s=seconds, recovery_s=0.0, survived=True)  # fmt: skip
@@ -269,9 +285,27 @@ class TestProcessAndAccessFaults:
         got, seconds = timed(lambda: cache.get("kept"))
         assert got is None
         assert seconds < BOUND
+        assert counted()["fail_open"] >= 1  # swallowed, and counted
         started = time.monotonic()
         remote_cache_redis_cluster.restart(victim)
         # Its master lost the value (no persistence): written again until it holds.
         recovered = recovery(cache, KEPT, rewrite=True) + (time.monotonic() - started)
         record("cluster master down (its slots only)", outcome="miss", call_s=seconds,
                recovery_s=recovered, survived=False)  # fmt: skip
+
+
+def test_killed_server_with_persistence_keeps_the_data() -> None:
+    """Where the server keeps data (append-only file), it is there after a crash."""
+    with RedisServer(config={"appendonly": "yes", "appendfsync": "always"}) as server:
+        cache = cache_for(server.url)
+        cache.put("kept", KEPT)
+        server.kill()
+        got, seconds = timed(lambda: cache.get("kept"))
+        assert got is None
+        assert seconds < BOUND
+        assert counted()["fail_open"] >= 1  # swallowed, and counted
+        started = time.monotonic()
+        server.restart()
+        recovered = recovery(cache, KEPT) + (time.monotonic() - started)  # never written again
+        record("server killed, restarted, with an append-only file", outcome="miss",
+               call_s=seconds, recovery_s=recovered, survived=True)  # fmt: skip

@@ -1,0 +1,141 @@
+"""Bad and extreme input: clear errors before any write, big values, hostile keys, garbage."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from remote_cache import (
+    ConfigurationError,
+    LocalCache,
+    RedisRemoteCache,
+    RedisRemoteCacheBackend,
+    RemoteFxGraphCache,
+    ValueTooLargeError,
+    cache_stats,
+)
+from remote_cache.testing import InMemoryBackend, RedisServer
+
+FIVE_MB = {"data": "z" * (5 * 1024 * 1024), "time_taken_ms": 1}
+HOSTILE_KEYS = ["a\nb", "with space", " ", "é", "🚀", "\ud800", "a\x00b", "../../etc/passwd",
+                "/abs/path", "..", "CON", "a" * 1000]  # fmt: skip
+
+
+class Unencodable:
+    pass
+
+
+class TestUnencodable:
+    @pytest.mark.parametrize(
+        "value",
+        [{1, 2}, b"bytes", Unencodable(), {"a": [1, {"b": {3}}]}, [1, [2, [b"deep"]]],
+         {"k": Unencodable()}, {(1, 2): "tuple key"}],
+        ids=["set", "bytes", "object", "nested-set", "nested-bytes", "nested-object",
+             "tuple-key"],
+    )  # fmt: skip
+    def test_type_error_and_nothing_written(self, value: Any) -> None:
+        backend = InMemoryBackend()
+        cache = RemoteFxGraphCache("bad", backend=backend)
+        with pytest.raises(TypeError):
+            cache.put("k", value)
+        with pytest.raises(TypeError):
+            cache.put_many({"ok": 1, "bad": value})
+        assert backend.store == {}
+
+    def test_circular(self) -> None:
+        backend = InMemoryBackend()
+        looped: list[Any] = []
+        looped.append(looped)
+        with pytest.raises(TypeError, match="Circular"):
+            RemoteFxGraphCache("bad", backend=backend).put("k", looped)
+        assert backend.store == {}
+
+    def test_nan_and_infinity_stored_as_upstream_writes_them(self) -> None:
+        backend = InMemoryBackend()
+        cache = RemoteFxGraphCache("nan", backend=backend)
+        cache.put("k", [math.nan, math.inf, -math.inf])
+        assert backend.store["pt2:nan::k:c1"] == b"[NaN, Infinity, -Infinity]"
+        got = cache.get("k")
+        assert math.isnan(got[0])
+        assert got[1:] == [math.inf, -math.inf]
+
+
+class TestMaxValueBytes:
+    def test_limit_refuses_and_writes_nothing(self) -> None:
+        backend = InMemoryBackend()
+        cache = RemoteFxGraphCache("big", backend=backend, max_value_bytes=10)
+        cache.put("fits", "12345678")  # '"12345678"' is exactly 10 bytes
+        with pytest.raises(ValueTooLargeError, match="11 bytes, over max_value_bytes=10") as info:
+            cache.put("over", "123456789")
+        assert isinstance(info.value, ValueError)
+        assert (info.value.key, info.value.size, info.value.limit) == ("over", 11, 10)
+        with pytest.raises(ValueTooLargeError):
+            cache.put_many({"small": 1, "large": "x" * 100})
+        assert list(backend.store) == ["pt2:big::fits:c1"]
+        assert cache_stats["RemoteFxGraphCache"].exception == 2
+
+    def test_from_the_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("REMOTE_CACHE_MAX_VALUE_BYTES", "100")
+        assert RemoteFxGraphCache("e", backend=InMemoryBackend()).max_value_bytes == 100
+        assert LocalCache("e", backend=InMemoryBackend()).max_value_bytes == 100
+        unlimited = RemoteFxGraphCache("e", backend=InMemoryBackend(), max_value_bytes=None)
+        assert unlimited.max_value_bytes is None
+        monkeypatch.setenv("REMOTE_CACHE_MAX_VALUE_BYTES", "lots")
+        with pytest.raises(ConfigurationError, match="REMOTE_CACHE_MAX_VALUE_BYTES"):
+            RemoteFxGraphCache("e", backend=InMemoryBackend())
+
+    @pytest.mark.parametrize("bad", [0, -1, "x", True, 1.5])
+    def test_bad_argument(self, bad: Any) -> None:
+        with pytest.raises(ConfigurationError, match="max_value_bytes"):
+            RemoteFxGraphCache("e", backend=InMemoryBackend(), max_value_bytes=bad)
+
+    def test_no_limit_by_default(self) -> None:
+        assert RemoteFxGraphCache("e", backend=InMemoryBackend()).max_value_bytes is None
+
+
+@pytest.mark.redis
+class TestOnRealStores:
+    def test_five_megabytes_round_trip(self, redis_server: RedisServer, tmp_path: Path) -> None:
+        caches = [
+            RedisRemoteCache("big", backend=RedisRemoteCacheBackend(url=redis_server.url)),
+            LocalCache("big", root=tmp_path),
+        ]
+        for cache in caches:
+            cache.put("five-mb", FIVE_MB)
+            assert cache.get("five-mb") == FIVE_MB
+            assert cache.get_many(["five-mb"]) == {"five-mb": FIVE_MB}
+
+    def test_hostile_keys_round_trip_apart(self, redis_server: RedisServer, tmp_path: Path) -> None:
+        caches = [
+            RedisRemoteCache("keys", backend=RedisRemoteCacheBackend(url=redis_server.url)),
+            LocalCache("keys", root=tmp_path / "root"),
+        ]
+        for cache in caches:
+            for index, key in enumerate(HOSTILE_KEYS):
+                cache.put(key, {"index": index})
+            for index, key in enumerate(HOSTILE_KEYS):
+                assert cache.get(key) == {"index": index}, key
+        written = [path for path in tmp_path.rglob("*") if path.is_file()]
+        assert written
+        assert all((tmp_path / "root") in path.parents for path in written)
+
+    @pytest.mark.parametrize(
+        ("stored", "corrupt"),
+        [(b"\xff\xfe not utf-8", True), (b'{"truncated": ', True), (b"", True),
+         (b"[" * 100_000, True), (b"\x00\x01\x02", True), (b"null", False),
+         (b'{"a": 1} trailing', True), (b"\xef\xbb\xbf[1]", False)],
+        ids=["not-utf8", "truncated", "empty", "too-deep", "binary", "null", "trailing", "bom"],
+    )  # fmt: skip
+    def test_corrupt_entries_are_misses(
+        self, redis_server: RedisServer, stored: bytes, corrupt: bool
+    ) -> None:
+        redis_server.client().set("pt2:garbage::k:c1", stored)
+        cache = RedisRemoteCache("garbage", backend=RedisRemoteCacheBackend(url=redis_server.url))
+        got = cache.get("k")
+        assert got is None or got == [1]  # a BOM'd array is valid JSON for json.loads
+        stat = cache_stats["RedisRemoteCache"]
+        assert stat.corrupt == int(corrupt)
+        assert cache.get_many(["k"]) in ({}, {"k": [1]})
