@@ -44,7 +44,10 @@ def _non_negative(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="remote-cache",
-        description="Check a remote_cache backend before trusting it with your builds.",
+        description=(
+            "Check a remote_cache backend before trusting it with your builds, and see what "
+            "a Redis server holds."
+        ),
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     check = commands.add_parser(
