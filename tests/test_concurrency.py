@@ -62,6 +62,9 @@ def test_eight_threads(
     assert backend.hit == stat.hit
 
 
+# Python 3.12+ warns when a process with threads forks (xdist and proxies run threads);
+# the child here only uses the cache and exits, which is what the test is about.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_forked_child_uses_its_parents_cache(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
