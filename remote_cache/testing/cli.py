@@ -7,7 +7,7 @@ import json
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from remote_cache._config import redact_url
@@ -21,24 +21,19 @@ EXIT_OK, EXIT_FAILED, EXIT_UNUSABLE = 0, 1, 2
 STAT_COLUMNS = ("hit", "miss", "put", "exception", "skipped", "corrupt", "fail_open")
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
-    return value
+def _whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``minimum``."""
 
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {minimum} or more, got {value}")
+        return value
 
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
-    return value
+    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,14 +66,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument(
         "--examples",
-        type=_positive,
+        type=_whole_number(1),
         default=DEFAULT_EXAMPLES,
         metavar="N",
         help="Hypothesis examples per property (default: %(default)s)",
     )
     check.add_argument(
         "--seed",
-        type=_non_negative,
+        type=_whole_number(0),
         default=None,
         metavar="N",
         help="seed for the property suite, to repeat a run (default: a random one, printed)",
@@ -103,7 +98,11 @@ def _parser() -> argparse.ArgumentParser:
         "--cluster", action="store_true", help="the server is a Redis Cluster (every master)"
     )
     inspect.add_argument(
-        "--samples", type=_non_negative, default=3, metavar="N", help="sample keys per cache id (3)"
+        "--samples",
+        type=_whole_number(0),
+        default=3,
+        metavar="N",
+        help="sample keys per cache id (3)",
     )
     inspect.add_argument("--json", action="store_true", help="print the inventory as JSON")
     return parser

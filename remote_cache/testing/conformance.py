@@ -10,11 +10,12 @@ import json
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
-from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import given, seed
 from hypothesis import strategies as st
 
 from remote_cache import RemoteCacheBackend, RemoteCacheJsonSerde, RemoteCacheSerde
 from remote_cache._serde import JsonDataTy
+from remote_cache.testing._hypothesis_settings import suite_settings
 from remote_cache.testing._override import isolated_cache_stats
 from remote_cache.testing.stateful import run_cache_machine
 from remote_cache.testing.strategies import cache_keys, json_data
@@ -121,17 +122,6 @@ _operations = st.lists(
 )
 
 
-def _settings(examples: int | None) -> settings:
-    return settings(
-        max_examples=examples if examples is not None else settings().max_examples,
-        deadline=None,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow],
-        phases=[phase for phase in Phase if phase is not Phase.explain],
-        report_multiple_bugs=False,
-    )
-
-
 def _run(test: Callable[[], None], random_seed: int | None) -> None:
     (test if random_seed is None else seed(random_seed)(test))()
 
@@ -149,7 +139,7 @@ def check_model(
     ``random_seed`` makes the run repeatable; ``on_example`` is called once per example.
     """
 
-    @_settings(examples)
+    @suite_settings(examples)
     @given(_operations)
     def agrees_with_a_dict(operations: list[tuple[str, Any, Any]]) -> None:
         if on_example is not None:
@@ -196,7 +186,7 @@ def check_json_serde(
     serde = serde if serde is not None else RemoteCacheJsonSerde()
     name = type(serde).__name__
 
-    @_settings(examples)
+    @suite_settings(examples)
     @given(json_data())
     def round_trips(value: JsonDataTy) -> None:
         if on_example is not None:

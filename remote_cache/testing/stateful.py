@@ -18,7 +18,6 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from hypothesis import HealthCheck, Phase, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -46,6 +45,7 @@ from remote_cache import (
 from remote_cache._caches import JsonCache
 from remote_cache._serde import JsonDataTy
 from remote_cache.testing._backends import FaultInjectingBackend, SideEffect
+from remote_cache.testing._hypothesis_settings import suite_settings
 from remote_cache.testing._override import isolated_cache_stats
 from remote_cache.testing.strategies import cache_keys, fault_plans, json_data
 
@@ -504,13 +504,5 @@ def run_cache_machine(
         machine = hypothesis_seed(random_seed)(machine)
     run_state_machine_as_test(
         machine,
-        settings=settings(
-            max_examples=examples if examples is not None else settings().max_examples,
-            stateful_step_count=steps,
-            deadline=None,
-            database=None,
-            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-            phases=[phase for phase in Phase if phase is not Phase.explain],
-            report_multiple_bugs=False,
-        ),
+        settings=suite_settings(examples, stateful_step_count=steps),
     )

@@ -156,7 +156,7 @@ class TestArguments:
     @pytest.mark.parametrize(
         ("option", "value", "message"),
         [
-            ("--examples", "0", "expected at least 1"),
+            ("--examples", "0", "expected 1 or more"),
             ("--examples", "many", "expected a whole number"),
             ("--seed", "-1", "expected 0 or more"),
             ("--seed", "x", "expected a whole number"),
