@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Callable, Hashable
+
+from remote_cache._fork import after_fork_in_child
 
 __all__ = ["CircuitBreaker", "breaker_for", "reset_breakers"]
 
@@ -15,8 +18,11 @@ class CircuitBreaker:
     ``record_failure`` opens it. While open, ``allow(retry_after)`` is False until
     ``retry_after`` seconds have passed since the failure; then it lets exactly one probe
     through. The probe's ``record_success`` closes it, its ``record_failure`` opens it
-    again. ``retry_after=None`` never lets a probe through (upstream's "never again");
-    ``retry_after=0`` lets one through on every call. Thread-safe.
+    again, and ``release_probe`` (a probe interrupted by ``KeyboardInterrupt`` or another
+    ``BaseException``) lets the next call probe. ``retry_after=None`` never lets a probe
+    through (upstream's "never again"); ``retry_after=0`` lets one through on every call.
+    Thread-safe, and fork-safe: in a forked child every breaker keeps its state, gets a new
+    lock, and forgets a probe that a thread of the parent had under way.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
@@ -26,6 +32,7 @@ class CircuitBreaker:
         self._probing = False
         self.failures = 0
         """Transport failures recorded while the breaker was closed or probing."""
+        _every_breaker.add(self)
 
     @property
     def is_open(self) -> bool:
@@ -65,6 +72,13 @@ class CircuitBreaker:
             self.failures += 1
             return was_closed
 
+    def release_probe(self) -> None:
+        """Free the probe slot without a verdict: the next call after the cool-down probes."""
+        if self._opened_at is None:
+            return
+        with self._lock:
+            self._probing = False
+
     def reset(self) -> None:
         """Close the breaker and forget its failures."""
         with self._lock:
@@ -77,6 +91,7 @@ class CircuitBreaker:
         return f"<CircuitBreaker {state} failures={self.failures}>"
 
 
+_every_breaker: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
 _registry_lock = threading.Lock()
 _registry: dict[Hashable, CircuitBreaker] = {}
 
@@ -95,3 +110,15 @@ def reset_breakers() -> None:
     with _registry_lock:
         for breaker in _registry.values():
             breaker.reset()
+
+
+def _after_fork_in_child() -> None:
+    """New locks for a forked child: a thread that held one in the parent does not exist here."""
+    global _registry_lock  # noqa: PLW0603 - the parent's may be held by a thread not here
+    _registry_lock = threading.Lock()
+    for breaker in list(_every_breaker):
+        breaker._lock = threading.Lock()
+        breaker._probing = False  # the parent's probe will never report here
+
+
+after_fork_in_child(_after_fork_in_child)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from remote_cache import _fork
 from remote_cache._backend import RemoteCacheBackend
 from remote_cache._breaker import CircuitBreaker, breaker_for
 from remote_cache._config import UNSET, RedisSettings, _Unset, resolve_redis_settings
@@ -96,8 +98,20 @@ def translate_redis_error(
     return error_class(message, backend=backend, operation=operation, key=key)
 
 
-_clients_lock = threading.Lock()
+_clients_lock = threading.Lock()  # guards the two dicts below; never held while connecting
 _clients: dict[tuple[object, ...], Any] = {}
+_builds: dict[tuple[object, ...], _Build] = {}
+
+
+class _Build:
+    """Serializes building one identity's client; how many attempts ended, how the last did."""
+
+    __slots__ = ("attempts", "failure", "lock")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.attempts = 0
+        self.failure: str | None = None
 
 
 def _build_client(settings: RedisSettings) -> Any:
@@ -122,28 +136,94 @@ def _build_client(settings: RedisSettings) -> Any:
     return redis.Redis(host=settings.host, port=settings.port, **options)
 
 
-def _shared_client(settings: RedisSettings) -> Any:
-    """One client (and so one connection pool) per server and timeout, per process."""
-    identity = (*settings.server_identity(), settings.timeout)
+def _identity(settings: RedisSettings) -> tuple[object, ...]:
+    """What shares a client and a breaker: the server (or cluster) and the timeout."""
+    return (*settings.server_identity(), settings.timeout)
+
+
+def _shared_client(settings: RedisSettings, identity: tuple[object, ...] | None = None) -> Any:
+    """One client (and so one connection pool) per server and timeout, per process.
+
+    Building a cluster client connects. Only threads that want the same identity wait for
+    that, and for at most the timeout; when the connect they waited for failed, they fail
+    the same way at once instead of each paying another timeout.
+    """
+    identity = identity or _identity(settings)
     client = _clients.get(identity)
-    if client is None:
+    if client is not None:
+        return client
+    with _clients_lock:
+        build = _builds.get(identity)
+        if build is None:
+            build = _builds[identity] = _Build()
+    attempts = build.attempts
+    if not build.lock.acquire(timeout=settings.timeout):
+        raise TimeoutError(f"another thread has been connecting for {settings.timeout} s")
+    try:
+        client = _clients.get(identity)
+        if client is not None:
+            return client
+        if build.attempts != attempts and build.failure is not None:
+            raise ConnectionError(f"connecting failed: {build.failure}")
+        build.failure = None
+        try:
+            client = _build_client(settings)
+        except Exception as exc:
+            build.failure = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            build.attempts += 1  # counted when over, so that threads waiting for it can tell
         with _clients_lock:
-            client = _clients.get(identity)
-            if client is None:
-                client = _clients[identity] = _build_client(settings)
-    return client
+            _clients[identity] = client
+        return client
+    finally:
+        build.lock.release()
 
 
 def close_shared_clients() -> None:
-    """Close and forget every shared client (tests and forked children may want this)."""
+    """Close and forget every shared client (for tests; a forked child needs not call it)."""
     with _clients_lock:
         clients = list(_clients.values())
         _clients.clear()
+        _builds.clear()
     for client in clients:
         try:
             client.close()
         except Exception:
             log.debug("closing a Redis client failed", exc_info=True)
+
+
+def _disown(client: Any) -> None:
+    """Make a client inherited from the parent safe to collect in a forked child.
+
+    Closing a redis-py cluster client takes its locks, which a thread of the parent may have
+    held at the fork; that thread does not exist here, so they get new ones. Standalone
+    clients need nothing: redis-py's pools see the new process id and let go of the
+    parent's sockets without shutting them down.
+    """
+    manager = getattr(client, "nodes_manager", None)
+    if manager is None or not hasattr(client, "_lock"):
+        return
+    lock = threading.RLock()
+    client._lock = lock
+    if hasattr(manager, "_lock"):
+        manager._lock = lock
+    if hasattr(manager, "_initialization_lock"):
+        manager._initialization_lock = threading.RLock()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child builds clients of its own: the parent's connections are not its to use."""
+    global _clients_lock  # noqa: PLW0603 - the parent's may be held by a thread not here
+    _clients_lock = threading.Lock()
+    for client in _clients.values():
+        with contextlib.suppress(Exception):  # a redis-py without these attributes: nothing to do
+            _disown(client)
+    _clients.clear()
+    _builds.clear()  # a thread of the parent may have been connecting: not here
+
+
+_fork.after_fork_in_child(_after_fork_in_child)
 
 
 def _wire_key(key: str) -> bytes:
@@ -157,10 +237,21 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
     Settings come from the arguments, else ``REMOTE_CACHE_REDIS_*``, else
     ``TORCHINDUCTOR_REDIS_*`` (see ``resolve_redis_settings``). Connect and reply timeouts
     are 1 s by default and redis-py's retries are off. Every failure is raised as a
-    ``BackendError``: transport failures open the server's circuit breaker (shared by every
-    backend on that server in the process), and while it is open calls raise
-    ``CircuitOpenError`` without touching the network until ``retry_after`` seconds have
-    passed; then one probe goes through.
+    ``BackendError``: transport failures open a circuit breaker, and while it is open calls
+    raise ``CircuitOpenError`` without touching the network (nor connecting, nor looking a
+    cluster's slots up) until ``retry_after`` seconds have passed; then one probe goes
+    through. A probe interrupted by a ``BaseException`` (``KeyboardInterrupt``, a timeout of
+    gevent or pytest) counts as neither success nor failure: the next call probes again.
+
+    Breaker scope: one breaker per server (same URL, or host and port; same cluster) and
+    timeout, per process, shared by every backend with those settings; so a new backend per
+    compile against a dead server pays no timeout, and a backend with a short timeout that
+    times out does not make one with a longer timeout skip a server that would answer it.
+    On a cluster, single-key calls use one breaker per master and timeout. Backends given a
+    ``client`` get a breaker of their own unless ``breaker`` is passed.
+
+    Clients are shared the same way (one per server and timeout). A forked child builds
+    its own on first use: the parent's connections are never used from the child.
 
     ``client`` injects a ready redis-py compatible client (fakeredis, say); setting the
     class attribute ``client_factory`` (called with the resolved settings) does it for every
@@ -204,6 +295,9 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
         self._retry_after = self.settings.retry_after
         factory = type(self).client_factory
         self._cluster = self.settings.cluster
+        self._identity = _identity(self.settings)
+        self._shared = client is None and factory is None
+        self._generation = _fork.generation
         # On a cluster, single-key calls use one breaker per master (a dead master costs
         # only its own slots); batches span masters and use the cluster-wide one.
         self._node_breakers: dict[str, CircuitBreaker] = {}
@@ -213,12 +307,12 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
             self._breaker = breaker or CircuitBreaker()
         elif factory is not None:
             self._client = factory(self.settings)
-            self._breaker_scope = ("factory", factory, self.settings.server_identity())
+            self._breaker_scope = ("factory", factory, *self._identity)
             self._breaker = breaker or breaker_for(self._breaker_scope)
         else:
             import_redis()
             self._client = None  # built at first use: a cluster client connects when built
-            self._breaker_scope = self.settings.server_identity()
+            self._breaker_scope = self._identity
             self._breaker = breaker or breaker_for(self._breaker_scope)
 
     def __repr__(self) -> str:
@@ -238,15 +332,38 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
         return self._description
 
     def client(self) -> Any:
-        """The redis-py client (built on first use, shared per server)."""
+        """The redis-py client (built on first use, shared per server and timeout)."""
+        self._forget_if_forked()
         if self._client is None:
-            self._client = _shared_client(self.settings)
+            self._client = _shared_client(self.settings, self._identity)
         return self._client
 
+    def _forget_if_forked(self) -> None:
+        """In a forked child, drop the parent's shared client (never one passed in)."""
+        if self._generation != _fork.generation:
+            self._generation = _fork.generation
+            if self._shared:
+                self._client = None
+
+    def _built_client(self) -> Any:
+        """The client if one was built (by any backend on this server), else None: no I/O."""
+        self._forget_if_forked()
+        client = self._client
+        if client is None:
+            client = self._client = _clients.get(self._identity)
+        return client
+
     def _key_breaker(self, name: bytes) -> CircuitBreaker:
-        """The breaker of the cluster master that serves ``name``."""
+        """The breaker of the cluster master that serves ``name``.
+
+        The cluster-wide breaker while no client is built: the breaker is asked before
+        anything connects, so a call it skips returns at once.
+        """
+        client = self._built_client()
+        if client is None:
+            return self._breaker
         try:
-            node = (self._client or self.client()).get_node_from_key(name).name
+            node = client.get_node_from_key(name).name
         except Exception:  # noqa: BLE001 - no topology yet: the cluster-wide breaker decides
             return self._breaker
         if self._breaker_scope is not None:
@@ -273,7 +390,10 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
                 key=key,
             )
         try:
-            result = command(self._client or self.client())
+            client = self._client
+            if client is None or self._generation != _fork.generation:
+                client = self.client()
+            result = command(client)
         except Exception as exc:
             error = translate_redis_error(
                 exc,
@@ -291,6 +411,11 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
             else:
                 breaker.record_success()
             raise error from exc
+        except BaseException:
+            # An interrupt (KeyboardInterrupt, a gevent or pytest timeout) says nothing about
+            # the server: if this call was the probe, the next one probes instead.
+            breaker.release_probe()
+            raise
         if breaker.is_open and breaker.record_success():
             log.debug("%s: circuit breaker closed", self._description)
         return result
@@ -354,7 +479,7 @@ def _cluster_round_trip(client: Any, commands: Mapping[bytes, tuple[Any, ...]]) 
     which follows redirections and refreshes its slot map), the first other error reply as
     redis-py raises it, and transport errors as they come.
     """
-    from redis.exceptions import ResponseError
+    from redis.exceptions import AskError, ResponseError
 
     by_node: dict[str, tuple[Any, list[bytes]]] = {}
     for name in commands:
@@ -385,7 +510,9 @@ def _cluster_round_trip(client: Any, commands: Mapping[bytes, tuple[Any, ...]]) 
         for pool, connection, _ in sent:
             pool.release(connection)
     if errors:
-        if all(str(exc).startswith(("MOVED", "ASK")) for exc in errors):
+        # redis-py parses MOVED and ASK replies into AskError (MovedError subclasses it), with
+        # only "slot host:port" as the message: the class tells, never the text.
+        if any(isinstance(exc, AskError) for exc in errors):
             raise _Redirected
         raise errors[0]
     return [replies[name] for name in commands]

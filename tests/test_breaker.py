@@ -71,6 +71,24 @@ class TestStates:
         assert breaker.allow(30)
         assert breaker.failures == 0
 
+    def test_release_probe_lets_the_next_call_probe(self) -> None:
+        clock = Clock()
+        breaker = CircuitBreaker(clock)
+        breaker.record_failure()
+        clock.now += 31
+        assert breaker.allow(30)
+        assert not breaker.allow(30)
+        breaker.release_probe()  # the probe was interrupted: neither success nor failure
+        assert breaker.is_open
+        assert breaker.failures == 1
+        assert breaker.allow(30)
+
+    def test_release_probe_when_closed_is_harmless(self) -> None:
+        breaker = CircuitBreaker()
+        breaker.release_probe()
+        assert breaker.allow(30)
+        assert not breaker.is_open
+
     def test_one_probe_among_threads(self) -> None:
         clock = Clock()
         breaker = CircuitBreaker(clock)
@@ -97,6 +115,9 @@ class TestRegistry:
     def test_same_server_same_breaker(self) -> None:
         assert breaker_for(("a", 1)) is breaker_for(("a", 1))
         assert breaker_for(("a", 1)) is not breaker_for(("a", 2))
+
+    def test_distinct_scopes_distinct_breakers(self) -> None:
+        assert breaker_for(("a", 1, 0.1)) is not breaker_for(("a", 1, 5.0))
 
     def test_reset_breakers_closes_all(self) -> None:
         breaker = breaker_for(("reset", 1))

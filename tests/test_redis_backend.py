@@ -156,7 +156,7 @@ class FakeConnection:
         self.sent.append(packed)
 
     def read_response(self) -> Any:
-        if isinstance(self.reply, Exception):
+        if isinstance(self.reply, BaseException):
             raise self.reply
         return self.reply
 
@@ -245,6 +245,34 @@ class TestBreakerInBackend:
             backend.get("k")
         assert not backend.breaker.is_open
 
+    def test_interrupted_probe_frees_the_probe(self) -> None:
+        backend, client = self.make(retry_after=0)
+        client.error = rexc.ConnectionError("refused")
+        with pytest.raises(BackendUnavailableError):
+            backend.get("k")
+        client.error = KeyboardInterrupt()  # type: ignore[assignment]  # during the probe
+        with pytest.raises(KeyboardInterrupt):
+            backend.get("k")
+        assert backend.breaker.is_open, "an interrupt says nothing about the server"
+        client.error = None
+        assert backend.get("k") is None  # the next call probes, and closes the breaker
+        assert not backend.breaker.is_open
+        assert client.calls == 3
+
+    def test_interrupted_cluster_probe_frees_the_probe(self) -> None:
+        client = FakeClusterClient(reply=None)
+        backend = RedisRemoteCacheBackend(client=client, cluster=True, retry_after=0)
+        client.pool.connection.reply = rexc.ConnectionError("reset")
+        with pytest.raises(BackendUnavailableError):
+            backend.get_many(["a"])
+        client.pool.connection.reply = KeyboardInterrupt()
+        with pytest.raises(KeyboardInterrupt):
+            backend.get_many(["a"])
+        assert client.pool.connection.disconnected
+        client.pool.connection.reply = None
+        assert backend.get_many(["a"]) == {}
+        assert not backend.breaker.is_open
+
     def test_never_is_upstreams_behaviour(self) -> None:
         backend, client = self.make(retry_after=None)
         client.error = rexc.ConnectionError("refused")
@@ -286,9 +314,19 @@ class TestSharing:
         assert first.breaker is second.breaker
         assert first.breaker is not other.breaker
         assert first.breaker is breaker_for(
-            RedisSettings(host="127.0.0.1", port=1).server_identity()
+            (*RedisSettings(host="127.0.0.1", port=1).server_identity(), 1.0)
         )
         assert first.client() is second.client()
+
+    def test_breaker_per_server_and_timeout(self) -> None:
+        short = RedisRemoteCacheBackend(host="127.0.0.1", port=1, timeout=0.1)
+        long = RedisRemoteCacheBackend(host="127.0.0.1", port=1, timeout=5)
+        assert short.breaker is not long.breaker
+        assert (
+            short.breaker is RedisRemoteCacheBackend(host="127.0.0.1", port=1, timeout=0.1).breaker
+        )
+        short.breaker.record_failure()
+        assert not long.breaker.is_open
 
     def test_client_has_timeouts_and_no_retries(self) -> None:
         client = _shared_client(RedisSettings(host="127.0.0.1", port=1, timeout=0.3))
@@ -337,8 +375,10 @@ class TestBatchCommands:
         assert client.store.mget(["a", "b"]) == [b"1", b""]
         assert client.store.ttl("a") == -1
 
-    def test_cluster_batches_follow_a_moved_slot(self) -> None:
-        client = FakeClusterClient(reply=rexc.ResponseError("MOVED 3999 127.0.0.1:2"))
+    @pytest.mark.parametrize("redirect", [rexc.MovedError, rexc.AskError])
+    def test_cluster_batches_follow_a_moved_slot(self, redirect: type[Exception]) -> None:
+        # As redis-py raises them: the message is "slot host:port", without MOVED or ASK.
+        client = FakeClusterClient(reply=redirect("3999 127.0.0.1:2"))
         backend = RedisRemoteCacheBackend(client=client, cluster=True, expire=50)
         backend.put_many({"a": b"1", "b": b"2"})  # redis-py's pipeline follows redirections
         assert client.store.mget(["a", "b"]) == [b"1", b"2"]

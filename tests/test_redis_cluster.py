@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import pytest
+from redis.crc import key_slot
 
 from remote_cache import (
     RedisRemoteCacheBackend,
@@ -121,6 +123,130 @@ class TestKilledMaster:
         assert cache.get_many(KEYS) == {}  # one failed node fails the batch: all misses
         cache.put_many({"x": 1})  # dropped or stored, never raised
         assert cache_stats["RemoteFxGraphCache"].fail_open >= len(KEYS)
+
+
+@pytest.fixture(scope="class")
+def own_cluster() -> Iterator[RedisClusterServer]:
+    """A cluster of the class's own: its tests move slots, which must not leak to others."""
+    with RedisClusterServer() as cluster:
+        yield cluster
+
+
+def _node_id(cluster: RedisClusterServer, index: int) -> str:
+    client = cluster.nodes[index].client()
+    try:
+        raw = client.execute_command("CLUSTER", "MYID")
+    finally:
+        client.close()
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def _start_migration(cluster: RedisClusterServer, slot: int, source: int, target: int) -> None:
+    """Mark ``slot`` as moving from master ``source`` to master ``target`` (ASK phase)."""
+    src, dst = cluster.nodes[source].client(), cluster.nodes[target].client()
+    try:
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", _node_id(cluster, source))
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", _node_id(cluster, target))
+    finally:
+        src.close()
+        dst.close()
+
+
+def _migrate_keys(cluster: RedisClusterServer, source: int, target: int, keys: list[bytes]) -> None:
+    """Move ``keys`` (of a slot being migrated) from ``source`` to ``target`` with MIGRATE."""
+    src, node = cluster.nodes[source].client(), cluster.nodes[target]
+    try:
+        for key in keys:
+            src.execute_command("MIGRATE", node.host, node.port, key, 0, 5000)
+    finally:
+        src.close()
+
+
+def _finish_migration(cluster: RedisClusterServer, slot: int, target: int) -> None:
+    """Give ``slot`` to master ``target`` on every master (the MOVED phase begins)."""
+    target_id = _node_id(cluster, target)
+    for node in cluster.nodes:
+        client = node.client()
+        try:
+            client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        finally:
+            client.close()
+
+
+def _keys_in_slot(cluster: RedisClusterServer, index: int, slot: int) -> list[bytes]:
+    client = cluster.nodes[index].client()
+    try:
+        return list(client.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000))
+    finally:
+        client.close()
+
+
+def _names_in_slot(slot: int, count: int) -> list[str]:
+    """``count`` new key names that hash to ``slot``."""
+    found: list[str] = []
+    i = 0
+    while len(found) < count:
+        name = f"new-{i}"
+        if key_slot(name.encode()) == slot:
+            found.append(name)
+        i += 1
+    return found
+
+
+def _master_port(backend: RedisRemoteCacheBackend, key: str) -> int:
+    """The port of the master the backend's slot map says serves ``key``."""
+    return int(backend.client().get_node_from_key(key.encode()).port)
+
+
+class TestSlotMigration:
+    """Batches keep working while a slot moves (ASK) and after it moved (MOVED), for good."""
+
+    def _setup(self, cluster: RedisClusterServer) -> tuple[RedisRemoteCacheBackend, int, int, int]:
+        cluster.flush()
+        backend = RedisRemoteCacheBackend(url=cluster.url, cluster=True, retry_after=0)
+        backend.put_many({key: key.encode() for key in KEYS})
+        slot = key_slot(KEYS[0].encode())
+        source = cluster.node_for_key(KEYS[0])
+        return backend, slot, source, (source + 1) % len(cluster.nodes)
+
+    def _assert_batches_work(self, backend: RedisRemoteCacheBackend, tag: bytes) -> None:
+        for attempt in range(3):
+            mapping = {key: key.encode() + tag + bytes([attempt]) for key in KEYS}
+            backend.put_many(mapping)
+            assert backend.get_many([*KEYS, "absent"]) == mapping
+
+    def test_moved_slot(self, own_cluster: RedisClusterServer) -> None:
+        backend, slot, source, target = self._setup(own_cluster)
+        writer = RedisRemoteCacheBackend(url=own_cluster.url, cluster=True, timeout=0.9)
+        assert _master_port(writer, KEYS[0]) == own_cluster.nodes[source].port  # its own map
+        _start_migration(own_cluster, slot, source, target)
+        _migrate_keys(own_cluster, source, target, _keys_in_slot(own_cluster, source, slot))
+        _finish_migration(own_cluster, slot, target)
+        assert _master_port(backend, KEYS[0]) == own_cluster.nodes[source].port  # stale map
+        assert backend.get_many(KEYS) == {key: key.encode() for key in KEYS}
+        assert _master_port(backend, KEYS[0]) == own_cluster.nodes[target].port  # refreshed
+        self._assert_batches_work(backend, b"-moved")
+        assert own_cluster.node_for_key(KEYS[0]) == target
+        assert backend.breaker.failures == 0
+        writer.put_many({KEYS[0]: b"written"})  # a put_many meets the MOVED first
+        assert _master_port(writer, KEYS[0]) == own_cluster.nodes[target].port
+        self._assert_batches_work(writer, b"-writer")
+
+    def test_asked_during_migration_then_moved(self, own_cluster: RedisClusterServer) -> None:
+        backend, slot, source, target = self._setup(own_cluster)
+        _start_migration(own_cluster, slot, source, target)
+        _migrate_keys(own_cluster, source, target, [KEYS[0].encode()])
+        assert backend.get_many(KEYS) == {key: key.encode() for key in KEYS}
+        fresh = {name: name.encode() for name in _names_in_slot(slot, 3)}
+        backend.put_many(fresh)  # new keys of a migrating slot go to the target (ASK)
+        assert backend.get_many(list(fresh)) == fresh
+        self._assert_batches_work(backend, b"-asked")
+
+        _finish_migration(own_cluster, slot, target)
+        assert backend.get_many(list(fresh)) == fresh
+        self._assert_batches_work(backend, b"-moved")
+        assert _master_port(backend, KEYS[0]) == own_cluster.nodes[target].port
+        assert backend.breaker.failures == 0
 
 
 def test_cluster_needs_three_masters() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -10,6 +11,10 @@ from typing import Any
 import pytest
 
 from remote_cache import (
+    BackendError,
+    BackendTimeoutError,
+    BackendUnavailableError,
+    CircuitOpenError,
     RedisRemoteCacheBackend,
     RemoteAutotuneCache,
     RemoteFxGraphCache,
@@ -262,3 +267,104 @@ class TestTls:
             logged = caplog_rc.text
             assert "CERTIFICATE_VERIFY_FAILED" in logged
             assert "tls-pw" not in logged
+
+
+class TestNeverReachableCluster:
+    """A cluster never reached: once the breaker is open, every call returns at once."""
+
+    def test_skipped_calls_do_not_connect(
+        self, black_hole: BlackHole, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        settings: dict[str, Any] = {
+            "host": "127.0.0.1",
+            "port": black_hole.port,
+            "cluster": True,
+            "timeout": 0.3,
+        }
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailableError):
+            RedisRemoteCacheBackend(**settings).get("k")  # the first call pays the timeout
+        assert time.monotonic() - started < 2 * 0.3 + 0.5
+        calls: list[Callable[[RedisRemoteCacheBackend], object]] = [
+            lambda backend: backend.get("k"),
+            lambda backend: backend.put("k", b"v"),
+            lambda backend: backend.get_many(["a", "b"]),
+            lambda backend: backend.put_many({"a": b"1"}),
+        ]
+        reused = RedisRemoteCacheBackend(**settings)
+        for call in calls * 2:
+            for backend in (reused, RedisRemoteCacheBackend(**settings)):  # new one per compile
+                started = time.monotonic()
+                with pytest.raises(CircuitOpenError):
+                    call(backend)
+                assert time.monotonic() - started < 0.05
+        monkeypatch.setenv("REMOTE_CACHE_REDIS_URL", f"redis://127.0.0.1:{black_hole.port}/0")
+        monkeypatch.setenv("REMOTE_CACHE_REDIS_CLUSTER", "1")
+        monkeypatch.setenv("REMOTE_CACHE_REDIS_TIMEOUT", "0.3")
+        started = time.monotonic()
+        for _ in range(5):
+            assert RemoteFxGraphCache("never").get("k") is None
+        assert time.monotonic() - started < 2 * 0.3 + 0.5  # one timeout for the new URL, at most
+
+
+class TestClientBuilding:
+    """Building a client to a dead server holds up no call to another server."""
+
+    def test_healthy_server_not_held_up_by_dead_cluster(
+        self, black_hole: BlackHole, redis_server: RedisServer
+    ) -> None:
+        timeout = 1.0
+        durations: list[float] = []
+        errors: list[BackendError] = []
+
+        def call_dead_cluster() -> None:
+            backend = RedisRemoteCacheBackend(
+                host="127.0.0.1", port=black_hole.port, cluster=True, timeout=timeout
+            )
+            started = time.monotonic()
+            try:
+                backend.get("k")
+            except BackendError as exc:
+                errors.append(exc)
+            durations.append(time.monotonic() - started)
+
+        threads = [threading.Thread(target=call_dead_cluster) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        try:
+            deadline = time.monotonic() + 5
+            while not black_hole._held and time.monotonic() < deadline:
+                time.sleep(0.005)  # wait until a thread is connecting to the dead cluster
+            assert black_hole._held
+            started = time.monotonic()
+            healthy = RedisRemoteCacheBackend(url=redis_server.url, timeout=timeout)
+            healthy.put("k", b"v")
+            assert healthy.get("k") == b"v"
+            assert time.monotonic() - started < 0.5
+        finally:
+            for thread in threads:
+                thread.join(timeout=10)
+        assert len(errors) == 3
+        # Threads that waited for another's connect fail with it: no timeout of their own.
+        assert max(durations) < timeout + 0.5, durations
+
+
+class TestBreakerScope:
+    """A breaker per server and timeout: a short timeout's failures skip no longer backend."""
+
+    def test_short_timeout_does_not_skip_a_longer_one(self, redis_server: RedisServer) -> None:
+        from remote_cache.testing import OutageProxy
+
+        with OutageProxy.for_url(redis_server.url) as proxy:
+            slow = RedisRemoteCacheBackend(url=proxy.url, timeout=2.0, retry_after=30)
+            slow.put("k", b"v")
+            proxy.latency(0.3)
+            quick = RedisRemoteCacheBackend(url=proxy.url, timeout=0.1, retry_after=30)
+            with pytest.raises(BackendTimeoutError):
+                quick.get("k")
+            with pytest.raises(CircuitOpenError):
+                RedisRemoteCacheBackend(url=proxy.url, timeout=0.1).get("k")  # same scope
+            assert slow.get("k") == b"v"  # its own timeout is long enough: not skipped
+            assert RedisRemoteCacheBackend(url=proxy.url, timeout=2.0).get("k") == b"v"
+            assert quick.breaker.is_open
+            assert not slow.breaker.is_open
