@@ -17,6 +17,7 @@ from remote_cache import (
     ValueTooLargeError,
     cache_stats,
 )
+from remote_cache._config import MAX_EXPIRE
 from remote_cache.testing import InMemoryBackend, RedisServer
 
 FIVE_MB = {"data": "z" * (5 * 1024 * 1024), "time_taken_ms": 1}
@@ -139,3 +140,24 @@ class TestOnRealStores:
         stat = cache_stats["RedisRemoteCache"]
         assert stat.corrupt == int(corrupt)
         assert cache.get_many(["k"]) in ({}, {"k": [1]})
+
+
+@pytest.mark.redis
+class TestExpireAtRedisLimit:
+    """The longest expire accepted is one Redis stores; longer ones are refused up front."""
+
+    def test_longest_accepted_expire_is_stored(self, redis_server: RedisServer) -> None:
+        backend = RedisRemoteCacheBackend(url=redis_server.url, expire=MAX_EXPIRE)
+        backend.put("k", b"v")
+        backend.put_many({"k2": b"v2"})
+        client = redis_server.client()
+        assert client.ttl("k") > MAX_EXPIRE - 60
+        assert client.ttl("k2") > MAX_EXPIRE - 60
+
+    def test_redis_refuses_what_is_refused(self, redis_server: RedisServer) -> None:
+        too_long = (2**63 - 1) // 1000  # the first bound Redis checks; still over it with the clock
+        with pytest.raises(Exception, match="invalid expire time"):
+            redis_server.client().set("k", b"v", ex=too_long)
+        for expire in (too_long, 10**16):
+            with pytest.raises(ConfigurationError, match="expire"):
+                RedisRemoteCacheBackend(url=redis_server.url, expire=expire)

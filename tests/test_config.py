@@ -7,11 +7,14 @@ import pytest
 from remote_cache import ConfigurationError, RedisRemoteCacheBackend, create_cache
 from remote_cache._config import (
     DEFAULT_RETRY_AFTER,
+    MAX_EXPIRE,
     NEVER,
     UNSET,
     RedisSettings,
+    parse_redis_url,
     redact_url,
     resolve_redis_settings,
+    url_secrets,
 )
 
 
@@ -166,8 +169,11 @@ class TestRedaction:
     def test_redact_url(self, url: str, expected: str) -> None:
         assert redact_url(url) == expected
 
-    def test_unparsable(self) -> None:
-        assert redact_url("redis://[::1") == "<unparsable URL>"
+    def test_unparsable_text_is_shown_with_secrets_hidden(self) -> None:
+        assert redact_url("redis://[::1") == "redis://[::1"
+        assert redact_url("127.0.0.1:6379") == "127.0.0.1:6379"
+        assert redact_url("u:pw@h:1") == "***@h:1"
+        assert redact_url("redis://:p/w#x@h:1") == "redis://:***@h:1"
 
     def test_settings_repr_and_description(self) -> None:
         settings = resolve_redis_settings(url="redis://:s3cret@h:1/0", environ={})
@@ -177,3 +183,154 @@ class TestRedaction:
         assert RedisSettings(cluster=True).describe() == "redis://localhost:6379 (cluster)"
         backend = RedisRemoteCacheBackend(url="redis://:s3cret@h:1/0")
         assert "s3cret" not in repr(backend)
+
+
+MALFORMED_URLS = [
+    ("host:6379", "must start with redis://"),
+    ("redis:/h", "must start with redis://"),
+    ("REDIS://h:1", "must start with redis://"),
+    ("redis://", "the host is missing"),
+    ("redis://:6379/0", "the host is missing"),
+    ("redis://h:abc/0", "the port 'abc'"),
+    ("redis://h:/0", "the port ''"),
+    ("redis://h:0/0", "the port '0'"),
+    ("redis://h:65536", "the port '65536'"),
+    ("redis://h:1/zero", "the database 'zero'"),
+    ("redis://h:1/0/1", "the database '0/1'"),
+    ("redis://h h:1", "the host 'h h'"),
+    ("redis://h:1/0?bogus=1", "query option 'bogus'"),
+    ("redis://h:1/0?socket_timeout=soon", "socket_timeout='soon'"),
+    ("redis://h:1/0?db=1&db=2", "given twice"),
+    ("redis://h:1/0?protocol=4", "protocol='4'"),
+    ("redis://h:1/0?ssl_cert_reqs=none", "query option 'ssl_cert_reqs'"),
+    ("unix:///tmp/s.sock?socket_keepalive=1", "query option 'socket_keepalive'"),
+    ("redis://h:1/0#frag", "#fragment"),
+    ("unix://relative.sock", "absolute path"),
+    ("unix://", "absolute path"),
+    ("redis://:p/w@h:1/0", "percent-encode"),
+    ("redis://:p%zz@h:1/0", "percent-encode"),
+]
+
+
+class TestUrls:
+    """A URL is parsed and checked whole when the settings are built, never at first use."""
+
+    @pytest.mark.parametrize(("url", "reason"), MALFORMED_URLS)
+    @pytest.mark.parametrize("variable", ["REMOTE_CACHE_REDIS_URL", "TORCHINDUCTOR_REDIS_URL"])
+    def test_malformed_from_the_environment(self, url: str, reason: str, variable: str) -> None:
+        with pytest.raises(ConfigurationError) as info:
+            resolve_redis_settings(environ={variable: url})
+        assert info.value.name == variable
+        assert str(info.value).startswith(f"{variable}={redact_url(url)!r} is not a valid")
+        assert reason in str(info.value)
+
+    @pytest.mark.parametrize(("url", "reason"), MALFORMED_URLS)
+    def test_malformed_argument_refused_by_the_backend(self, url: str, reason: str) -> None:
+        with pytest.raises(ConfigurationError, match=r"^url=") as info:
+            RedisRemoteCacheBackend(url=url)
+        assert reason in str(info.value)
+
+    def test_value_is_quoted_as_given(self) -> None:
+        with pytest.raises(ConfigurationError) as info:
+            resolve_redis_settings(environ={"REMOTE_CACHE_REDIS_URL": "127.0.0.1:6379"})
+        assert "'127.0.0.1:6379'" in str(info.value)
+        assert "'://127.0.0.1:6379'" not in str(info.value)
+
+    @pytest.mark.parametrize(
+        ("url", "parts"),
+        [
+            ("redis://h", ("redis", "h", None, None, 0, None, None)),
+            ("redis://h:6380/3", ("redis", "h", 6380, None, 3, None, None)),
+            ("rediss://u:p%2F%23%3F%40%25w@h:1/0", ("rediss", "h", 1, None, 0, "u", "p/#?@%w")),
+            ("redis://[::1]:7000/0?db=2", ("redis", "::1", 7000, None, 2, None, None)),
+            ("unix:///run/r.sock?db=1", ("unix", None, None, "/run/r.sock", 1, None, None)),
+            ("unix://:pw@/run/r%20s.sock", ("unix", None, None, "/run/r s.sock", 0, None, "pw")),
+            (
+                "rediss://h:1/0?ssl_cert_reqs=none&socket_timeout=2.5",
+                ("rediss", "h", 1, None, 0, None, None),
+            ),
+        ],
+    )
+    def test_valid(self, url: str, parts: tuple[object, ...]) -> None:
+        parsed = parse_redis_url(url)
+        assert (
+            parsed.scheme, parsed.host, parsed.port, parsed.path, parsed.db, parsed.username,
+            parsed.password,
+        ) == parts  # fmt: skip
+        assert "p/#?@%w" not in repr(parsed)
+
+    def test_every_accepted_option_is_accepted_by_redis_py(self) -> None:
+        import redis
+
+        from remote_cache._config import _NOT_FOR_SCHEME, _OPTION_CHECKS
+
+        samples = {"db": "1", "protocol": "3", "ssl_cert_reqs": "none", "max_connections": "2"}
+        for scheme, base in [("redis", "redis://h:1"), ("rediss", "rediss://h:1"),
+                             ("unix", "unix:///tmp/r.sock")]:  # fmt: skip
+            for name, (check, _) in _OPTION_CHECKS.items():
+                if name in _NOT_FOR_SCHEME[scheme]:
+                    continue
+                value = samples.get(name, "1" if check("1") else "x")
+                url = f"{base}?{name}={value}"
+                parse_redis_url(url)
+                redis.Redis.from_url(url).connection_pool.make_connection()
+
+    def test_every_option_documented(self) -> None:
+        from pathlib import Path
+
+        from remote_cache._config import _OPTION_CHECKS
+
+        docs = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
+        assert [name for name in _OPTION_CHECKS if f"`{name}`" not in docs] == []
+
+    def test_unix_with_cluster_is_refused(self) -> None:
+        with pytest.raises(ConfigurationError, match="cluster"):
+            resolve_redis_settings(url="unix:///tmp/r.sock", cluster=True, environ={})
+
+    @pytest.mark.parametrize("host", ["redis://h:1", "h:1", "a b", "h/0"])
+    def test_bad_host_variable(self, host: str) -> None:
+        with pytest.raises(ConfigurationError, match="REMOTE_CACHE_REDIS_HOST"):
+            resolve_redis_settings(environ={"REMOTE_CACHE_REDIS_HOST": host})
+
+    @pytest.mark.parametrize("host", ["localhost", "10.0.0.1", "::1", "[::1]", "cache-1.internal"])
+    def test_good_host_variable(self, host: str) -> None:
+        settings = resolve_redis_settings(environ={"REMOTE_CACHE_REDIS_HOST": host})
+        assert settings.host == host.strip("[]")
+        assert settings.describe().endswith("[::1]:6379" if ":" in host else f"{host}:6379")
+
+
+class TestExpireLimit:
+    """An expire Redis would refuse is refused when the settings are built."""
+
+    @pytest.mark.parametrize("expire", [10**16, MAX_EXPIRE + 1, (2**63 - 1) // 1000])
+    def test_too_long(self, expire: int) -> None:
+        with pytest.raises(ConfigurationError, match="expire"):
+            resolve_redis_settings(expire=expire, environ={})
+        with pytest.raises(ConfigurationError, match="REMOTE_CACHE_REDIS_EXPIRE"):
+            resolve_redis_settings(environ={"REMOTE_CACHE_REDIS_EXPIRE": str(expire)})
+
+    def test_longest_accepted(self) -> None:
+        assert resolve_redis_settings(expire=MAX_EXPIRE, environ={}).expire == MAX_EXPIRE
+
+
+class TestUrlSecrets:
+    """``url_secrets`` finds every form of a password, whatever characters it holds."""
+
+    @pytest.mark.parametrize(
+        ("url", "expected"),
+        [
+            ("redis://h:1/0", []),
+            ("redis://user@h:1/0", []),
+            ("redis://:pw@h:1/0", ["pw"]),
+            ("redis://u:a%2Fb@h:1/0", ["a%2Fb", "a/b"]),
+            ("redis://u:a/b#c?d@e@h:1/0", ["a/b#c?d@e"]),
+            ("unix:///s.sock?password=p%40q", ["p%40q", "p@q"]),
+            ("redis://h/0?password=a@b", ["h/0?password=a", "a@b"]),
+        ],
+    )
+    def test_found(self, url: str, expected: list[str]) -> None:
+        found = url_secrets(url)
+        assert set(expected) <= set(found)
+        assert found == sorted(found, key=len, reverse=True)
+        for secret in found:
+            assert secret not in redact_url(url)

@@ -6,16 +6,18 @@ import io
 import logging
 import re
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
 from remote_cache import (
     BackendError,
+    ConfigurationError,
     RedisRemoteCacheBackend,
     RemoteFxGraphCache,
 )
+from remote_cache._cli import main
 from remote_cache.testing import RedisServer
-from remote_cache.testing.cli import main
 
 PACKAGE = Path(__file__).resolve().parent.parent / "remote_cache"
 SECRET = "pa55-w0rd-never-shown"
@@ -78,3 +80,46 @@ def test_check_scans_and_leaves_other_data_alone() -> None:
         for command in ("keys", "flushall", "flushdb"):
             assert f"cmdstat_{command}" not in stats
         assert sorted(client.keys()) == [b"pt2:their-cache::k:c1", b"someone-elses"]
+
+
+AWKWARD = "p/w#r?d@x%2F%:y z"
+"""A password with every character that fools a URL parser."""
+
+
+@pytest.mark.redis
+class TestAwkwardPassword:
+    """A password holding ``/ # ? @ %`` works when percent-encoded and is never shown."""
+
+    def test_works_and_never_shown(self, caplog: pytest.LogCaptureFixture) -> None:
+        caplog.set_level(logging.DEBUG, logger="remote_cache")
+        with RedisServer(password=AWKWARD) as server:
+            assert "%2F" in server.url  # percent-encoded by the harness
+            backend = RedisRemoteCacheBackend(url=server.url, timeout=2)
+            backend.put("k", b"v")
+            assert backend.get("k") == b"v"
+            wrong = server.url.replace("p%2Fw", "p%2Fq")
+            failing = RedisRemoteCacheBackend(url=wrong, timeout=2, retry_after=0)
+            shown = [repr(backend), repr(failing)]
+            with pytest.raises(BackendError) as info:
+                failing.get("k")
+            shown += [str(info.value), repr(info.value)]
+            cache = RemoteFxGraphCache("awkward", backend=failing)
+            assert cache.get("k") is None
+            for argv in (["inspect", "--url", server.url], ["inspect", "--url", wrong],
+                         ["check", "--url", wrong, "--examples", "1"]):  # fmt: skip
+                out, err = io.StringIO(), io.StringIO()
+                status = main(argv, out=out, err=err)
+                assert status == (0 if argv[-1] == server.url else 2), err.getvalue()
+                shown += [out.getvalue(), err.getvalue()]
+            shown += [record.getMessage() for record in caplog.records]
+        everything = "\n".join(shown)
+        assert "WRONGPASS" in everything or "AuthenticationError" in everything
+        for form in (AWKWARD, quote(AWKWARD, safe=""), "p/w", "p%2Fw", "y z", "y%20z"):
+            assert form not in everything
+
+    def test_raw_password_is_refused_without_showing_it(self) -> None:
+        with pytest.raises(ConfigurationError) as info:
+            RedisRemoteCacheBackend(url=f"redis://:{AWKWARD}@127.0.0.1:6379/0")
+        assert info.value.name == "url"
+        for form in ("p/w", "y z", "r?d"):
+            assert form not in str(info.value)

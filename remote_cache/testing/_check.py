@@ -30,11 +30,14 @@ from remote_cache import (
     RemoteFxGraphCache,
 )
 from remote_cache._breaker import CircuitBreaker
+from remote_cache._cli import DEFAULT_EXAMPLES
+from remote_cache._config import parse_redis_url, redact_url, url_secrets
 from remote_cache._serde import JsonDataTy
 from remote_cache.testing._override import isolated_cache_stats
 from remote_cache.testing._proxy import OutageProxy
 
 __all__ = [
+    "DEFAULT_EXAMPLES",
     "Check",
     "CheckReport",
     "CheckResult",
@@ -43,8 +46,6 @@ __all__ = [
     "Target",
     "run_checks",
 ]
-
-DEFAULT_EXAMPLES = 100
 
 REDIS_CACHE_CLASSES: tuple[type[RedisRemoteCache], ...] = (
     RedisRemoteCache,
@@ -81,6 +82,11 @@ class CheckResult:
     applicable: bool = True
     """False when the check cannot run on this target (it then counts as passed)."""
 
+    @property
+    def verdict(self) -> str:
+        """``"pass"``, ``"fail"`` or ``"n/a"`` (not applicable here)."""
+        return "n/a" if not self.applicable else "pass" if self.passed else "fail"
+
 
 @dataclasses.dataclass
 class CheckReport:
@@ -106,7 +112,9 @@ class CheckReport:
             "passed": self.passed,
             "examples": self.examples,
             "seed": self.seed,
-            "checks": [dataclasses.asdict(result) for result in self.results],
+            "checks": [
+                {**dataclasses.asdict(result), "verdict": result.verdict} for result in self.results
+            ],
             "stats": {
                 name: {counter: getattr(stat, counter) for counter in counters}
                 for name, stat in sorted(self.stats.items())
@@ -116,29 +124,45 @@ class CheckReport:
 
 
 class Target:
-    """Where the checks run: an embedded fakeredis server, or a real URL behind a proxy."""
+    """Where the checks run: an embedded fakeredis server, a real URL (behind a proxy when it
+    is TCP), or a user's backend factory."""
 
-    def __init__(self, url: str | None, *, timeout: float = 0.5) -> None:
+    def __init__(
+        self,
+        url: str | None,
+        *,
+        timeout: float = 0.5,
+        factory: Callable[[], RemoteCacheBackend[bytes]] | None = None,
+        factory_name: str | None = None,
+    ) -> None:
+        if url is not None and factory is not None:
+            raise ValueError("Expected a url or a factory, not both")
         self.url = url
+        self.factory = factory
+        self.factory_name = factory_name
         self.timeout = timeout
         self.run_id = f"remote-cache-check-{uuid.uuid4().hex[:12]}"
         self.breaker = CircuitBreaker()
+        self.unix = url is not None and parse_redis_url(url).is_unix
         self._fake_server: Any = None
         self._proxy: OutageProxy | None = None
         self._direct: Any = None
 
     @property
     def description(self) -> str:
-        """The server, without any password."""
+        """The server or backend, without any password."""
+        if self.factory is not None:
+            return f"backend {self.factory_name or getattr(self.factory, '__name__', '?')}"
         if self.url is None:
             return "embedded fakeredis"
-        from remote_cache._config import redact_url
-
         return redact_url(self.url)
 
     @contextlib.contextmanager
     def opened(self) -> Iterator[Target]:
         """Connect, then clean up; ``ConnectionError`` when the server cannot be reached."""
+        if self.factory is not None:
+            yield self
+            return
         if self.url is None:
             import fakeredis
 
@@ -150,15 +174,22 @@ class Target:
 
         self._direct = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
         try:
-            self._direct.ping()
-        except redis.RedisError as exc:
-            raise ConnectionError(f"{self.description}: {type(exc).__name__}: {exc}") from exc
-        self._proxy = OutageProxy.for_url(self.url)
-        try:
-            yield self
+            try:
+                self._direct.ping()
+            except redis.RedisError as exc:
+                message = f"{self.description}: {type(exc).__name__}: {exc}"
+                for secret in url_secrets(self.url):
+                    message = message.replace(secret, "***")
+                raise ConnectionError(message) from None
+            if not self.unix:  # the proxy is TCP: a unix socket is checked without drills
+                self._proxy = OutageProxy.for_url(self.url)
+            try:
+                yield self
+            finally:
+                if self._proxy is not None:
+                    self._proxy.close()
+                self._delete_own_keys()
         finally:
-            self._proxy.close()
-            self._delete_own_keys()
             self._direct.close()
 
     def _delete_own_keys(self) -> None:
@@ -172,41 +203,59 @@ class Target:
         if batch:
             self._direct.delete(*batch)
 
-    def backend(self) -> RedisRemoteCacheBackend:
+    def backend(self) -> RemoteCacheBackend[bytes]:
         """A backend for one cache: through the proxy for a URL, with a TTL on every write."""
+        if self.factory is not None:
+            return self.factory()
         if self.url is None:
             import fakeredis
 
             client = fakeredis.FakeRedis(server=self._fake_server)
             return RedisRemoteCacheBackend(client=client, retry_after=0, breaker=self.breaker)
-        assert self._proxy is not None
         return RedisRemoteCacheBackend(
-            url=self._proxy.url,
+            url=self.url if self._proxy is None else self._proxy.url,
             expire=300,
             timeout=self.timeout,
             retry_after=0,
             breaker=self.breaker,
         )
 
+    @property
+    def no_drills(self) -> str:
+        """Why a drill cannot run on this target."""
+        if self.factory is not None:
+            return "a user's backend has no server to take away; drills run on Redis URLs"
+        if self.unix:
+            return "drills go through a TCP proxy; run with a redis:// URL for them"
+        return "the embedded server cannot hang; run with --url for this drill"
+
     def cache_id(self, name: str) -> str:
         """A cache id of this run's own, so nothing of anyone else's is touched."""
         return f"{self.run_id}-{name}"
 
-    def raw_get(self, key: str) -> bytes | None:
-        """Read a stored key directly, around the proxy."""
+    def raw_get(self, backend: RemoteCacheBackend[bytes], key: str) -> bytes | None:
+        """Read a stored key directly: around the proxy, or from the user's ``backend``."""
+        if self.factory is not None:
+            return backend.get(key)
         value: bytes | None = self._direct.get(key)
         return value
 
-    def raw_set(self, key: str, data: bytes) -> None:
-        """Write a key directly, with a TTL on a real server."""
+    def raw_set(self, backend: RemoteCacheBackend[bytes], key: str, data: bytes) -> None:
+        """Write a key directly (with a TTL on a real server), or into the user's ``backend``."""
+        if self.factory is not None:
+            backend.put(key, data)
+            return
         self._direct.set(key, data, ex=None if self.url is None else 300)
 
-    def down(self) -> None:
-        """Make the server unreachable for the caches."""
+    def down(self) -> bool:
+        """Make the server unreachable for the caches; False when the target cannot."""
         if self._proxy is not None:
             self._proxy.cut()
-        else:
+        elif self._fake_server is not None:
             self._fake_server.connected = False
+        else:
+            return False
+        return True
 
     def hang(self) -> bool:
         """Make the server accept and never answer; False when the target cannot."""
@@ -219,7 +268,7 @@ class Target:
         """End any outage."""
         if self._proxy is not None:
             self._proxy.restore()
-        else:
+        elif self._fake_server is not None:
             self._fake_server.connected = True
 
 
@@ -289,10 +338,11 @@ def _local_round_trip(cache_cls: type[LocalCache]) -> str:
 
 def _wire_format(target: Target) -> str:
     cache_id = target.cache_id("wire")
-    cache = RemoteFxGraphCache(cache_id, backend=target.backend())
+    backend = target.backend()
+    cache = RemoteFxGraphCache(cache_id, backend=backend)
     value = SAMPLE_VALUES["non-ascii"]
     cache.put("k", value)
-    stored = target.raw_get(f"pt2:{cache_id}::k:c1")
+    stored = target.raw_get(backend, f"pt2:{cache_id}::k:c1")
     expected = bytes(json.dumps(value), "ascii")
     _expect(stored == expected, f"stored {stored!r}, upstream writes {expected!r}")
     return "pt2:{cache_id}::{key}:c1, ASCII JSON"
@@ -309,8 +359,9 @@ def _batch(target: Target) -> str:
 
 def _corrupt(target: Target) -> str:
     cache_id = target.cache_id("corrupt")
-    target.raw_set(f"pt2:{cache_id}::k:c1", b"\xff not json")
-    cache = RemoteFxGraphCache(cache_id, backend=target.backend())
+    backend = target.backend()
+    target.raw_set(backend, f"pt2:{cache_id}::k:c1", b"\xff not json")
+    cache = RemoteFxGraphCache(cache_id, backend=backend)
     _expect(cache.get("k") is None, "a corrupt entry did not read as a miss")
     return "read as a miss"
 
@@ -318,7 +369,8 @@ def _corrupt(target: Target) -> str:
 def _outage(target: Target) -> str:
     cache = RemoteFxGraphCache(target.cache_id("outage"), backend=target.backend())
     cache.put("kept", {"v": 1})
-    target.down()
+    if not target.down():
+        raise NotApplicable(target.no_drills)
     try:
         started = time.monotonic()
         got = cache.get("kept")
@@ -343,7 +395,7 @@ class NotApplicable(Exception):
 def _black_hole(target: Target) -> str:
     cache = RemoteFxGraphCache(target.cache_id("hang"), backend=target.backend())
     if not target.hang():
-        raise NotApplicable("the embedded server cannot hang; run with --url for this drill")
+        raise NotApplicable(target.no_drills)
     try:
         started = time.monotonic()
         got = cache.get("k")
@@ -382,6 +434,8 @@ def _fresh_backends(target: Target) -> Callable[[], RemoteCacheBackend[bytes]]:
     counter = itertools.count()
 
     def make() -> RemoteCacheBackend[bytes]:
+        if target.factory is not None:
+            return target.factory()
         if target.url is None:
             import fakeredis
 
@@ -415,12 +469,34 @@ def _property_checks(target: Target, examples: int, seed: int | None) -> list[Ch
     from remote_cache.testing.stateful import run_cache_machine
 
     make = _fresh_backends(target)
-    where = "fakeredis" if target.url is None else f"keys under pt2:{target.run_id}-p*"
+    where = (
+        target.description
+        if target.factory is not None
+        else "fakeredis"
+        if target.url is None
+        else f"keys under pt2:{target.run_id}-p*"
+    )
 
     def contract(_tick: Tick) -> str:
         conformance.check_contract(make)
         conformance.check_stats(make)
-        return f"Redis backend ({where}): values, overwrites, batches, isolation, counters"
+        kind = "backend" if target.factory is not None else "Redis backend"
+        return f"{kind} ({where}): values, overwrites, batches, isolation, counters"
+
+    def contents(_tick: Tick) -> str:
+        conformance.check_values(make)
+        conformance.check_keys(make)
+        conformance.check_overwrites(make)
+        conformance.check_batches(make)
+        return (
+            f"values up to {conformance.LARGEST_VALUE:,} bytes, keys up to "
+            f"{conformance.LONGEST_KEY:,} characters in families that collide when mangled, "
+            "overwrites, batches"
+        )
+
+    def concurrency(_tick: Tick) -> str:
+        conformance.check_concurrency(make, random_seed=seed)
+        return "concurrent writers and readers: no torn, lost or stale values"
 
     def model(tick: Tick) -> str:
         conformance.check_model(make, examples=examples, random_seed=seed, on_example=tick)
@@ -437,6 +513,8 @@ def _property_checks(target: Target, examples: int, seed: int | None) -> list[Ch
 
     return [
         Check("conformance: backend contract and counters", contract),
+        Check("conformance: values, keys, overwrites, batches", contents),
+        Check("conformance: concurrency", concurrency),
         Check("property: backend agrees with a dict", model, examples),
         Check("property: caches under faults match the model", machine, examples),
         Check("property: JSON serde round trip", serde, examples),
@@ -448,10 +526,11 @@ def _checks(target: Target, examples: int, seed: int | None) -> list[Check]:
         _plain(f"round trip {cls.__name__}", functools.partial(_round_trip, target, cls))
         for cls in REDIS_CACHE_CLASSES
     ]
-    checks += [
-        _plain(f"round trip {cls.__name__}", functools.partial(_local_round_trip, cls))
-        for cls in LOCAL_CACHE_CLASSES
-    ]
+    if target.factory is None:  # the local caches do not depend on the target
+        checks += [
+            _plain(f"round trip {cls.__name__}", functools.partial(_local_round_trip, cls))
+            for cls in LOCAL_CACHE_CLASSES
+        ]
     checks += [
         _plain("upstream wire format", lambda: _wire_format(target)),
         _plain("batch get_many/put_many", lambda: _batch(target)),
@@ -480,17 +559,22 @@ def run_checks(
     examples: int = DEFAULT_EXAMPLES,
     seed: int | None = None,
     progress: Progress | None = None,
+    backend_factory: Callable[[], RemoteCacheBackend[bytes]] | None = None,
+    backend_name: str | None = None,
 ) -> CheckReport:
     """Run every check against ``url`` (None: an embedded fakeredis) and report.
 
-    Property checks run ``examples`` Hypothesis examples each, repeatably for a ``seed``.
-    Raises ``ConnectionError`` when the server cannot be reached at all.
+    With ``backend_factory`` (a zero-argument callable returning a fresh, empty backend at
+    each call; ``url`` must then be None) the checks run on those backends instead, and
+    ``backend_name`` names them in the report. Property checks run ``examples`` Hypothesis
+    examples each, repeatably for a ``seed``. Raises ``ConnectionError`` when the server
+    cannot be reached at all.
     """
     from hypothesis.reporting import with_reporter
 
     if examples < 1:
         raise ValueError(f"Expected examples >= 1 but got examples={examples!r}")
-    target = Target(url)
+    target = Target(url, factory=backend_factory, factory_name=backend_name)
     report = CheckReport(target=target.description, examples=examples, seed=seed)
     with (
         isolated_cache_stats() as stats,

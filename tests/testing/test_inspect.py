@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from remote_cache._cli import main
 from remote_cache.testing import RedisClusterFixture, RedisServer
 from remote_cache.testing._processes import free_port
-from remote_cache.testing.cli import main
 
 pytestmark = pytest.mark.redis
 
