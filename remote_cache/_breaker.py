@@ -9,7 +9,11 @@ from collections.abc import Callable, Hashable
 
 from remote_cache._fork import after_fork_in_child
 
-__all__ = ["CircuitBreaker", "breaker_for", "reset_breakers"]
+__all__ = ["DEFAULT_LEASE", "CircuitBreaker", "breaker_for", "reset_breakers"]
+
+
+DEFAULT_LEASE = 60.0
+"""Seconds a probe may go without reporting before it counts as lost (``CircuitBreaker``)."""
 
 
 class CircuitBreaker:
@@ -21,15 +25,31 @@ class CircuitBreaker:
     again, and ``release_probe`` (a probe interrupted by ``KeyboardInterrupt`` or another
     ``BaseException``) lets the next call probe. ``retry_after=None`` never lets a probe
     through (upstream's "never again"); ``retry_after=0`` lets one through on every call.
+
+    A probe has a lease (``lease`` seconds, given to ``allow`` or else to the constructor):
+    a probe that has not reported within it is lost (an interrupt landed before its caller's
+    ``try``, its thread died, its greenlet was killed), and the next call probes instead.
+    ``admit`` numbers the probes; a report that names a probe (``record_failure(probe)``,
+    ``release_probe(probe)``) frees the slot only if that probe still holds it, so a stale
+    probe's late failure reopens the breaker without freeing a newer probe's slot, and its
+    late interrupt frees nothing. Any success closes the breaker: the server answered.
+
     Thread-safe, and fork-safe: in a forked child every breaker keeps its state, gets a new
-    lock, and forgets a probe that a thread of the parent had under way.
+    lock, and forgets a probe that a thread of the parent had under way. A closed breaker
+    answers without taking its lock.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, *, lease: float = DEFAULT_LEASE
+    ) -> None:
         self._clock = clock
+        self.lease = lease
+        """Seconds a probe may go without reporting before it counts as lost."""
         self._lock = threading.Lock()
         self._opened_at: float | None = None
-        self._probing = False
+        self._probe = 0  # the number of the probe under way; 0: none
+        self._probe_at = 0.0  # when it was handed out
+        self._probes = 0  # probes handed out so far (numbers them)
         self.failures = 0
         """Transport failures recorded while the breaker was closed or probing."""
         _every_breaker.add(self)
@@ -39,19 +59,34 @@ class CircuitBreaker:
         """Whether calls are being skipped (or one probe is under way)."""
         return self._opened_at is not None
 
-    def allow(self, retry_after: float | None) -> bool:
-        """Whether a call may touch the network now."""
+    def allow(self, retry_after: float | None, lease: float | None = None) -> bool:
+        """Whether a call may touch the network now (``admit`` says whether as a probe)."""
         if self._opened_at is None:
             return True
+        return self.admit(retry_after, lease) is not None
+
+    def admit(self, retry_after: float | None, lease: float | None = None) -> int | None:
+        """Let a call through: None to skip it, 0 through a closed breaker, else its probe number.
+
+        A probe handed out more than ``lease`` seconds ago (default: the breaker's ``lease``)
+        without a report is lost: its slot goes to this call.
+        """
+        if self._opened_at is None:
+            return 0
         if retry_after is None:
-            return False
+            return None
         with self._lock:
             if self._opened_at is None:
-                return True
-            if self._probing or self._clock() - self._opened_at < retry_after:
-                return False
-            self._probing = True
-            return True
+                return 0
+            now = self._clock()
+            if self._probe and now - self._probe_at < (self.lease if lease is None else lease):
+                return None
+            if now - self._opened_at < retry_after:
+                return None
+            self._probes += 1
+            self._probe = self._probes
+            self._probe_at = now
+            return self._probe
 
     def record_success(self) -> bool:
         """Close the breaker; return True when it was open (the server came back)."""
@@ -60,30 +95,40 @@ class CircuitBreaker:
         with self._lock:
             was_open = self._opened_at is not None
             self._opened_at = None
-            self._probing = False
+            self._probe = 0
             return was_open
 
-    def record_failure(self) -> bool:
-        """Open the breaker; return True when it was closed (a new outage began)."""
+    def record_failure(self, probe: int | None = None) -> bool:
+        """Open the breaker; return True when it was closed (a new outage began).
+
+        Frees the probe slot when ``probe`` (a number from ``admit``) holds it, or when
+        ``probe`` is None; a failure of another call leaves a probe under way to report.
+        """
         with self._lock:
             was_closed = self._opened_at is None
             self._opened_at = self._clock()
-            self._probing = False
+            if probe is None or probe == self._probe:
+                self._probe = 0
             self.failures += 1
             return was_closed
 
-    def release_probe(self) -> None:
-        """Free the probe slot without a verdict: the next call after the cool-down probes."""
+    def release_probe(self, probe: int | None = None) -> None:
+        """Free the probe slot without a verdict: the next call after the cool-down probes.
+
+        With ``probe`` (a number from ``admit``), only if that probe still holds the slot: a
+        stale probe, or a call that was not a probe (0), frees nothing.
+        """
         if self._opened_at is None:
             return
         with self._lock:
-            self._probing = False
+            if probe is None or probe == self._probe:
+                self._probe = 0
 
     def reset(self) -> None:
         """Close the breaker and forget its failures."""
         with self._lock:
             self._opened_at = None
-            self._probing = False
+            self._probe = 0
             self.failures = 0
 
     def __repr__(self) -> str:
@@ -118,7 +163,7 @@ def _after_fork_in_child() -> None:
     _registry_lock = threading.Lock()
     for breaker in list(_every_breaker):
         breaker._lock = threading.Lock()
-        breaker._probing = False  # the parent's probe will never report here
+        breaker._probe = 0  # the parent's probe will never report here
 
 
 after_fork_in_child(_after_fork_in_child)

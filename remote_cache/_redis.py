@@ -242,6 +242,8 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
     cluster's slots up) until ``retry_after`` seconds have passed; then one probe goes
     through. A probe interrupted by a ``BaseException`` (``KeyboardInterrupt``, a timeout of
     gevent or pytest) counts as neither success nor failure: the next call probes again.
+    A probe that never reports (interrupted before it could, or its thread died) is lost
+    after a lease of twice the timeout plus 1 s: then the next call probes.
 
     Breaker scope: one breaker per server (same URL, or host and port; same cluster) and
     timeout, per process, shared by every backend with those settings; so a new backend per
@@ -293,6 +295,9 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
         self._secrets = _secrets(self.settings)
         self._expire = self.settings.expire
         self._retry_after = self.settings.retry_after
+        # A call is a connect and a reply, each bounded by the timeout; a probe slower than
+        # its lease (a cluster connecting to several nodes) only lets a second probe overlap.
+        self._probe_lease = 2 * self.settings.timeout + 1
         factory = type(self).client_factory
         self._cluster = self.settings.cluster
         self._identity = _identity(self.settings)
@@ -382,7 +387,9 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
     ) -> Any:
         """Run ``command(client)`` behind the breaker, translating failures."""
         breaker = breaker or self._breaker
-        if not breaker.allow(self._retry_after):
+        # An interrupt landing between `admit` and `try` loses the probe: its lease frees it.
+        probe = breaker.admit(self._retry_after, self._probe_lease)
+        if probe is None:
             raise CircuitOpenError(
                 f"{self._description}: skipped, the server failed recently",
                 backend=self._description,
@@ -406,7 +413,7 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
                 breaker.record_success()  # the server answered; the bug is elsewhere
                 raise
             if isinstance(error, BackendUnavailableError):
-                if breaker.record_failure():
+                if breaker.record_failure(probe):
                     log.debug("%s: circuit breaker opened", self._description)
             else:
                 breaker.record_success()
@@ -414,7 +421,7 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
         except BaseException:
             # An interrupt (KeyboardInterrupt, a gevent or pytest timeout) says nothing about
             # the server: if this call was the probe, the next one probes instead.
-            breaker.release_probe()
+            breaker.release_probe(probe)
             raise
         if breaker.is_open and breaker.record_success():
             log.debug("%s: circuit breaker closed", self._description)

@@ -109,6 +109,108 @@ class TestStates:
         assert allowed.count(True) == 1
 
 
+class TestProbeLease:
+    """A probe that never reports loses its slot after a lease; stale reports spare newer probes."""
+
+    def lost_probe(self, clock: Clock, breaker: CircuitBreaker) -> int:
+        """Open ``breaker``, wait out a 30 s cool-down and hand out a probe that never reports."""
+        breaker.record_failure()
+        clock.now += 31
+        probe = breaker.admit(30)
+        assert probe
+        return probe
+
+    def test_unreported_probe_blocks_others_until_its_lease_then_one_probe_goes(self) -> None:
+        clock = Clock()
+        breaker = CircuitBreaker(clock, lease=5)
+        self.lost_probe(clock, breaker)  # its thread died, or an interrupt landed before `try`
+        clock.now += 4.9
+        assert not breaker.allow(30), "the probe may still be under way"
+        clock.now += 0.2
+        assert breaker.allow(30), "the probe is lost: the next call probes"
+        assert not breaker.allow(30), "and only that one"
+        assert breaker.is_open
+        assert breaker.record_success() is True
+        assert not breaker.is_open
+
+    def test_the_callers_lease_wins_over_the_default(self) -> None:
+        clock = Clock()
+        breaker = CircuitBreaker(clock, lease=1000)
+        breaker.record_failure()
+        clock.now += 31
+        assert breaker.allow(30, lease=3)
+        clock.now += 2.9
+        assert not breaker.allow(30, lease=3)
+        clock.now += 0.2
+        assert breaker.allow(30, lease=3)
+
+    def test_a_lost_probe_then_a_new_cool_down(self) -> None:
+        clock = Clock()
+        breaker = CircuitBreaker(clock, lease=5)
+        first = self.lost_probe(clock, breaker)
+        clock.now += 6
+        second = breaker.admit(30)
+        assert second
+        assert second != first
+        assert breaker.record_failure(second) is False
+        clock.now += 29
+        assert not breaker.allow(30), "a failed probe restarts the cool-down"
+        clock.now += 2
+        assert breaker.allow(30)
+
+    def test_stale_release_does_not_free_a_newer_probe(self) -> None:
+        clock = Clock()
+        breaker = CircuitBreaker(clock, lease=5)
+        stale = self.lost_probe(clock, breaker)
+        clock.now += 6
+        newer = breaker.admit(30)
+        assert newer
+        breaker.release_probe(stale)  # the stale probe's interrupt finally unwinds
+        assert not breaker.allow(30), "the newer probe still holds the slot"
+        breaker.release_probe(newer)
+        assert breaker.allow(30)
+
+    def test_interrupted_plain_call_does_not_free_a_probe(self) -> None:
+        clock = Clock()
+        breaker = CircuitBreaker(clock)
+        plain = breaker.admit(30)
+        assert plain == 0, "a closed breaker hands out no probe"
+        self.lost_probe(clock, breaker)
+        breaker.release_probe(plain)  # the call started before the outage is interrupted now
+        assert not breaker.allow(30)
+
+    def test_stale_failure_reopens_and_keeps_the_newer_probe(self) -> None:
+        clock = Clock()
+        breaker = CircuitBreaker(clock, lease=60)
+        stale = self.lost_probe(clock, breaker)
+        clock.now += 61
+        newer = breaker.admit(30)
+        assert newer
+        assert breaker.record_failure(stale) is False  # the stale probe timed out at last
+        assert breaker.failures == 2
+        clock.now += 31
+        assert not breaker.allow(30), "past the new cool-down, but the newer probe is out"
+        assert breaker.record_failure(newer) is False
+        assert not breaker.allow(30), "its failure restarts the cool-down"
+        clock.now += 31
+        assert breaker.allow(30)
+
+    def test_stale_success_closes(self) -> None:
+        clock = Clock()
+        breaker = CircuitBreaker(clock, lease=5)
+        self.lost_probe(clock, breaker)
+        clock.now += 6
+        newer = breaker.admit(30)
+        assert newer
+        assert breaker.record_success() is True  # the stale probe's server answered
+        assert breaker.allow(30)
+        breaker.release_probe(newer)
+        assert not breaker.is_open
+        assert breaker.record_failure(newer) is True, "a late failure reopens a closed breaker"
+        clock.now += 31
+        assert breaker.allow(30)
+
+
 class TestRegistry:
     """One breaker per server, process-wide."""
 

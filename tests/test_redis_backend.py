@@ -5,7 +5,10 @@ from __future__ import annotations
 import builtins
 import inspect
 import logging
+import signal
 import ssl
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import fakeredis
@@ -22,7 +25,7 @@ from remote_cache import (
     RemoteFxGraphCache,
     cache_stats,
 )
-from remote_cache._breaker import breaker_for
+from remote_cache._breaker import CircuitBreaker, breaker_for
 from remote_cache._config import RedisSettings
 from remote_cache._redis import _shared_client, translate_redis_error
 
@@ -105,6 +108,16 @@ class TestTranslation:
         )
         assert error is not None
         assert "hunter2" not in str(error)
+
+
+class FakeClock:
+    """A clock that moves only when a test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 class FlakyClient:
@@ -196,6 +209,38 @@ class FakeClusterClient(FlakyClient):
         return self.store.mget(keys)
 
 
+class Gate:
+    """A stalled call: ``entered`` once it reached the client, then it waits for ``release``."""
+
+    def __init__(self, error: BaseException | None) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.error = error
+
+
+class GatedClient(FlakyClient):
+    """A ``FlakyClient`` whose gets of gated keys stall until released, then raise or answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gates: dict[bytes, Gate] = {}
+
+    def gate(self, key: bytes, error: BaseException | None) -> Gate:
+        self.gates[key] = gate = Gate(error)
+        return gate
+
+    def get(self, key: bytes) -> Any:
+        gate = self.gates.get(key)
+        if gate is None:
+            return super().get(key)
+        self.calls += 1
+        gate.entered.set()
+        assert gate.release.wait(10)
+        if gate.error is not None:
+            raise gate.error
+        return None
+
+
 class TestBreakerInBackend:
     """Transport failures open the breaker; server errors do not; skips make no call."""
 
@@ -272,6 +317,87 @@ class TestBreakerInBackend:
         client.pool.connection.reply = None
         assert backend.get_many(["a"]) == {}
         assert not backend.breaker.is_open
+
+    def test_interrupt_right_after_the_breaker_allows_a_probe_expires_with_the_lease(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        clock = FakeClock()
+        breaker = CircuitBreaker(clock)
+        client = FlakyClient()
+        backend = RedisRemoteCacheBackend(client=client, timeout=1, retry_after=30, breaker=breaker)
+        client.error = rexc.ConnectionError("refused")
+        with pytest.raises(BackendUnavailableError):
+            backend.get("k")
+        client.error = None
+        clock.now += 31
+
+        # A real SIGINT, delivered the moment the breaker has handed the probe out: Python
+        # raises KeyboardInterrupt at the next bytecode, before the call's `try` is entered.
+        def interrupt_after(method: Callable[..., Any]) -> Callable[..., Any]:
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                monkeypatch.undo()  # interrupt this call only
+                result = method(*args, **kwargs)
+                signal.raise_signal(signal.SIGINT)
+                return result
+
+            return wrapper
+
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            for name in ("allow", "admit"):  # whichever the backend asks
+                if hasattr(breaker, name):
+                    monkeypatch.setattr(breaker, name, interrupt_after(getattr(breaker, name)))
+            with pytest.raises(KeyboardInterrupt):
+                backend.get("k")
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        assert client.calls == 1, "interrupted before the probe reached the server"
+        assert breaker.is_open
+        with pytest.raises(CircuitOpenError):
+            backend.get("k")  # the lost probe may still be under way: nobody else probes
+        clock.now += 2 * 1 + 1 + 0.1  # the lease: twice the timeout, plus 1 s
+        assert backend.get("k") is None, "the lost probe's lease is over: this call probes"
+        assert not breaker.is_open
+        assert client.calls == 2
+
+    def test_late_interrupt_of_another_call_does_not_free_the_probe(self) -> None:
+        clock = FakeClock()
+        breaker = CircuitBreaker(clock)
+        client = GatedClient()
+        backend = RedisRemoteCacheBackend(client=client, timeout=1, retry_after=30, breaker=breaker)
+        outcomes: dict[str, object] = {}
+
+        def call(key: str) -> None:
+            try:
+                outcomes[key] = backend.get(key)
+            except BaseException as exc:
+                outcomes[key] = exc
+
+        # A call through the closed breaker stalls; it will be interrupted much later.
+        plain = client.gate(b"plain", KeyboardInterrupt())
+        plain_thread = threading.Thread(target=call, args=("plain",))
+        plain_thread.start()
+        assert plain.entered.wait(10)
+        client.error = rexc.ConnectionError("refused")
+        with pytest.raises(BackendUnavailableError):
+            backend.get("k")  # the outage begins
+        client.error = None
+        clock.now += 31
+        probe = client.gate(b"probe", None)
+        probe_thread = threading.Thread(target=call, args=("probe",))
+        probe_thread.start()
+        assert probe.entered.wait(10), "the probe is under way"
+        plain.release.set()
+        plain_thread.join(10)
+        assert isinstance(outcomes["plain"], KeyboardInterrupt)
+        calls = client.calls
+        with pytest.raises(CircuitOpenError):
+            backend.get("k")  # the probe is still out: no second probe
+        assert client.calls == calls
+        probe.release.set()
+        probe_thread.join(10)
+        assert outcomes["probe"] is None
+        assert not breaker.is_open, "the probe's success closed the breaker"
 
     def test_never_is_upstreams_behaviour(self) -> None:
         backend, client = self.make(retry_after=None)
