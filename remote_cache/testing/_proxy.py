@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import contextlib
-import heapq
-import itertools
+import errno
 import selectors
 import socket
 import struct
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from types import TracebackType
 from urllib.parse import urlsplit, urlunsplit
 
 __all__ = ["OutageProxy"]
 
 _CHUNK = 65536
+_BUFFER_LIMIT = 256 * 1024
+"""Bytes one direction of a connection holds before the proxy stops reading its source."""
 _LINGER_RESET = struct.pack("ii", 1, 0)  # close() then sends RST instead of FIN
+_CONNECTING = {0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN}
+_COMMAND_TIMEOUT = 5.0
 
 
 def _reset(sock: socket.socket) -> None:
@@ -25,17 +30,76 @@ def _reset(sock: socket.socket) -> None:
     sock.close()
 
 
+class _Chunk:
+    __slots__ = ("data", "due")
+
+    def __init__(self, due: float, data: memoryview) -> None:
+        self.due = due
+        self.data = data
+
+
+class _Direction:
+    """Bytes read from one side of a connection, waiting, in order, to reach the other side."""
+
+    def __init__(self) -> None:
+        self.chunks: deque[_Chunk] = deque()  # oldest first; only the first one is ever sent
+        self.buffered = 0
+        self.last_due = 0.0
+        self.eof = False  # the source ended: once flushed, end the destination's writing side
+        self.done = False  # the end was passed on
+        self.reset_after = False  # once flushed, reset the connection (reset_mid_reply)
+
+    def add(self, data: bytes, due: float) -> None:
+        # A chunk is never due before the one ahead of it, so a lowered latency cannot reorder.
+        self.last_due = max(due, self.last_due)
+        self.chunks.append(_Chunk(self.last_due, memoryview(data)))
+        self.buffered += len(data)
+
+    def release(self) -> None:
+        """Make every held chunk due now (their order is unchanged)."""
+        for chunk in self.chunks:
+            chunk.due = 0.0
+        self.last_due = 0.0
+
+    def next_due(self) -> float | None:
+        return self.chunks[0].due if self.chunks else None
+
+
+class _Connection:
+    """One client connection and its upstream connection."""
+
+    def __init__(self, client: socket.socket) -> None:
+        self.client = client
+        self.upstream: socket.socket | None = None
+        self.connecting = False
+        self.deferred = False  # accepted during a black hole: connect upstream on restore()
+        self.silent = False  # slow close: the server is gone, the client is read and ignored
+        self.request = _Direction()  # client -> upstream
+        self.reply = _Direction()  # upstream -> client
+        self.slow_close = 0.0  # the slow_close() value when the server hung up
+        self.close_at: float | None = None  # slow close: when the client's side ends
+        self.closed = False
+        self.registered: dict[socket.socket, int] = {}
+
+
 class OutageProxy:
     """Forward a loopback port to ``(target_host, target_port)``, with faults on demand.
 
     Faults (Toxiproxy's vocabulary): ``cut()`` resets open connections and refuses new ones
-    (the server looks crashed); ``blackhole()`` accepts connections and never answers (a
-    hung server or a dropped route); ``latency(seconds)`` delays every reply;
-    ``reset_mid_reply()`` forwards half of the next reply, then resets the connection;
-    ``slow_close(seconds)`` keeps a connection the server closed open, and silent, for that
-    long; ``restore()`` ends them. ``url`` is ``target_url`` with the proxy's address in it.
-    One thread serves every connection; ``close()`` (or leaving the ``with`` block) stops it
-    and closes all sockets. Listens on 127.0.0.1 only.
+    (the server looks crashed); ``blackhole()`` accepts connections and forwards nothing
+    either way, holding what it receives (a hung server or a dropped route);
+    ``latency(seconds)`` delays every reply; ``reset_mid_reply()`` forwards half of the next
+    reply, then resets the connection; ``slow_close(seconds)`` keeps a connection the server
+    closed open, and silent, for that long; ``restore()`` ends them all.
+
+    Guarantees, under any sequence of fault changes: each direction of each connection
+    delivers the bytes it was sent in order, without gaps or duplicates, and at most ends
+    early (a reset or a close): a client sees a prefix of what the server sent, never a
+    reordered or corrupted stream. Each direction holds about 256 KiB at most; then the
+    proxy stops reading its source, so a client that stops reading slows only itself. Every
+    fault method has taken effect when it returns. ``url`` is ``target_url`` with the proxy's
+    address in it. One thread serves every connection with non-blocking sockets; ``close()``
+    (or leaving the ``with`` block) stops it and closes all sockets. Listens on 127.0.0.1 only.
     """
 
     def __init__(
@@ -51,19 +115,19 @@ class OutageProxy:
         self.host, self.port = "127.0.0.1", self._listener.getsockname()[1]
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._listener, selectors.EVENT_READ, None)
-        self._peers: dict[socket.socket, socket.socket | None] = {}
-        self._delayed: list[tuple[float, int, socket.socket, bytes]] = []
-        self._sequence = itertools.count()
-        self._lock = threading.Lock()
+        self._connections: set[_Connection] = set()
+        self._commands: deque[tuple[Callable[[], None], threading.Event]] = deque()
+        self._commands_lock = threading.Lock()
         self._mode = "up"
         self._latency = 0.0
         self._reset_mid_reply = False
         self._slow_close = 0.0
-        self._closing: list[tuple[float, socket.socket]] = []
         self.connections = 0
         """Connections accepted so far."""
         self._stopping = False
         self._wakeup_r, self._wakeup_w = socket.socketpair()
+        self._wakeup_r.setblocking(False)
+        self._wakeup_w.setblocking(False)
         self._selector.register(self._wakeup_r, selectors.EVENT_READ, "wakeup")
         self._thread = threading.Thread(target=self._serve, name="OutageProxy", daemon=True)
         self._thread.start()
@@ -101,52 +165,69 @@ class OutageProxy:
     # -- faults -------------------------------------------------------------------------
 
     def cut(self) -> None:
-        """Reset every open connection and refuse new ones until ``restore()``."""
-        self._command("cut")
+        """Reset every open connection and refuse new ones (accept, then reset) until ``restore()``.
+
+        Bytes the proxy held for a connection are dropped with it.
+        """
+        self._command(self._do_cut)
 
     def blackhole(self) -> None:
-        """Accept connections but never forward a byte either way, until ``restore()``."""
-        self._command("blackhole")
+        """Forward nothing either way, on open and new connections, until ``restore()``.
+
+        Connections stay open; what either side sends is held (up to the buffer limit, then
+        TCP pushes back) and delivered in order after ``restore()``, as a route that comes back
+        would. New connections are accepted and reach the server only after ``restore()``.
+        """
+        self._command(self._do_blackhole)
 
     def latency(self, seconds: float) -> None:
-        """Delay each reply by ``seconds`` (0 ends it)."""
+        """Delay each reply chunk read from now on by ``seconds`` (0 ends it).
+
+        Chunks already held keep their time, and a later chunk never overtakes an earlier one.
+        """
         if seconds < 0:
             raise ValueError(f"Expected seconds >= 0 but got seconds={seconds!r}")
-        with self._lock:
-            self._latency = float(seconds)
+        self._command(lambda: setattr(self, "_latency", float(seconds)))
 
     def reset_mid_reply(self) -> None:
-        """Forward half of the next reply on each connection, then reset it (TCP RST)."""
-        with self._lock:
-            self._reset_mid_reply = True
+        """From now on, forward half of each connection's next reply, then reset it (TCP RST).
+
+        The bytes held before that half are delivered first. Lasts until ``restore()``.
+        """
+        self._command(lambda: setattr(self, "_reset_mid_reply", True))
 
     def slow_close(self, seconds: float) -> None:
-        """When the server closes a connection, keep the client's side open that long."""
+        """When the server closes a connection, keep the client's side open that long.
+
+        The client first gets every byte the server sent, then silence, then the close; what
+        it sends meanwhile is read and dropped (the server is gone).
+        """
         if seconds < 0:
             raise ValueError(f"Expected seconds >= 0 but got seconds={seconds!r}")
-        with self._lock:
-            self._slow_close = float(seconds)
+        self._command(lambda: setattr(self, "_slow_close", float(seconds)))
 
     def restore(self) -> None:
-        """End every fault: forward normally, without added latency."""
-        with self._lock:
-            self._latency = 0.0
-            self._reset_mid_reply = False
-            self._slow_close = 0.0
-        self._command("up")
+        """End every fault: forward normally, without added latency, from now on.
 
-    def _command(self, mode: str) -> None:
-        with self._lock:
-            self._mode = mode
+        Held bytes are released at once, in order; connections in a slow close are closed;
+        connections accepted during a black hole connect to the server.
+        """
+        self._command(self._do_restore)
+
+    def _command(self, action: Callable[[], None]) -> None:
+        """Run ``action`` in the serving thread and wait until it has run."""
+        done = threading.Event()
+        with self._commands_lock:
+            self._commands.append((action, done))
         self._wake()
-        if mode == "cut":
-            # Wait until the serving thread has reset what was open.
-            deadline = time.monotonic() + 2
-            while self._peers and time.monotonic() < deadline and self._thread.is_alive():
-                time.sleep(0.005)
+        while not done.wait(0.05):
+            if not self._thread.is_alive():
+                with self._commands_lock:
+                    self._run_commands()  # closed: no sockets left, only settings
+                return
 
     def _wake(self) -> None:
-        with contextlib.suppress(OSError):  # closing
+        with contextlib.suppress(OSError):  # closing, or already woken (buffer full)
             self._wakeup_w.send(b"x")
 
     # -- life cycle ---------------------------------------------------------------------
@@ -157,10 +238,9 @@ class OutageProxy:
             return
         self._stopping = True
         self._wake()
-        self._thread.join(timeout=5)
-        for sock in list(self._peers):
-            sock.close()
-        self._peers.clear()
+        self._thread.join(timeout=_COMMAND_TIMEOUT)
+        for connection in list(self._connections):
+            self._drop(connection)
         self._listener.close()
         self._selector.close()
         self._wakeup_r.close()
@@ -182,20 +262,57 @@ class OutageProxy:
     ) -> None:
         self.close()
 
+    # -- commands, run by the serving thread ----------------------------------------------
+
+    def _run_commands(self) -> None:
+        while self._commands:
+            action, done = self._commands.popleft()
+            try:
+                action()
+            finally:
+                done.set()
+
+    def _do_cut(self) -> None:
+        self._mode = "cut"
+        for connection in list(self._connections):
+            self._drop(connection, reset=True)
+
+    def _do_blackhole(self) -> None:
+        self._mode = "blackhole"
+
+    def _do_restore(self) -> None:
+        self._mode = "up"
+        self._latency = 0.0
+        self._reset_mid_reply = False
+        self._slow_close = 0.0
+        for connection in list(self._connections):
+            connection.request.release()
+            connection.reply.release()
+            connection.slow_close = 0.0
+            if connection.close_at is not None:
+                connection.close_at = 0.0
+            if connection.deferred:
+                connection.deferred = False
+                self._connect(connection)
+
     # -- the serving thread ---------------------------------------------------------------
 
-    def _drop(self, sock: socket.socket, *, reset: bool = False) -> None:
-        peer = self._peers.pop(sock, None)
-        for each in (sock, peer):
-            if each is None:
+    def _drop(self, connection: _Connection, *, reset: bool = False) -> None:
+        if connection.closed:
+            return
+        connection.closed = True
+        self._connections.discard(connection)
+        for registered in connection.registered:
+            with contextlib.suppress(KeyError, ValueError, RuntimeError):
+                self._selector.unregister(registered)
+        connection.registered.clear()
+        for sock in (connection.client, connection.upstream):
+            if sock is None:
                 continue
-            self._peers.pop(each, None)
-            with contextlib.suppress(KeyError, ValueError):
-                self._selector.unregister(each)
             if reset:
-                _reset(each)
+                _reset(sock)
             else:
-                each.close()
+                sock.close()
 
     def _accept(self) -> None:
         try:
@@ -206,92 +323,204 @@ class OutageProxy:
         if self._mode == "cut":
             _reset(client)
             return
-        upstream: socket.socket | None = None
-        if self._mode == "up":
-            try:
-                upstream = socket.create_connection(self.target, timeout=2)
-            except OSError:
-                _reset(client)
-                return
-            upstream.setblocking(False)
-            self._peers[upstream] = client
-            self._selector.register(upstream, selectors.EVENT_READ, "upstream")
         client.setblocking(False)
-        self._peers[client] = upstream
-        self._selector.register(client, selectors.EVENT_READ, "client")
+        connection = _Connection(client)
+        self._connections.add(connection)
+        if self._mode == "blackhole":
+            connection.deferred = True
+        else:
+            self._connect(connection)
 
-    def _forward(self, sock: socket.socket, role: str) -> None:
+    def _connect(self, connection: _Connection) -> None:
+        """Start a non-blocking connect to the target (a dead target resets the client)."""
         try:
-            data = sock.recv(_CHUNK)
+            family, kind, proto, _, address = socket.getaddrinfo(
+                *self.target, type=socket.SOCK_STREAM
+            )[0]
+            upstream = socket.socket(family, kind, proto)
         except OSError:
-            data = b""
+            self._drop(connection, reset=True)
+            return
+        upstream.setblocking(False)
+        result = upstream.connect_ex(address)
+        if result not in _CONNECTING:
+            upstream.close()
+            self._drop(connection, reset=True)
+            return
+        connection.upstream = upstream
+        connection.connecting = result != 0
+
+    def _read(self, connection: _Connection, from_client: bool) -> None:
+        source = connection.client if from_client else connection.upstream
+        if source is None:
+            return
+        try:
+            data = source.recv(_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # reset by that side: the other side hears of it the same way
+            self._drop(connection, reset=True)
+            return
+        if from_client and connection.silent:
+            if not data:
+                self._drop(connection)
+            return  # the server is gone: the client's bytes go nowhere
+        direction = connection.request if from_client else connection.reply
         if not data:
-            client = self._peers.get(sock)
-            if role == "upstream" and self._slow_close > 0 and client is not None:
-                # The server hung up; the client hears of it only later.
+            direction.eof = True
+            if not from_client:
+                connection.slow_close = self._slow_close
+            return
+        if not from_client and self._reset_mid_reply:
+            data = data[: max(1, len(data) // 2)]
+            direction.reset_after = True
+        delay = 0.0 if from_client else self._latency
+        direction.add(data, time.monotonic() + delay if delay > 0 else 0.0)
+
+    def _connected(self, connection: _Connection) -> None:
+        assert connection.upstream is not None
+        error = connection.upstream.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if error:
+            self._drop(connection, reset=True)
+        else:
+            connection.connecting = False
+
+    def _flush(
+        self, connection: _Connection, direction: _Direction, target: socket.socket, now: float
+    ) -> bool:
+        """Send what is due, oldest first; pass on an end or a reset. False: dropped."""
+        while direction.chunks and direction.chunks[0].due <= now:
+            chunk = direction.chunks[0]
+            try:
+                sent = target.send(chunk.data)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self._drop(connection, reset=True)
+                return False
+            direction.buffered -= sent
+            if sent < len(chunk.data):
+                chunk.data = chunk.data[sent:]
+                break
+            direction.chunks.popleft()
+        if direction.chunks:
+            return True
+        if direction.reset_after:
+            self._drop(connection, reset=True)
+            return False
+        if direction.eof and not direction.done:
+            direction.done = True
+            if direction is connection.reply and connection.slow_close > 0:
+                self._start_slow_close(connection, now)
+            else:
+                with contextlib.suppress(OSError):  # that side is already gone
+                    target.shutdown(socket.SHUT_WR)
+        return True
+
+    def _start_slow_close(self, connection: _Connection, now: float) -> None:
+        connection.close_at = now + connection.slow_close
+        connection.silent = True
+        connection.request = _Direction()
+        connection.request.done = True
+        upstream, connection.upstream = connection.upstream, None
+        if upstream is not None:
+            if upstream in connection.registered:
+                del connection.registered[upstream]
                 with contextlib.suppress(KeyError, ValueError):
-                    self._selector.unregister(sock)
-                sock.close()
-                self._peers.pop(sock, None)
-                self._peers[client] = None
-                self._closing.append((time.monotonic() + self._slow_close, client))
+                    self._selector.unregister(upstream)
+            upstream.close()
+
+    def _pump(self, connection: _Connection, now: float) -> None:
+        """Move what is due on ``connection``, end it when both sides are done, set interest."""
+        if self._mode == "up":
+            upstream = connection.upstream
+            if (
+                upstream is not None
+                and not connection.connecting
+                and not self._flush(connection, connection.request, upstream, now)
+            ):
                 return
-            self._drop(sock)
+            if not self._flush(connection, connection.reply, connection.client, now):
+                return
+        if connection.close_at is not None:
+            if now >= connection.close_at:
+                self._drop(connection)
+            else:
+                self._interest(connection, now)
             return
-        peer = self._peers.get(sock)
-        if self._mode == "blackhole" or peer is None:
-            return  # swallowed: the other side never hears of it
-        if role == "upstream" and self._reset_mid_reply:
-            self._send(peer, data[: max(1, len(data) // 2)])
-            self._drop(sock, reset=True)
+        if connection.request.done and connection.reply.done:
+            self._drop(connection)
             return
-        delay = self._latency if role == "upstream" else 0.0
-        if delay > 0:
-            due = time.monotonic() + delay
-            heapq.heappush(self._delayed, (due, next(self._sequence), peer, data))
-            return
-        self._send(peer, data)
+        self._interest(connection, now)
 
-    def _send(self, sock: socket.socket, data: bytes) -> None:
-        try:
-            sock.setblocking(True)
-            sock.sendall(data)
-            sock.setblocking(False)
-        except OSError:
-            self._drop(sock)
+    def _interest(self, connection: _Connection, now: float) -> None:
+        up = self._mode == "up"
+        request, reply = connection.request, connection.reply
+        client_events = 0
+        if up and not request.eof and request.buffered < _BUFFER_LIMIT:
+            client_events |= selectors.EVENT_READ
+        if up and reply.chunks and reply.chunks[0].due <= now:
+            client_events |= selectors.EVENT_WRITE
+        wanted = {connection.client: client_events}
+        upstream = connection.upstream
+        if upstream is not None:
+            upstream_events = 0
+            if connection.connecting:
+                upstream_events = selectors.EVENT_WRITE
+            elif up:
+                if not reply.eof and not reply.reset_after and reply.buffered < _BUFFER_LIMIT:
+                    upstream_events |= selectors.EVENT_READ
+                if request.chunks:
+                    upstream_events |= selectors.EVENT_WRITE
+            wanted[upstream] = upstream_events
+        for sock, events in wanted.items():
+            current = connection.registered.get(sock, 0)
+            if events == current:
+                continue
+            role = "client" if sock is connection.client else "upstream"
+            if not events:
+                self._selector.unregister(sock)
+                del connection.registered[sock]
+            elif current:
+                self._selector.modify(sock, events, (connection, role))
+                connection.registered[sock] = events
+            else:
+                self._selector.register(sock, events, (connection, role))
+                connection.registered[sock] = events
 
-    def _close_due(self) -> float | None:
-        now = time.monotonic()
-        for due, sock in [entry for entry in self._closing if entry[0] <= now]:
-            self._closing.remove((due, sock))
-            if sock in self._peers:
-                self._drop(sock)
-        return min((due for due, _ in self._closing), default=None)
-
-    def _flush_delayed(self) -> float | None:
-        now = time.monotonic()
-        while self._delayed and self._delayed[0][0] <= now:
-            _, _, sock, data = heapq.heappop(self._delayed)
-            if sock in self._peers and self._mode == "up":
-                self._send(sock, data)
-        return self._delayed[0][0] - now if self._delayed else None
+    def _next_wake(self, now: float) -> float:
+        wake = now + 1.0
+        for connection in self._connections:
+            if self._mode == "up":
+                for direction in (connection.request, connection.reply):
+                    due = direction.next_due()
+                    if due is not None and due > now:
+                        wake = min(wake, due)
+            if connection.close_at is not None:
+                wake = min(wake, connection.close_at)
+        return max(0.0, wake - now)
 
     def _serve(self) -> None:
-        while not self._stopping:
-            if self._mode == "cut" and self._peers:
-                for sock in list(self._peers):
-                    if sock in self._peers:
-                        self._drop(sock, reset=True)
-                self._delayed.clear()
-            waits = [w for w in (self._flush_delayed(), self._close_due()) if w is not None]
-            timeout = max(0.0, min(waits)) if waits else 0.5
-            for key, _ in self._selector.select(timeout=timeout):
-                ready = key.fileobj
-                assert isinstance(ready, socket.socket)
+        while True:
+            with self._commands_lock:
+                self._run_commands()
+            if self._stopping:
+                return
+            now = time.monotonic()
+            for connection in list(self._connections):
+                self._pump(connection, now)
+            for key, events in self._selector.select(timeout=self._next_wake(now)):
                 if key.data == "wakeup":
-                    with contextlib.suppress(OSError):  # closing
-                        ready.recv(1024)
-                elif ready is self._listener:
+                    with contextlib.suppress(OSError):
+                        self._wakeup_r.recv(4096)
+                elif key.data is None:
                     self._accept()
-                elif ready in self._peers:
-                    self._forward(ready, key.data)
+                else:
+                    connection, role = key.data
+                    if connection.closed:
+                        continue
+                    if role == "upstream" and connection.connecting:
+                        if events & selectors.EVENT_WRITE:
+                            self._connected(connection)
+                    elif events & selectors.EVENT_READ:
+                        self._read(connection, from_client=role == "client")

@@ -36,7 +36,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--remote-cache-redis-url",
         default=None,
         help="run the Redis fixtures against this existing server; it is never flushed: "
-        "what tests write is deleted, and what they overwrite is put back",
+        "each test's keys go under a prefix of its own, deleted after the test",
     )
     group.addoption(
         "--remote-cache-redis-server",
@@ -151,40 +151,26 @@ def _remote_cache_redis_server(request: pytest.FixtureRequest) -> Iterator[Redis
 def remote_cache_redis(
     request: pytest.FixtureRequest, _remote_cache_redis_server: RedisServer | None
 ) -> Iterator[RedisFixture]:
-    """A real redis-server, emptied for the test; Redis caches built in the test talk to it."""
-    from remote_cache._redis import _build_client
-    from remote_cache.testing._fixtures import (
-        RedisFixture,
-        _GuardedClient,
-        _KeyGuard,
-        redis_environment,
-    )
+    """A real redis-server, isolated per test; Redis caches built in the test talk to it.
 
+    The plugin's own server is emptied before the test, and its configuration and ACL put
+    back after it (or it is restarted). With ``--remote-cache-redis-url`` every key goes
+    under a prefix unique to the test, deleted after it; ``.server`` is then None.
+    """
+    from remote_cache.exceptions import MissingDependencyError
+    from remote_cache.testing._fixtures import _require_redis, external_redis, own_redis
+
+    try:
+        _require_redis("the remote_cache_redis fixture")
+    except MissingDependencyError as exc:
+        pytest.fail(str(exc), pytrace=False)
     server = _remote_cache_redis_server
     if server is None:
-        import redis
-
-        url = request.config.getoption("--remote-cache-redis-url")
-        client = redis.Redis.from_url(url)
-        guard = _KeyGuard(client)
-        try:
-            with redis_environment(
-                url, client_factory=lambda settings: _GuardedClient(_build_client(settings), guard)
-            ):
-                yield RedisFixture(url, client, None)
-        finally:
-            guard.undo()
-            client.close()
+        with external_redis(request.config.getoption("--remote-cache-redis-url")) as handle:
+            yield handle
         return
-    if not server.running:  # a test killed it
-        server.start()
-    client = server.client()
-    client.flushall()  # our own server: nobody else's data is on it
-    try:
-        with redis_environment(server.url):
-            yield RedisFixture(server.url, client, server)
-    finally:
-        client.close()
+    with own_redis(server) as handle:
+        yield handle
 
 
 @pytest.fixture
@@ -208,7 +194,14 @@ def _remote_cache_redis_cluster_server(
     request: pytest.FixtureRequest,
 ) -> Iterator[RedisClusterServer]:
     """One local Redis Cluster (3 masters) per session and xdist worker."""
+    from remote_cache.exceptions import MissingDependencyError
+    from remote_cache.testing._fixtures import _require_redis
     from remote_cache.testing._redis_cluster import RedisClusterServer
+
+    try:
+        _require_redis("the remote_cache_redis_cluster fixture")
+    except MissingDependencyError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
     try:
         cluster = RedisClusterServer(binary=request.config.getoption("--remote-cache-redis-server"))
@@ -246,3 +239,32 @@ def remote_cache_redis_cluster(
         for index, node in enumerate(cluster.nodes):
             if not node.running:
                 cluster.restart(index)
+
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from remote_cache.testing._torch import TorchFixture
+
+
+@pytest.fixture(scope="session")
+def _remote_cache_torch_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """torch's cache folder, one per session and xdist worker (compiled kernels are kept)."""
+    return tmp_path_factory.mktemp("torchinductor")
+
+
+@pytest.fixture
+def remote_cache_torch(_remote_cache_torch_dir: Path) -> Iterator[TorchFixture]:
+    """torch's FX graph and AOTAutograd remote caches on, through the fail-open bridge.
+
+    The backend fixtures (``remote_cache_memory``, ``_redis``, ``_outage``, ...) apply to
+    torch's caches; ``.reset()`` makes the next compile behave as in a fresh process.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        pytest.fail("remote_cache_torch needs torch: pip install 'remote-cache[torch]'")
+    from remote_cache.testing._torch import torch_caches
+
+    with torch_caches(_remote_cache_torch_dir) as handle:
+        yield handle

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -207,17 +209,24 @@ class TestRedisFixtures:
                 from remote_cache import RemoteFxGraphCache
 
                 def test_overwrites_and_adds(remote_cache_redis, remote_cache_proxy):
+                    assert remote_cache_redis.server is None
                     cache = RemoteFxGraphCache("fx")
-                    assert cache.get("shared") == "theirs"
+                    assert cache.get("shared") is None  # the server's own data is not seen
                     cache.put("shared", "ours")
                     cache.put_many({"new1": 1, "new2": 2})
                     assert RemoteFxGraphCache("fx").get("shared") == "ours"
+                    assert remote_cache_redis.client.get("pt2:fx::shared:c1") == b'"ours"'
+                    remote_cache_redis.client.set("written-directly", b"1")
+                    remote_cache_redis.client.hset("a-hash", "f", "v")
+                    assert remote_cache_redis.client.dbsize() == 5
                     remote_cache_proxy.cut()
                     assert cache.get("new1") is None
 
                 def test_second(remote_cache_redis):
-                    assert RemoteFxGraphCache("fx").get("shared") == "theirs"
+                    assert RemoteFxGraphCache("fx").get("shared") is None
                     assert RemoteFxGraphCache("fx").get("new1") is None
+                    assert remote_cache_redis.client.get("written-directly") is None
+                    remote_cache_redis.client.flushall()  # only the test's own keys
                 """
             )
             result = run(pytester, f"--remote-cache-redis-url={server.url}")
@@ -226,6 +235,137 @@ class TestRedisFixtures:
             assert client.get("pt2:fx::shared:c1") == b'"theirs"'
             assert 0 < client.ttl("pt2:fx::shared:c1") <= 1000
             assert sorted(client.keys()) == [b"pt2:fx::shared:c1", b"users-data"]
+
+    def test_concurrent_runs_on_one_server_are_isolated(self, pytester: pytest.Pytester) -> None:
+        pytester.makepyfile(
+            """
+            import os, pathlib, time
+            from remote_cache import RemoteFxGraphCache
+
+            RUN = os.environ["RUN_NAME"]
+            OTHER = "b" if RUN == "a" else "a"
+            HERE = pathlib.Path(__file__).parent
+
+            def wait_for(name):
+                deadline = time.monotonic() + 60
+                while not (HERE / name).exists():
+                    assert time.monotonic() < deadline, f"the other run never wrote {name}"
+                    time.sleep(0.01)
+
+            def test_shared_server(remote_cache_redis):
+                cache = RemoteFxGraphCache("fx")
+                cache.put("k", RUN)
+                remote_cache_redis.client.set("raw", RUN)
+                (HERE / f"{RUN}-wrote").touch()
+                wait_for(f"{OTHER}-wrote")
+                assert cache.get("k") == RUN
+                assert RemoteFxGraphCache("fx").get_many(["k"]) == {"k": RUN}
+                assert remote_cache_redis.client.get("raw") == RUN.encode()
+                assert remote_cache_redis.client.dbsize() == 2
+                (HERE / f"{RUN}-read").touch()
+                wait_for(f"{OTHER}-read")
+
+            def test_next_test_starts_empty(remote_cache_redis):
+                assert RemoteFxGraphCache("fx").get("k") is None
+                assert remote_cache_redis.client.dbsize() == 0
+                remote_cache_redis.client.set("raw", RUN)
+            """
+        )
+        with RedisServer() as server:
+            client = server.client()
+            client.set("users-data", b"precious")
+            runs = {
+                name: subprocess.Popen(
+                    [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+                     *extra, f"--remote-cache-redis-url={server.url}"],
+                    cwd=pytester.path,
+                    env={**os.environ, "RUN_NAME": name},
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                )
+                for name, extra in (("a", []), ("b", ["-v"]))
+            }  # fmt: skip
+            outputs = {}
+            for name, process in runs.items():
+                try:
+                    outputs[name] = process.communicate(timeout=120)[0].decode()
+                finally:
+                    process.kill()
+            for name, process in runs.items():
+                assert process.returncode == 0, outputs[name]
+                assert "2 passed" in outputs[name], outputs[name]
+            assert client.keys() == [b"users-data"]
+
+    def test_config_changes_do_not_reach_the_next_test(self, pytester: pytest.Pytester) -> None:
+        pytester.makepyfile(
+            """
+            from remote_cache import RemoteFxGraphCache
+
+            pids = []
+
+            def test_changes_maxmemory(remote_cache_redis):
+                pids.append(remote_cache_redis.server.pid)
+                remote_cache_redis.client.config_set("maxmemory", "1mb")
+                remote_cache_redis.client.config_set("maxmemory-policy", "allkeys-lru")
+
+            def test_put_back_without_a_restart(remote_cache_redis):
+                assert remote_cache_redis.server.pid == pids[0]
+                config = remote_cache_redis.client.config_get("maxmemory*")
+                assert config["maxmemory"] == "0"
+                assert config["maxmemory-policy"] == "noeviction"
+
+            def test_locks_the_server(remote_cache_redis):
+                client = remote_cache_redis.client
+                client.config_set("maxmemory", "1")
+                client.acl_setuser("intruder", enabled=True, nopass=True)
+                client.config_set("requirepass", "s3cret")
+
+            def test_next_test_works(remote_cache_redis):
+                cache = RemoteFxGraphCache("fx")
+                cache.put("k", [1])
+                assert RemoteFxGraphCache("fx").get("k") == [1]
+                client = remote_cache_redis.client
+                assert client.config_get("maxmemory") == {"maxmemory": "0"}
+                assert client.config_get("requirepass") == {"requirepass": ""}
+                assert [user.split()[1] for user in client.acl_list()] == ["default"]
+            """
+        )
+        run(pytester).assert_outcomes(passed=4)
+
+    def test_missing_redis_py_says_which_extra(self, pytester: pytest.Pytester) -> None:
+        pytester.makeconftest(
+            """
+            import sys
+
+            class BlockRedis:
+                def find_spec(self, name, path=None, target=None):
+                    if name == "redis" or name.startswith("redis."):
+                        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+                    return None
+
+            sys.meta_path.insert(0, BlockRedis())
+            for name in [n for n in sys.modules if n == "redis" or n.startswith("redis.")]:
+                del sys.modules[name]
+            """
+        )
+        pytester.makepyfile(
+            """
+            def test_needs_redis(remote_cache_redis):
+                pass
+
+            def test_needs_a_cluster(remote_cache_redis_cluster):
+                pass
+            """
+        )
+        result = run(pytester)
+        result.assert_outcomes(errors=2)
+        result.stdout.fnmatch_lines(
+            [
+                "*the remote_cache_redis fixture needs redis-py*remote-cache?redis?*",
+                "*the remote_cache_redis_cluster fixture needs redis-py*remote-cache?redis?*",
+            ]
+        )
+        result.stdout.no_fnmatch_line("*Traceback*")
 
     def test_missing_binary_is_an_error_not_a_skip(self, pytester: pytest.Pytester) -> None:
         pytester.makepyfile(
