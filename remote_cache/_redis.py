@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from remote_cache import _fork
 from remote_cache._backend import RemoteCacheBackend
 from remote_cache._breaker import CircuitBreaker, breaker_for
-from remote_cache._config import UNSET, RedisSettings, _Unset, resolve_redis_settings
+from remote_cache._config import (
+    UNSET,
+    RedisSettings,
+    _Unset,
+    resolve_redis_settings,
+    url_secrets,
+)
 from remote_cache.exceptions import (
     BackendCommandError,
     BackendError,
@@ -43,15 +49,8 @@ def import_redis() -> ModuleType:
 
 
 def _secrets(settings: RedisSettings) -> list[str]:
-    """The password in the settings' URL, if any, so that messages can be scrubbed of it."""
-    if not settings.url:
-        return []
-    from urllib.parse import parse_qsl, unquote, urlsplit
-
-    parts = urlsplit(settings.url)
-    found = [parts.password, unquote(parts.password or "")]
-    found += [v for k, v in parse_qsl(parts.query) if k.lower() == "password"]
-    return [secret for secret in found if secret]
+    """Every form of the password in the settings' URL, so that messages can be scrubbed of it."""
+    return url_secrets(settings.url) if settings.url else []
 
 
 def translate_redis_error(
