@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import logging
+import os
 import threading
+import weakref
 from collections.abc import Iterator
 
 __all__ = ["CacheStat", "CacheStats", "cache_stats", "dump_cache_stats"]
@@ -52,6 +55,22 @@ class CacheStat:
             f"{{hit: {self.hit}, miss: {self.miss}, put: {self.put}, exception: {self.exception}}}"
         )
 
+    def __format__(self, spec: str) -> str:
+        """``f"{stat}"`` is ``str(stat)`` (upstream's four fields); ``f"{stat:all}"`` shows all.
+
+        The fields come in ``str``'s order, then the others as declared, in ``str``'s style:
+        ``{hit: 1, miss: 0, put: 0, exception: 0, skipped: 0, ..., put_seconds: 0.0}``.
+        """
+        if spec == "":
+            return str(self)
+        if spec != "all":
+            raise ValueError(
+                f"Unknown format {spec!r} for CacheStat: use '' (upstream's four) or 'all'"
+            )
+        names: tuple[str, ...] = ("hit", "miss", "put", "exception")
+        names += tuple(name for name in _FIELDS if name not in names)
+        return "{" + ", ".join(f"{name}: {getattr(self, name)}" for name in names) + "}"
+
 
 _FIELDS = tuple(field.name for field in dataclasses.fields(CacheStat))
 
@@ -66,6 +85,12 @@ def _add_into(total: dict[str, CacheStat], counts: dict[str, CacheStat]) -> None
             setattr(into, field, getattr(into, field) + getattr(stat, field))
 
 
+class _Owner:
+    """Kept in one thread's local storage only: it dies when the thread ends, for any thread."""
+
+    __slots__ = ("__weakref__",)
+
+
 class CacheStats:
     """Counters per name, exact under threads; upstream's recording methods are kept.
 
@@ -73,9 +98,12 @@ class CacheStats:
     ``snapshot()`` copies all of them; ``reset()`` clears.
 
     Recording takes no lock: each thread counts into a shard of its own, and reads add the
-    shards up (under a lock), so counts are exact whatever the threads do. A reading taken
-    while other threads record may include some fields of a call in flight and not others;
-    calls in flight during ``reset()`` may be counted on either side of it.
+    shards up (under a lock), so counts are exact whatever the threads do. When a thread ends
+    (any thread: ``threading``, ``_thread`` or one made in C), its shard is added into the
+    common counts and dropped, so memory follows the live threads. A reading taken while
+    other threads record may include some fields of a call in flight and not others; calls
+    in flight during ``reset()`` may be counted on either side of it. A forked child starts
+    with the parent's counts and a lock of its own (see ``_before_fork``).
     """
 
     def __init__(self) -> None:
@@ -83,20 +111,93 @@ class CacheStats:
         self._local = threading.local()
         self._base: dict[str, CacheStat] = {}
         """Counts no thread writes to any more: swapped in, or left by threads that ended."""
-        self._shards: list[tuple[threading.Thread, dict[str, CacheStat]]] = []
+        self._shards: dict[weakref.ref[_Owner], dict[str, CacheStat]] = {}
+        """Each live thread's shard, under a weak reference to the thread's ``_Owner``."""
+        self._ended: list[weakref.ref[_Owner]] = []
+        """Threads that ended while the lock was taken: the next holder folds their shards."""
+        self._held_for_fork = False
+        _registries.add(self)
 
     def _new_stat(self, name: str) -> CacheStat:
         """Create ``name``'s counters in this thread's shard (and the shard, the first time)."""
         try:
             shard: dict[str, CacheStat] = self._local.stats
         except AttributeError:
-            shard = self._local.stats = {}
-            with self._lock:
-                self._shards.append((threading.current_thread(), shard))
+            shard = {}
+            owner = _Owner()
+            with self._locked():
+                self._shards[weakref.ref(owner, self._thread_ended)] = shard
+            self._local.owner = owner
+            self._local.stats = shard
         stat = shard.get(name)
         if stat is None:
             stat = shard[name] = CacheStat()
         return stat
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the lock; on the way out, fold the shards of threads that ended meanwhile."""
+        self._lock.acquire()
+        try:
+            self._fold_ended()
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        # A thread that ended while we held the lock left its shard in ``_ended`` (its
+        # callback cannot wait: it may run in a forked child that inherited the lock held).
+        # It appended before trying the lock, and we look after releasing, so none is missed.
+        while True:
+            self._lock.release()
+            if not self._ended or not self._lock.acquire(blocking=False):
+                return
+            try:
+                self._fold_ended()
+            except BaseException:
+                self._lock.release()
+                raise
+
+    def _fold_ended(self) -> None:
+        """Add the shards of ended threads into the common counts. Hold the lock."""
+        while self._ended:
+            shard = self._shards.pop(self._ended.pop(), None)
+            if shard is not None:
+                _add_into(self._base, shard)
+
+    def _thread_ended(self, owner: weakref.ref[_Owner]) -> None:
+        """A thread's local storage was freed: fold its shard now, or leave it to the holder."""
+        self._ended.append(owner)
+        if self._lock.acquire(blocking=False):
+            try:
+                self._fold_ended()
+            finally:
+                self._release()
+
+    def _shard_count(self) -> int:
+        """How many shards are kept: one per live thread that recorded something."""
+        with self._locked():
+            return len(self._shards)
+
+    def _before_fork(self) -> None:
+        """Take the lock, so that a child inherits consistent counts and an unheld lock."""
+        # Critical sections are short; the wait is bounded in case the forking thread itself
+        # holds the lock (a signal handler that forks), where waiting would never end.
+        self._held_for_fork = self._lock.acquire(timeout=_FORK_WAIT_SECONDS)
+
+    def _after_fork_in_parent(self) -> None:
+        if self._held_for_fork:
+            self._held_for_fork = False
+            self._release()
+
+    def _after_fork_in_child(self) -> None:
+        # The child's only thread is the one that forked: a new lock is free whoever held
+        # the old one. The other threads' shards were queued as ended when the child freed
+        # their thread states, before this handler ran; fold them now.
+        self._held_for_fork = False
+        self._lock = threading.Lock()
+        with self._locked():
+            pass
 
     def _stat(self, name: str) -> CacheStat:
         """This thread's counters of ``name``."""
@@ -170,18 +271,10 @@ class CacheStats:
         stat.put_seconds += seconds
 
     def _collect(self) -> dict[str, CacheStat]:
-        """Add up every shard into a new dict; fold the shards of ended threads. Hold the lock."""
-        main = threading.main_thread()
-        alive = []
-        for thread, shard in self._shards:
-            if thread.is_alive() or thread is main:
-                alive.append((thread, shard))
-            else:
-                _add_into(self._base, shard)
-        self._shards = alive
+        """Add up the common counts and every live thread's shard into a new dict. Hold the lock."""
         total: dict[str, CacheStat] = {}
         _add_into(total, self._base)
-        for _, shard in alive:
+        for shard in list(self._shards.values()):
             _add_into(total, shard)
         return total
 
@@ -203,22 +296,22 @@ class CacheStats:
 
     def snapshot(self) -> dict[str, CacheStat]:
         """Return ``{name: CacheStat}`` copies: the sum of every thread's counts."""
-        with self._lock:
+        with self._locked():
             return self._collect()
 
     def _clear_shards(self) -> None:
-        for _, shard in self._shards:
+        for shard in list(self._shards.values()):
             shard.clear()
 
     def reset(self) -> None:
         """Forget every counter."""
-        with self._lock:
+        with self._locked():
             self._base = {}
             self._clear_shards()
 
     def _swap(self, stats: dict[str, CacheStat]) -> dict[str, CacheStat]:
         """Install ``stats`` as the counters and return (a sum of) the previous ones."""
-        with self._lock:
+        with self._locked():
             previous = self._collect()
             self._base = stats
             self._clear_shards()
@@ -227,6 +320,32 @@ class CacheStats:
     def __repr__(self) -> str:
         return f"CacheStats({self.snapshot()!r})"
 
+
+_FORK_WAIT_SECONDS = 5.0
+_registries: weakref.WeakSet[CacheStats] = weakref.WeakSet()
+
+
+def _before_fork() -> None:
+    for registry in list(_registries):
+        registry._before_fork()
+
+
+def _after_fork_in_parent() -> None:
+    for registry in list(_registries):
+        registry._after_fork_in_parent()
+
+
+def _after_fork_in_child() -> None:
+    for registry in list(_registries):
+        registry._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )
 
 cache_stats = CacheStats()
 

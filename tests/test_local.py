@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from remote_cache import (
     BackendCommandError,
+    ConfigurationError,
     LocalAutotuneCache,
     LocalCache,
     LocalCacheBackend,
@@ -155,3 +158,70 @@ class TestLocalCache:
         backend.put("L" * 500, b"3")
         assert sorted(backend.keys()) == ["A/..", "b"]
         assert "LocalCacheBackend(" in repr(backend)
+
+
+@pytest.fixture
+def umask() -> Iterator[None]:
+    """Restore the process's umask after a test that sets it."""
+    previous = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.usefixtures("umask")
+class TestMode:
+    """Entries follow the umask like any new file, or the mode asked for, so a team can share."""
+
+    @pytest.mark.parametrize(("mask", "expected"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+    def test_entries_follow_the_umask(self, tmp_path: Path, mask: int, expected: int) -> None:
+        os.umask(mask)
+        cache = LocalCache("id", root=tmp_path)
+        cache.put("k", 1)
+        assert mode_of(tmp_path / "id" / "k") == expected
+        if not mask & stat.S_IRGRP:
+            assert mode_of(tmp_path / "id" / "k") & stat.S_IRGRP  # the group can read it
+        assert mode_of(tmp_path / "id") == 0o777 & ~mask
+
+    def test_explicit_mode_whatever_the_umask(self, tmp_path: Path) -> None:
+        os.umask(0o077)
+        backend = LocalCacheBackend(tmp_path / "shared", mode=0o664)
+        backend.put("k", b"v")
+        backend.put("k", b"w")  # an overwrite too
+        assert mode_of(tmp_path / "shared" / "k") == 0o664
+        assert mode_of(tmp_path / "shared") == 0o775  # search where read
+        assert backend.mode == 0o664
+        assert repr(backend).endswith(", mode=0o664)")
+
+    def test_mode_from_the_environment(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        os.umask(0o077)
+        for value, expected in [("640", 0o640), ("0o664", 0o664), (" 0660 ", 0o660)]:
+            monkeypatch.setenv("REMOTE_CACHE_LOCAL_MODE", value)
+            cache = LocalCache(f"id{expected:o}", root=tmp_path)
+            cache.put("k", 1)
+            assert mode_of(tmp_path / f"id{expected:o}" / "k") == expected
+        # An argument wins over the variable.
+        LocalCacheBackend(tmp_path / "arg", mode=0o600).put("k", b"v")
+        assert mode_of(tmp_path / "arg" / "k") == 0o600
+
+    @pytest.mark.parametrize("value", ["9", "rw-r--r--", "0o1000", "-644", "0x1a4"])
+    def test_bad_environment_value(self, monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+        monkeypatch.setenv("REMOTE_CACHE_LOCAL_MODE", value)
+        with pytest.raises(ConfigurationError, match="REMOTE_CACHE_LOCAL_MODE") as info:
+            LocalCache("id", root="unused")
+        assert info.value.name == "REMOTE_CACHE_LOCAL_MODE"
+
+    def test_bad_argument(self, tmp_path: Path) -> None:
+        with pytest.raises(ConfigurationError, match="mode=512"):
+            LocalCacheBackend(tmp_path, mode=0o1000)
+        with pytest.raises(TypeError, match="Expected int but got mode='644'"):
+            LocalCacheBackend(tmp_path, mode="644")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="Expected int"):
+            LocalCacheBackend(tmp_path, mode=True)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import _thread
+import gc
 import logging
 import threading
+import time
+import tracemalloc
+from collections.abc import Callable
 
 import pytest
 
+import remote_cache._stats as stats_module
 from remote_cache import (
     CacheStat,
     RemoteCache,
@@ -125,6 +131,127 @@ class TestThreads:
             assert stat.exception == 0
 
 
+SHORT_LIVED = 2_000
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 30.0) -> bool:
+    """Poll ``condition`` until it holds or ``seconds`` pass (``_thread`` threads have no join)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def record_three_names() -> None:
+    cache_stats.hit("short")
+    cache_stats.timed_put("short", 2, 0.5)
+    cache_stats.miss("other")
+    cache_stats.corrupt("third")
+
+
+def run_threading_threads(count: int, batch: int = 50) -> None:
+    for start in range(0, count, batch):
+        threads = [
+            threading.Thread(target=record_three_names) for _ in range(min(batch, count - start))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+
+def run_raw_threads(count: int) -> None:
+    """Threads started by ``_thread``, which ``threading`` never sees end."""
+    done = threading.Semaphore(0)
+
+    def work() -> None:
+        try:
+            record_three_names()
+        finally:
+            done.release()
+
+    for _ in range(count):
+        _thread.start_new_thread(work, ())
+    for _ in range(count):
+        assert done.acquire(timeout=30)
+
+
+def assert_exact(count: int) -> None:
+    snapshot = cache_stats.snapshot()
+    assert snapshot["short"] == CacheStat(
+        hit=count, put=2 * count, put_calls=count, put_seconds=0.5 * count
+    )
+    assert snapshot["other"] == CacheStat(miss=count)
+    assert snapshot["third"] == CacheStat(corrupt=count)
+
+
+class TestShortLivedThreads:
+    """A thread's counts outlive it, but its shard does not: memory follows the live threads."""
+
+    def test_threading_threads_are_folded_when_they_end(self) -> None:
+        live = cache_stats._shard_count()  # this thread's, when an earlier test recorded here
+        run_threading_threads(SHORT_LIVED)
+        # No read happened in between: the shards were folded as each thread ended.
+        assert cache_stats._shard_count() == live
+        assert_exact(SHORT_LIVED)
+
+    def test_raw_threads_are_folded_when_they_end(self) -> None:
+        cache_stats.hit("short")  # this thread keeps its shard
+        live = cache_stats._shard_count()
+        run_raw_threads(SHORT_LIVED)
+        assert wait_for(lambda: cache_stats._shard_count() == live), cache_stats._shard_count()
+        snapshot = cache_stats.snapshot()
+        assert snapshot["short"].hit == SHORT_LIVED + 1
+        assert snapshot["other"].miss == SHORT_LIVED
+        assert cache_stats._shard_count() == live
+
+    def test_exact_while_readers_hold_the_lock(self) -> None:
+        """Threads ending while another thread reads (holding the lock) lose no count."""
+        live = cache_stats._shard_count()
+        stop = threading.Event()
+
+        def read() -> None:
+            while not stop.is_set():
+                cache_stats.snapshot()
+                cache_stats._shard_count()
+
+        readers = [threading.Thread(target=read) for _ in range(2)]
+        for reader in readers:
+            reader.start()
+        try:
+            run_threading_threads(SHORT_LIVED // 2)
+            run_raw_threads(SHORT_LIVED // 2)
+        finally:
+            stop.set()
+            for reader in readers:
+                reader.join()
+        # the readers ended too
+        assert wait_for(lambda: cache_stats._shard_count() == live), cache_stats._shard_count()
+        assert_exact(SHORT_LIVED)
+
+    def test_memory_per_ended_thread(self) -> None:
+        """What the registry allocates does not grow with the number of threads that ended."""
+        run_threading_threads(50)  # warm up: the common counts exist
+        live = cache_stats._shard_count()
+        gc.collect()
+        tracemalloc.start()
+        try:
+            only_ours = [tracemalloc.Filter(True, stats_module.__file__)]
+            before = tracemalloc.take_snapshot().filter_traces(only_ours)
+            run_threading_threads(SHORT_LIVED // 2)
+            run_raw_threads(SHORT_LIVED // 2)
+            assert wait_for(lambda: cache_stats._shard_count() == live)
+            gc.collect()
+            after = tracemalloc.take_snapshot().filter_traces(only_ours)
+        finally:
+            tracemalloc.stop()
+        grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+        assert grown / SHORT_LIVED < 16, f"{grown / SHORT_LIVED:.0f} bytes per ended thread"
+        assert_exact(SHORT_LIVED + 50)
+
+
 class TestDump:
     """The exit dump keeps upstream's format."""
 
@@ -136,6 +263,19 @@ class TestDump:
             "  a: {hit: 0, miss: 0, put: 1, exception: 0}\n"
             "  b: {hit: 2, miss: 0, put: 0, exception: 0}"
         )
+
+    def test_every_field_on_request(self) -> None:
+        stat = CacheStat(hit=1, miss=2, put=3, exception=4, skipped=5, corrupt=6, fail_open=7)
+        stat.get_calls, stat.get_seconds, stat.put_calls, stat.put_seconds = 8, 0.5, 9, 0.25
+        upstream = "{hit: 1, miss: 2, put: 3, exception: 4}"
+        assert str(stat) == f"{stat}" == format(stat) == upstream
+        assert f"{stat:all}" == (
+            "{hit: 1, miss: 2, put: 3, exception: 4, skipped: 5, corrupt: 6, fail_open: 7, "
+            "get_calls: 8, get_seconds: 0.5, put_calls: 9, put_seconds: 0.25}"
+        )
+        assert f"{CacheStat():all}".count(": 0") == 11
+        with pytest.raises(ValueError, match="Unknown format 'full' for CacheStat"):
+            format(stat, "full")
 
     def test_dump_logs_at_info(self, caplog: pytest.LogCaptureFixture) -> None:
         caplog.set_level(logging.INFO, logger="remote_cache")
