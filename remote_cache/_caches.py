@@ -177,7 +177,8 @@ class LocalCache(JsonCache):
 
     ``root`` defaults to ``REMOTE_CACHE_LOCAL_DIR``, else ``$XDG_CACHE_HOME/remote_cache``,
     else ``~/.cache/remote_cache``. Neither the cache id nor a key can choose a path outside
-    its folder.
+    its folder. ``mode`` sets the entries' permission bits (else ``REMOTE_CACHE_LOCAL_MODE``,
+    else what the umask gives a new file).
     """
 
     def __init__(
@@ -187,11 +188,12 @@ class LocalCache(JsonCache):
         *,
         backend: RemoteCacheBackend[bytes] | None = None,
         max_value_bytes: int | _Unset | None = UNSET,
+        mode: int | None = None,
     ) -> None:
         self.cache_id = _check_cache_id(cache_id)
         self.root = Path(root) if root is not None else default_local_root()
         if backend is None and type(self).backend_override_cls is None:
-            backend = LocalCacheBackend(self.root / safe_name(cache_id))
+            backend = LocalCacheBackend(self.root / safe_name(cache_id), mode=mode)
         super().__init__(backend, max_value_bytes=max_value_bytes)
 
 

@@ -198,6 +198,11 @@ class TestMode:
         assert backend.mode == 0o664
         assert repr(backend).endswith(", mode=0o664)")
 
+    def test_local_cache_passes_its_mode_on(self, tmp_path: Path) -> None:
+        os.umask(0o077)
+        LocalCache("team", root=tmp_path, mode=0o664).put("k", 1)
+        assert mode_of(tmp_path / "team" / "k") == 0o664
+
     def test_mode_from_the_environment(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
