@@ -2,12 +2,13 @@
 
 import sys
 
-from bench import controller, fixtures, redis_path, report
+from bench import controller, fixtures, redis_path, report, torch_outage
 
 results = {
     "controller": controller.main(),
     "redis": redis_path.main(),
     "fixtures": fixtures.main(),
+    "torch_outage": torch_outage.main(),
 }
 if "--no-write" not in sys.argv[1:]:
     for path in report.write(results):

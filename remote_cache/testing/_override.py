@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -13,6 +14,25 @@ __all__ = ["all_cache_classes", "isolated_cache_stats", "override_backends"]
 _MISSING = object()
 
 BackendFactory = Callable[[], RemoteCacheBackend[Any]]
+
+
+def _is_torch_cache_class(cls: object) -> bool:
+    """Whether ``cls`` is one of torch's cache classes (torch is never imported to find out)."""
+    module = sys.modules.get("torch._inductor.remote_cache")
+    return module is not None and isinstance(cls, type) and issubclass(cls, module.RemoteCache)
+
+
+def _torch_factory(cls: type[Any], factory: BackendFactory) -> BackendFactory:
+    """``factory`` for torch's class ``cls``: its backends wrapped fail-open, counted under
+    the class's name, as ``remote_cache.torch`` does."""
+    from remote_cache.torch import FailOpenTorchBackend
+
+    name = cls.__name__
+
+    def torch_factory() -> Any:
+        return FailOpenTorchBackend(name, factory())
+
+    return torch_factory
 
 
 def all_cache_classes() -> list[type[RemoteCache[Any]]]:
@@ -38,12 +58,16 @@ def override_backends(
     defined inside the block too, and every subclass with an override of its own); else just
     the classes given (and their subclasses that do not set their own). On exit each class
     gets back exactly what it had: its own value, or no attribute of its own. Nestable.
+
+    ``classes`` may also name torch's cache classes (``torch._inductor.remote_cache``):
+    their backends are then wrapped fail-open as ``remote_cache.torch`` does, and torch's
+    memoized caches are dropped on entry and exit.
     """
     if not callable(factory):
         raise TypeError(
             f"Expected a callable but got factory={factory!r} (type={type(factory).__name__})"
         )
-    targets: list[type[RemoteCache[Any]]]
+    targets: list[type[Any]]
     if classes is None:
         targets = [
             RemoteCache,
@@ -52,13 +76,21 @@ def override_backends(
     else:
         targets = list(dict.fromkeys(classes))
         for cls in targets:
-            if not (isinstance(cls, type) and issubclass(cls, RemoteCache)):
-                raise TypeError(f"Expected RemoteCache subclasses but got {cls!r}")
+            if not (
+                isinstance(cls, type) and issubclass(cls, RemoteCache)
+            ) and not _is_torch_cache_class(cls):
+                raise TypeError(
+                    f"Expected RemoteCache subclasses (ours or torch's) but got {cls!r}"
+                )
+    torch_targets = [cls for cls in targets if _is_torch_cache_class(cls)]
     saved = [(cls, vars(cls).get("backend_override_cls", _MISSING)) for cls in targets]
     try:
         for cls in targets:
+            own = _torch_factory(cls, factory) if cls in torch_targets else factory
             # staticmethod: reading it through an instance must not bind the factory.
-            setattr(cls, "backend_override_cls", staticmethod(factory))  # noqa: B010
+            setattr(cls, "backend_override_cls", staticmethod(own))  # noqa: B010
+        if torch_targets:
+            _clear_torch_memos()
         yield factory
     finally:
         for cls, previous in reversed(saved):
@@ -67,6 +99,14 @@ def override_backends(
                     delattr(cls, "backend_override_cls")
             else:
                 setattr(cls, "backend_override_cls", previous)  # noqa: B010
+        if torch_targets:
+            _clear_torch_memos()
+
+
+def _clear_torch_memos() -> None:
+    from remote_cache.torch import clear_memoized_caches
+
+    clear_memoized_caches()
 
 
 @contextlib.contextmanager

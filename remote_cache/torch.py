@@ -1,0 +1,314 @@
+"""PyTorch's own remote caches, fail-open through remote_cache (the ``torch`` extra).
+
+``install()`` sets upstream's ``backend_override_cls`` hook on torch's Redis-backed cache
+classes (never on its ``RemoteCache`` base, whose local subclasses use file paths as keys),
+so that every call goes through our Redis backend (timeouts, one client and one circuit
+breaker per server, TLS, cluster; configured from ``REMOTE_CACHE_REDIS_*`` and
+``TORCHINDUCTOR_REDIS_*``), wrapped fail-open: a failed get is a miss, a failed put is
+dropped, a corrupt entry is a miss; each is counted and logged once per outage.
+
+This is the only module of the package that imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+import torch
+import torch._inductor.remote_cache as torch_remote_cache
+
+from remote_cache import _caches
+from remote_cache._config import resolve_redis_settings
+from remote_cache._controller import RemoteCache, _note_failure, _note_recovery
+from remote_cache._redis import RedisRemoteCacheBackend, import_redis
+from remote_cache._stats import cache_stats
+from remote_cache.exceptions import RemoteCacheError
+
+__all__ = [
+    "SUPPORTED_TORCH",
+    "TORCH_CACHE_CLASSES",
+    "FailOpenTorchBackend",
+    "TorchBridge",
+    "UnsupportedTorchError",
+    "clear_memoized_caches",
+    "install",
+    "main",
+    "torch_cache_classes",
+]
+
+log = logging.getLogger("remote_cache")
+
+SUPPORTED_TORCH = ((2, 13), (2, 14))
+"""The torch versions this module supports: from the first (inclusive) to the second."""
+
+TORCH_CACHE_CLASSES = (
+    "RedisRemoteCache",
+    "RemoteAutotuneCache",
+    "RemoteBundledAutotuneCache",
+    "RemoteFxGraphCache",
+    "RemoteAOTAutogradCache",
+    "RemoteDynamoPGOCache",
+)
+"""The Redis-backed cache classes of ``torch._inductor.remote_cache`` the bridge covers."""
+
+BackendFactory = Callable[[], Any]
+
+
+class UnsupportedTorchError(RemoteCacheError, ImportError):
+    """The installed torch is outside ``SUPPORTED_TORCH``."""
+
+
+def _supported_range() -> str:
+    (low_major, low_minor), (high_major, high_minor) = SUPPORTED_TORCH
+    return f">={low_major}.{low_minor},<{high_major}.{high_minor}"
+
+
+def _check_version(version: str) -> None:
+    """Raise ``UnsupportedTorchError`` unless ``version`` is in ``SUPPORTED_TORCH``."""
+    try:
+        found = tuple(int(part) for part in version.split("+", maxsplit=1)[0].split(".")[:2])
+    except ValueError:
+        found = ()
+    low, high = SUPPORTED_TORCH
+    if not (len(found) == 2 and low <= found < high):
+        raise UnsupportedTorchError(
+            f"remote_cache.torch supports torch{_supported_range()}, but torch {version} "
+            f"is installed: pip install 'remote-cache[torch]'"
+        )
+
+
+_check_version(torch.__version__)
+
+
+def torch_cache_classes() -> list[type[Any]]:
+    """torch's Redis-backed cache classes (``TORCH_CACHE_CLASSES``), as torch defines them."""
+    return [getattr(torch_remote_cache, name) for name in TORCH_CACHE_CLASSES]
+
+
+def clear_memoized_caches() -> None:
+    """Forget the cache objects torch keeps per process (AOTAutograd's remote cache).
+
+    The next compile then builds them again, with the backend in force at that time.
+    """
+    module = sys.modules.get("torch._functorch._aot_autograd.autograd_cache")
+    if module is not None:
+        module.AOTAutogradCache.get_remote_cache.cache_clear()
+
+
+def _our_class(name: str) -> type[RemoteCache[Any]]:
+    """Our cache class of the same name as a torch cache class (``TORCH_CACHE_CLASSES``)."""
+    cls: type[RemoteCache[Any]] = getattr(_caches, name)
+    return cls
+
+
+_CORRUPT = (ValueError, RecursionError)
+
+
+class FailOpenTorchBackend:
+    """What torch's cache ``name`` gets as its backend: ``backend``, wrapped fail-open.
+
+    A get that fails is a miss and a put that fails is dropped, whatever the backend
+    raises; an entry that is not JSON is a miss. Counted in our ``cache_stats`` under
+    ``name`` (``hit``, ``miss``, ``put``, ``fail_open``, ``corrupt``) and, for the
+    failures, as ``exception`` in torch's own counters; logged once per outage.
+    """
+
+    def __init__(self, name: str, backend: Any) -> None:
+        self.name = name
+        self.backend = backend
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, {self.backend!r})"
+
+    def _failed(self, exc: Exception) -> None:
+        cache_stats.fail_open(self.name)
+        torch_remote_cache.cache_stats.exception(self.name)
+        _note_failure(self.name, exc)
+
+    def get(self, key: str) -> Any:
+        """The stored bytes under ``key``, or None (not stored, failed, or corrupt)."""
+        try:
+            data = self.backend.get(key)
+        except Exception as exc:  # noqa: BLE001 - fail open: a cache never fails a compile
+            self._failed(exc)
+            cache_stats.miss(self.name)
+            return None
+        if data is not None and isinstance(data, (bytes, bytearray, str)):
+            try:
+                json.loads(data)
+            except _CORRUPT as exc:
+                cache_stats.corrupt(self.name)
+                cache_stats.miss(self.name)
+                torch_remote_cache.cache_stats.exception(self.name)
+                log.warning(
+                    "%s: corrupt entry %r read as a miss (%s: %s)",
+                    self.name,
+                    key,
+                    type(exc).__name__,
+                    exc,
+                )
+                return None
+        cache_stats.get(self.name, data)
+        _note_recovery(self.name)
+        return data
+
+    def put(self, key: str, data: Any) -> None:
+        """Store ``data`` under ``key``; a failure drops it."""
+        try:
+            self.backend.put(key, data)
+        except Exception as exc:  # noqa: BLE001 - fail open: a cache never fails a compile
+            self._failed(exc)
+            return
+        cache_stats.put(self.name)
+        _note_recovery(self.name)
+
+
+_MISSING = object()
+_lock = threading.Lock()
+_installed: list[TorchBridge] = []
+
+
+class TorchBridge:
+    """An installed bridge: ``uninstall()`` (or leaving the ``with`` block) undoes it exactly.
+
+    It stays installed when the object is garbage-collected: only ``uninstall()`` undoes it.
+    """
+
+    def __init__(self, backend_factory: BackendFactory | None) -> None:
+        self.backend_factory = backend_factory
+        self.classes: tuple[type[Any], ...] = tuple(torch_cache_classes())
+        self._saved: list[tuple[type[Any], object]] = []
+        self.installed = False
+        """Whether the bridge is in force now."""
+
+    def __repr__(self) -> str:
+        state = "installed" if self.installed else "uninstalled"
+        return f"<TorchBridge {state}, backend_factory={self.backend_factory!r}>"
+
+    def backend_for(self, name: str) -> FailOpenTorchBackend:
+        """The backend torch's cache class ``name`` gets now, wrapped fail-open.
+
+        In order: the backend our cache class of that name would get from an override
+        (the test harness's fixtures and ``override_backends``), else ``backend_factory()``,
+        else our Redis backend configured from the environment.
+        """
+        override = _our_class(name).backend_override_cls
+        if override is not None:
+            backend = override()
+        elif self.backend_factory is not None:
+            backend = self.backend_factory()
+        else:
+            backend = RedisRemoteCacheBackend()
+        return FailOpenTorchBackend(name, backend)
+
+    def _factory(self, name: str) -> BackendFactory:
+        def factory() -> FailOpenTorchBackend:
+            return self.backend_for(name)
+
+        factory.__qualname__ = f"TorchBridge.backend_for[{name}]"
+        return factory
+
+    def _install(self) -> None:
+        with _lock:
+            self._saved = [
+                (cls, vars(cls).get("backend_override_cls", _MISSING)) for cls in self.classes
+            ]
+            for cls in self.classes:
+                setattr(cls, "backend_override_cls", staticmethod(self._factory(cls.__name__)))  # noqa: B010
+            _installed.append(self)
+            self.installed = True
+        clear_memoized_caches()
+
+    def uninstall(self) -> None:
+        """Give torch's classes back exactly what they had; idempotent.
+
+        Bridges installed one inside another are uninstalled in reverse order.
+        """
+        with _lock:
+            if not self.installed:
+                return
+            if _installed[-1] is not self:
+                raise RuntimeError(
+                    "uninstall the bridges installed after this one first (reverse order)"
+                )
+            for cls, previous in reversed(self._saved):
+                if previous is _MISSING:
+                    delattr(cls, "backend_override_cls")
+                else:
+                    setattr(cls, "backend_override_cls", previous)  # noqa: B010
+            _installed.pop()
+            self.installed = False
+        clear_memoized_caches()
+
+    def __enter__(self) -> TorchBridge:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.uninstall()
+
+
+def install(backend_factory: BackendFactory | None = None) -> TorchBridge:
+    """Make torch's Redis-backed caches use our backend, fail-open; returns the bridge.
+
+    ``backend_factory`` (no arguments, returns a backend with ``get``/``put``) replaces
+    our Redis backend: ``LocalCacheBackend``, a user's own. Without it the Redis settings
+    are checked now (``ConfigurationError`` for a bad one, ``MissingDependencyError``
+    without redis-py), so that a mistake is not found one compile at a time.
+    """
+    if backend_factory is None:
+        resolve_redis_settings()
+        import_redis()
+    elif not callable(backend_factory):
+        raise TypeError(
+            f"Expected a callable but got backend_factory={backend_factory!r} "
+            f"(type={type(backend_factory).__name__})"
+        )
+    bridge = TorchBridge(backend_factory)
+    bridge._install()
+    return bridge
+
+
+USAGE = "usage: python -m remote_cache.torch (SCRIPT | -m MODULE) [ARGS...]"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m remote_cache.torch SCRIPT|-m MODULE ARGS``: run a program with the bridge.
+
+    The program itself is not changed: the bridge is installed (from the environment) in
+    this process, then the script or module runs as ``__main__`` with ``sys.argv`` set as
+    if it had been started directly; the bridge is uninstalled when it returns.
+    """
+    import runpy
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help") or (args[0] == "-m" and len(args) < 2):
+        raise SystemExit(USAGE)
+    saved_argv = sys.argv
+    with install():
+        try:
+            if args[0] == "-m":
+                sys.argv = args[1:]
+                runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+            else:
+                sys.argv = args
+                runpy.run_path(args[0], run_name="__main__")
+        finally:
+            sys.argv = saved_argv
+
+
+if __name__ == "__main__":  # pragma: no cover - run as a program; main() is tested
+    import importlib
+
+    # The installed module, not this copy run as __main__: one bridge registry per process.
+    importlib.import_module("remote_cache.torch").main()
