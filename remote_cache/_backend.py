@@ -8,7 +8,7 @@ from time import perf_counter
 from typing import Generic, TypeVar
 
 from remote_cache._stats import cache_stats
-from remote_cache.exceptions import CircuitOpenError
+from remote_cache.exceptions import CircuitOpenError, ValueTooLargeError
 
 __all__ = ["RemoteCacheBackend"]
 
@@ -24,7 +24,19 @@ class RemoteCacheBackend(ABC, Generic[_T]):
     not None, else a miss; a put; an ``exception`` (re-raised) when the call fails, or
     ``skipped`` when a circuit breaker refused it. Only None means "not stored": ``b""``,
     ``0`` and other falsy values are values.
+
+    A backend declares its honest limits in two attributes (class or instance), read by the
+    conformance suite: ``max_value_bytes`` and ``shared_between_processes``.
     """
+
+    max_value_bytes: int | None = None
+    """The largest value stored, in bytes; None: no limit. ``put`` and ``put_many`` refuse a
+    longer ``bytes`` value with ``ValueTooLargeError`` before calling ``_put``: nothing is
+    written, nothing counted."""
+
+    shared_between_processes: bool = False
+    """True when backends made alike in other processes see the same entries (a server, a
+    folder); the conformance suite then also writes and reads from several processes."""
 
     def __init__(self) -> None:
         self._name = f"backend:{type(self).__name__}"
@@ -57,6 +69,19 @@ class RemoteCacheBackend(ABC, Generic[_T]):
         else:
             cache_stats.exception(self._name)
 
+    def _refuse_large(self, key: str, data: object) -> None:
+        limit = self.max_value_bytes
+        if limit is not None and isinstance(data, (bytes, bytearray, memoryview)):
+            size = memoryview(data).nbytes
+            if size > limit:
+                raise ValueTooLargeError(
+                    f"{type(self).__name__}: the value of {key!r} is {size:,} bytes, over "
+                    f"max_value_bytes={limit:,}; nothing was written",
+                    key=key,
+                    size=size,
+                    limit=limit,
+                )
+
     def get(self, key: str) -> _T | None:
         """Return the value under ``key`` or None, counting a hit or a miss."""
         start = perf_counter()
@@ -73,6 +98,7 @@ class RemoteCacheBackend(ABC, Generic[_T]):
 
     def put(self, key: str, data: _T) -> None:
         """Store ``data`` under ``key``, counting a put."""
+        self._refuse_large(key, data)
         start = perf_counter()
         try:
             self._put(key, data)
@@ -97,6 +123,8 @@ class RemoteCacheBackend(ABC, Generic[_T]):
 
     def put_many(self, mapping: Mapping[str, _T]) -> None:
         """Store every item of ``mapping``; a put is counted per key."""
+        for key, data in mapping.items():
+            self._refuse_large(key, data)
         start = perf_counter()
         try:
             if mapping:

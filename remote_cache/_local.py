@@ -182,6 +182,9 @@ class LocalCacheBackend(RemoteCacheBackend[bytes]):
     search (``x``) where there is read. ``ConfigurationError`` for a bad value.
     """
 
+    shared_between_processes = True
+    """Every process that opens the same folder sees the same entries."""
+
     def __init__(self, root: str | os.PathLike[str], *, mode: int | None = None) -> None:
         super().__init__()
         if not isinstance(root, (str, os.PathLike)):

@@ -230,6 +230,11 @@ def _wire_key(key: str) -> bytes:
     return key.encode("utf-8", "surrogatepass")
 
 
+def _is_in_process(client: object) -> bool:
+    """True for a client whose data lives in this process (fakeredis)."""
+    return client is not None and type(client).__module__.split(".")[0] == "fakeredis"
+
+
 class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
     """Bytes in Redis (standalone, Cluster, TLS, ACL auth, unix sockets).
 
@@ -318,6 +323,8 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
             self._client = None  # built at first use: a cluster client connects when built
             self._breaker_scope = self._identity
             self._breaker = breaker or breaker_for(self._breaker_scope)
+        # A real server is seen by every process; fakeredis lives in this process's memory.
+        self.shared_between_processes = not _is_in_process(self._client)
 
     def __repr__(self) -> str:
         return (

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from hypothesis import HealthCheck, Phase, settings
 
-__all__ = ["suite_settings"]
+__all__ = ["pick_seed", "replayable", "suite_settings"]
 
 
 def suite_settings(examples: int | None, **overrides: Any) -> settings:
@@ -23,3 +24,18 @@ def suite_settings(examples: int | None, **overrides: Any) -> settings:
         report_multiple_bugs=False,
         **overrides,
     )
+
+
+def pick_seed(random_seed: int | None) -> int:
+    """``random_seed``, or a fresh random one when None, so that every run can be replayed."""
+    return random_seed if random_seed is not None else random.SystemRandom().getrandbits(32)
+
+
+def replayable(exc: AssertionError, replay: str) -> AssertionError:
+    """``exc``'s message, Hypothesis' shrunk example (its notes) and a line to replay it."""
+    notes = [
+        note
+        for note in getattr(exc, "__notes__", [])
+        if isinstance(note, str) and not note.startswith("You can ")
+    ]
+    return AssertionError("\n".join([str(exc), *notes, f"  replay:   {replay}"]))

@@ -45,7 +45,7 @@ from remote_cache import (
 from remote_cache._caches import JsonCache
 from remote_cache._serde import JsonDataTy
 from remote_cache.testing._backends import FaultInjectingBackend, SideEffect
-from remote_cache.testing._hypothesis_settings import suite_settings
+from remote_cache.testing._hypothesis_settings import pick_seed, replayable, suite_settings
 from remote_cache.testing._override import isolated_cache_stats
 from remote_cache.testing.strategies import cache_keys, fault_plans, json_data
 
@@ -159,7 +159,9 @@ _KEYS = st.one_of(st.sampled_from(["a", "b", "graph-1", "é", "../up"]), cache_k
 _JSON_VALUES = st.one_of(
     st.sampled_from([0, 0.0, -0.0, "", [], {}, False]), json_data(max_leaves=8, max_text=12)
 )
-_RAW_VALUES = st.one_of(st.sampled_from([b"", b"\x00", b"0"]), st.binary(max_size=64))
+_RAW_VALUES = st.one_of(
+    st.just(b""), st.sampled_from([b"\x00", b"0", b"a\x00"]), st.binary(max_size=64)
+)
 _GARBAGE = st.one_of(
     st.sampled_from([b"", b"\xff\xfe", b"{", b"null", b"[1, 2", b"\x00", b"NaN", b'"text"']),
     st.binary(max_size=16),
@@ -497,12 +499,16 @@ def run_cache_machine(
     """Run the machine over backends from ``make_backend``; ``AssertionError`` on a mismatch.
 
     ``examples`` defaults to the loaded Hypothesis profile's ``max_examples``; each runs up
-    to ``steps`` steps. ``random_seed`` makes the run repeatable. pytest-free.
+    to ``steps`` steps. ``random_seed`` makes the run repeatable (None: a random seed, named
+    in the failure with the shrunk steps). pytest-free.
     """
     machine = cache_machine(make_backend, make_caches=make_caches, on_example=on_example)
-    if random_seed is not None:
-        machine = hypothesis_seed(random_seed)(machine)
-    run_state_machine_as_test(
-        machine,
-        settings=suite_settings(examples, stateful_step_count=steps),
-    )
+    seed_value = pick_seed(random_seed)
+    try:
+        run_state_machine_as_test(
+            hypothesis_seed(seed_value)(machine),
+            settings=suite_settings(examples, stateful_step_count=steps),
+        )
+    except AssertionError as exc:
+        replay = f"run_cache_machine(make_backend, random_seed={seed_value})"
+        raise replayable(exc, replay) from exc.__cause__

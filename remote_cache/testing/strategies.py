@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 from hypothesis import strategies as st
@@ -9,7 +10,7 @@ from hypothesis import strategies as st
 from remote_cache._serde import JsonDataTy
 from remote_cache.testing._backends import OPERATIONS, FaultPlan, SideEffect
 
-__all__ = ["cache_keys", "fault_plans", "json_data"]
+__all__ = ["cache_keys", "colliding_keys", "fault_plans", "json_data"]
 
 
 # Hypothesis leaves surrogates out of text by default; half our strings may hold them.
@@ -69,6 +70,34 @@ def cache_keys(*, max_size: int = 80) -> st.SearchStrategy[str]:
         ["..", "../x", "/etc/passwd", "a\x00b", "a\nb", " ", "é", "🚀", "\ud800", "CON", "a/b"]
     )
     return st.one_of(hashes, hostile, _text(max_size, min_size=1))
+
+
+_VARIANTS = (
+    str.upper,
+    str.lower,
+    str.title,
+    str.casefold,
+    lambda key: unicodedata.normalize("NFC", key),
+    lambda key: unicodedata.normalize("NFD", key),
+    lambda key: unicodedata.normalize("NFKC", key),
+    lambda key: key[:-1] if len(key) > 1 else key + "\x00",
+    lambda key: key + "\x00",
+    lambda key: key.encode("ascii", "replace").decode("ascii"),
+)
+
+
+def colliding_keys() -> st.SearchStrategy[str]:
+    """Keys drawn in families that broken backends merge: a base key or one of its variants.
+
+    Variants are the base upper-, lower-, title- and case-folded, in NFC, NFD and NFKC, cut
+    short, with a NUL appended, and with non-ASCII replaced by ``?``. Drawing several keys
+    from one test often gives two variants of one base: distinct keys a correct backend
+    keeps apart.
+    """
+    bases = st.sampled_from(
+        ["Key", "straße", "café", "cafe\u0301", "Å", "\ufb01le", "İstanbul", "x日本", "k" * 251]
+    )
+    return st.builds(lambda base, variant: _VARIANTS[variant](base), bases, st.integers(0, 9))
 
 
 def fault_plans(

@@ -17,16 +17,25 @@ from remote_cache import (
     RedisRemoteCacheBackend,
     RemoteCacheBackend,
     RemoteCacheJsonSerde,
+    ValueTooLargeError,
 )
 from remote_cache._serde import JsonDataTy
 from remote_cache.testing import InMemoryBackend, RedisServer
 from remote_cache.testing.conformance import (
+    LARGEST_VALUE,
+    LONGEST_KEY,
     BackendConformance,
     check_backend,
+    check_batches,
+    check_concurrency,
     check_contract,
     check_json_serde,
+    check_keys,
     check_model,
+    check_overwrites,
     check_stats,
+    check_values,
+    key_families,
 )
 
 
@@ -176,7 +185,7 @@ class TestCheckBackend:
 
     def test_shared_factory_caught(self) -> None:
         shared = InMemoryBackend()
-        with pytest.raises(AssertionError, match="fresh backend"):
+        with pytest.raises(AssertionError, match="second backend from the factory"):
             check_backend(lambda: shared, examples=5)
 
     def test_not_implemented_make_backend(self) -> None:
@@ -192,3 +201,107 @@ class TestCheckJsonSerde:
     def test_dropping_non_ascii_caught(self) -> None:
         with pytest.raises(AssertionError, match="DropsNonAscii: encoded"):
             check_json_serde(DropsNonAscii(), examples=200, random_seed=0)
+
+
+class Limited(InMemoryBackend):
+    """Declares a 1 MiB limit: the base class refuses longer values."""
+
+    max_value_bytes = 1024 * 1024
+
+
+class TestDeclaredLimits:
+    """Backends declare limits on the class; the suite holds them to exactly that."""
+
+    def test_the_defaults_declare_nothing(self) -> None:
+        assert RemoteCacheBackend.max_value_bytes is None
+        assert RemoteCacheBackend.shared_between_processes is False
+
+    def test_over_the_limit_is_refused_and_nothing_written(self) -> None:
+        backend = Limited()
+        with pytest.raises(ValueTooLargeError, match="over max_value_bytes=1,048,576") as caught:
+            backend.put("big", b"x" * (1024 * 1024 + 1))
+        assert (caught.value.key, caught.value.size, caught.value.limit) == (
+            "big",
+            1024 * 1024 + 1,
+            1024 * 1024,
+        )
+        with pytest.raises(ValueTooLargeError):
+            backend.put_many({"small": b"s", "big": bytearray(1024 * 1024 + 1)})
+        assert backend.get_many(["big", "small"]) == {}
+        backend.put("edge", b"x" * (1024 * 1024))
+        assert backend.get("edge") == b"x" * (1024 * 1024)
+
+    def test_a_backend_with_a_declared_limit_passes(self) -> None:
+        check_values(Limited)
+        check_backend(Limited, examples=10, random_seed=0)
+
+    def test_a_limit_too_small_to_run_the_caches_is_refused(self) -> None:
+        class Tiny(InMemoryBackend):
+            max_value_bytes = 100
+
+        with pytest.raises(AssertionError, match=r"declares max_value_bytes=100; it must be"):
+            check_values(Tiny)
+
+    def test_a_declared_limit_must_really_be_enforced(self) -> None:
+        class Bypasses(Limited):
+            def put(self, key: str, data: Any) -> None:
+                self._put(key, data)
+
+        with pytest.raises(AssertionError, match=r"(?s)put\('size-1048577'.*accepted silently"):
+            check_values(Bypasses)
+
+
+class TestProbes:
+    """The deterministic probes pass on correct backends, at the documented sizes."""
+
+    def test_documented_sizes(self) -> None:
+        assert LARGEST_VALUE >= 4 * 1024 * 1024
+        assert LONGEST_KEY >= 1024
+        longest = max(len(key) for _, keys in key_families() for key in keys)
+        assert longest >= LONGEST_KEY
+
+    def test_values_up_to_4_mib_are_written(self) -> None:
+        sizes: list[int] = []
+
+        class Sizes(InMemoryBackend):
+            def _put(self, key: str, data: Any) -> None:
+                sizes.append(len(data))
+                super()._put(key, data)
+
+        check_values(Sizes)
+        assert max(sizes) == LARGEST_VALUE
+        assert {1024 * 1024 - 1, 1024 * 1024, 1024 * 1024 + 1} <= set(sizes)
+
+    def test_on_local_files(self, tmp_path: Path) -> None:
+        counter = itertools.count()
+
+        def make() -> LocalCacheBackend:
+            return LocalCacheBackend(tmp_path / str(next(counter)))
+
+        for check in (check_values, check_keys, check_batches, check_overwrites):
+            check(make)
+
+    def test_processes_on_local_files(self, tmp_path: Path) -> None:
+        """A folder is shared between processes: the suite writes from two at once."""
+        counter = itertools.count()
+        made: list[LocalCacheBackend] = []
+
+        def make() -> LocalCacheBackend:
+            made.append(LocalCacheBackend(tmp_path / str(next(counter))))
+            made[-1].shared_between_processes = True
+            return made[-1]
+
+        check_concurrency(make, random_seed=0)
+        assert len(made) == 1
+        assert made[0].get("proc-1-0") is not None  # written by a child process
+
+    @pytest.mark.redis
+    def test_processes_on_real_redis(self, redis_server: RedisServer) -> None:
+        def make() -> RedisRemoteCacheBackend:
+            redis_server.client().flushall()
+            backend = RedisRemoteCacheBackend(client=redis_server.client())
+            backend.shared_between_processes = True
+            return backend
+
+        check_concurrency(make, random_seed=0)
+        assert redis_server.client().get("proc-1-0") is not None

@@ -194,8 +194,11 @@ class TestPlantedDefects:
             def _get(self, key: str) -> Any:
                 return self.store.get(key) or None
 
-        with pytest.raises(AssertionError, match=r"returned None|is wrong: .*(hit|corrupt)"):
+        with pytest.raises(AssertionError, match=r"returned None|is wrong: .*(hit|corrupt)") as e:
             run_cache_machine(ForgetsEmpty, examples=200, random_seed=0)
+        message = str(e.value)
+        assert "state = CacheMachine()" in message  # the shrunk steps
+        assert message.endswith("replay:   run_cache_machine(make_backend, random_seed=0)")
 
 
 class TestMachineSetup:

@@ -1,0 +1,338 @@
+"""A catalogue of realistic backend defects, each a small backend with one bug planted.
+
+Each is the kind of bug real backends have (file systems that fold case or normalise
+Unicode, memcached's 1 MiB and 250-byte limits, C strings, read caches, unlocked files).
+``test_defect_catalogue.py`` runs the public suite on each and expects it to be caught.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import sqlite3
+import threading
+import unicodedata
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from remote_cache import RemoteCacheBackend, ValueTooLargeError
+
+MIB = 1024 * 1024
+
+
+class DictBackend(RemoteCacheBackend[bytes]):
+    """A correct dict backend with hooks for the defects: how keys and values are stored."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.store: dict[Any, Any] = {}
+        self.lock = threading.Lock()
+
+    def stored_key(self, key: str) -> Any:
+        """The key the store files ``key`` under."""
+        return key
+
+    def _get(self, key: str) -> Any:
+        with self.lock:
+            return self.store.get(self.stored_key(key))
+
+    def _put(self, key: str, data: bytes) -> None:
+        with self.lock:
+            self.store[self.stored_key(key)] = data
+
+
+# -- values -----------------------------------------------------------------------------------
+
+
+class EmptyBytesIsMissing(DictBackend):
+    """``b""`` read back as a miss: ``value or None``."""
+
+    def _get(self, key: str) -> Any:
+        return super()._get(key) or None
+
+
+class DropsValuesOver1MiB(DictBackend):
+    """Values over 1 MiB silently not stored (memcached's default item size)."""
+
+    def _put(self, key: str, data: bytes) -> None:
+        if len(data) <= MIB:
+            super()._put(key, data)
+
+
+class TruncatesAt1MiB(DictBackend):
+    """Values cut to 1 MiB."""
+
+    def _put(self, key: str, data: bytes) -> None:
+        super()._put(key, data[:MIB])
+
+
+class DeclaresMoreThanItHolds(DropsValuesOver1MiB):
+    """Declares a 4 MiB limit, but the server behind it drops anything over 1 MiB."""
+
+    max_value_bytes = 4 * MIB
+
+
+class RefusesWithoutDeclaring(DictBackend):
+    """Refuses values over 1 MiB with ``ValueTooLargeError`` but declares no limit."""
+
+    def _put(self, key: str, data: bytes) -> None:
+        if len(data) > MIB:
+            raise ValueTooLargeError("too large", key=key, size=len(data), limit=MIB)
+        super()._put(key, data)
+
+
+class StripsTrailingNul(DictBackend):
+    """Values handled as C strings: trailing NUL bytes stripped."""
+
+    def _put(self, key: str, data: bytes) -> None:
+        super()._put(key, data.rstrip(b"\x00"))
+
+
+class ReturnsStr(DictBackend):
+    """Values read back as ``str`` (decoded, as a text-mode client does)."""
+
+    def _get(self, key: str) -> Any:
+        data = super()._get(key)
+        return None if data is None else data.decode("latin-1")
+
+
+class ReturnsBytearray(DictBackend):
+    """Values kept and read back as the store's ``bytearray``, not ``bytes``."""
+
+    def _put(self, key: str, data: bytes) -> None:
+        super()._put(key, bytearray(data))
+
+
+class ReusesWriteBuffer(DictBackend):
+    """Each put copies into one reused buffer and keeps a reference to it: all keys alias."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.buffer = bytearray()
+
+    def _put(self, key: str, data: bytes) -> None:
+        with self.lock:
+            self.buffer[:] = data
+            self.store[key] = self.buffer
+
+    def _get(self, key: str) -> Any:
+        data = super()._get(key)
+        return None if data is None else bytes(data)
+
+
+# -- keys -------------------------------------------------------------------------------------
+
+
+class CaseInsensitiveKeys(DictBackend):
+    """Keys folded to lower case, as on macOS and Windows file systems."""
+
+    def stored_key(self, key: str) -> Any:
+        return key.lower()
+
+
+class NormalisesUnicodeKeys(DictBackend):
+    """Keys normalised to NFD, as HFS+ does to file names."""
+
+    def stored_key(self, key: str) -> Any:
+        return unicodedata.normalize("NFD", key)
+
+
+class TruncatesKeysAt250Bytes(DictBackend):
+    """Keys cut at 250 bytes, memcached's key limit."""
+
+    def stored_key(self, key: str) -> Any:
+        return key.encode("utf-8", "surrogatepass")[:250]
+
+
+class ManglesNonAsciiKeys(DictBackend):
+    """Keys sent through an ASCII codec that replaces what it cannot encode with ``?``."""
+
+    def stored_key(self, key: str) -> Any:
+        return key.encode("ascii", "replace")
+
+
+class CutsKeysAtNul(DictBackend):
+    """Keys handled as C strings: everything from the first NUL dropped."""
+
+    def stored_key(self, key: str) -> Any:
+        return key.split("\x00", 1)[0]
+
+
+class StripsKeyWhitespace(DictBackend):
+    """Keys stripped of surrounding whitespace."""
+
+    def stored_key(self, key: str) -> Any:
+        return key.strip()
+
+
+class StripsCachePrefix(DictBackend):
+    """Keys stored without their ``pt2:<cache id>::`` prefix, so cache ids collide."""
+
+    def stored_key(self, key: str) -> Any:
+        return key.rsplit("::", 1)[-1]
+
+
+class SqliteTextKeys(RemoteCacheBackend[bytes]):
+    """Keys in a TEXT column, which cannot hold a lone surrogate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.db = sqlite3.connect(":memory:", check_same_thread=False)
+        self.db.execute("CREATE TABLE entries (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
+        self.lock = threading.Lock()
+
+    def _get(self, key: str) -> bytes | None:
+        with self.lock:
+            row = self.db.execute("SELECT value FROM entries WHERE key = ?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def _put(self, key: str, data: bytes) -> None:
+        with self.lock:
+            self.db.execute("INSERT OR REPLACE INTO entries VALUES (?, ?)", (key, data))
+
+
+# -- overwrites, batches, isolation ---------------------------------------------------------------
+
+
+class KeepsFirstWrite(DictBackend):
+    """A put never replaces a stored value."""
+
+    def _put(self, key: str, data: bytes) -> None:
+        with self.lock:
+            self.store.setdefault(key, data)
+
+
+class StaleReadAfterOverwrite(DictBackend):
+    """A read cache invalidated one read late: the first read after an overwrite is stale."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read_cache: dict[str, Any] = {}
+        self.outdated: set[str] = set()
+
+    def _put(self, key: str, data: bytes) -> None:
+        super()._put(key, data)
+        with self.lock:
+            self.outdated.add(key)
+
+    def _get(self, key: str) -> Any:
+        with self.lock:
+            if key in self.read_cache:
+                value = self.read_cache[key]
+                if key in self.outdated:
+                    self.outdated.discard(key)
+                    del self.read_cache[key]
+                return value
+            value = self.store.get(key)
+            self.read_cache[key] = value
+            self.outdated.discard(key)
+            return value
+
+
+class GetManyMissesAsNone(DictBackend):
+    """``get_many`` returns misses as ``None`` instead of leaving them out."""
+
+    def _get_many(self, keys: list[str]) -> dict[str, Any]:
+        return {key: self._get(key) for key in keys}
+
+
+class GetManyMisaligned(DictBackend):
+    """``get_many`` zips the keys with the found values only, shifting them after a miss."""
+
+    def _get_many(self, keys: list[str]) -> dict[str, Any]:
+        values = [value for value in (self._get(key) for key in keys) if value is not None]
+        return dict(zip(keys, values, strict=False))
+
+
+class KeepsOnlyTheLastBatchKey(DictBackend):
+    """``put_many`` stores only its last item."""
+
+    def _put_many(self, mapping: Mapping[str, bytes]) -> None:
+        *_, (key, data) = mapping.items()
+        self._put(key, data)
+
+
+class TruncatesBatchesAt999(DictBackend):
+    """``get_many`` answers only the first 999 keys (SQLite's old parameter limit)."""
+
+    def _get_many(self, keys: list[str]) -> dict[str, Any]:
+        return super()._get_many(keys[:999])
+
+
+class SharedStore(DictBackend):
+    """Every instance shares one module-level store: backends are not isolated."""
+
+    shared: ClassVar[dict[Any, Any]] = {}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.store = SharedStore.shared
+
+
+# -- files and concurrency ----------------------------------------------------------------------
+
+
+class SingleFileNoLock(RemoteCacheBackend[bytes]):
+    """Every entry in one pickle file, updated by read-modify-write without a lock."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    def _load(self) -> dict[str, bytes]:
+        try:
+            with open(self.path, "rb") as file:
+                return dict(pickle.load(file))
+        except (FileNotFoundError, EOFError):
+            return {}
+
+    def _get(self, key: str) -> bytes | None:
+        return self._load().get(key)
+
+    def _put(self, key: str, data: bytes) -> None:
+        entries = self._load()
+        entries[key] = data
+        temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.{threading.get_ident()}")
+        with open(temporary, "wb") as file:
+            pickle.dump(entries, file)
+        os.replace(temporary, self.path)
+
+
+class LocksOnlyWithinOneProcess(SingleFileNoLock):
+    """The same file, locked for threads only, though it declares it is shared by processes."""
+
+    shared_between_processes = True
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.lock = threading.Lock()
+
+    def _put(self, key: str, data: bytes) -> None:
+        with self.lock:
+            super()._put(key, data)
+
+
+class TornWrites(RemoteCacheBackend[bytes]):
+    """One file per key, rewritten in place in 64 KiB chunks: readers can see a part."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__()
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+    def _get(self, key: str) -> bytes | None:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def _put(self, key: str, data: bytes) -> None:
+        with open(self._path(key), "wb") as file:
+            for start in range(0, len(data), 64 * 1024):
+                file.write(data[start : start + 64 * 1024])
+                file.flush()
