@@ -6,6 +6,7 @@ import dataclasses
 import math
 import os
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Final, TypeVar
 from urllib.parse import unquote, unquote_plus, urlsplit
@@ -67,62 +68,181 @@ for clocks up to the year 2100."""
 _HIDDEN: Final = "***"
 _USERINFO = re.compile(r"(?:[^/?#@\[\]%\x00-\x1f\x7f]|%[0-9A-Fa-f]{2})*")
 _HOST = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]")
-_AMBIGUOUS = frozenset("/?#=&")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_AMBIGUOUS = frozenset("/?#=&@")
 _PERCENT_ENCODE = (
     "percent-encode / ? # @ [ ] % and control characters in a user name or password (%2F for /)"
 )
+_UNCLEAR_USER_PART = (
+    "the user part, or what follows it, is not valid (an @ follows the first / ? or #, so "
+    f"where the user part ends is unclear); {_PERCENT_ENCODE}"
+)
+_ASCII_WHOLE = re.compile(r"[0-9]+")
+_ASCII_DECIMAL = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
-def _split_userinfo(url: str) -> tuple[str, str | None, str]:
-    """``(prefix, userinfo or None, rest)``: the user part is what precedes the last ``@``.
+def _after_scheme(text: str) -> int:
+    """Where the text after ``scheme://`` starts (0 when there is no ``://``)."""
+    marker = text.find("://")
+    return marker + 3 if marker >= 0 else 0
 
-    Works on any text, valid URL or not, so that redaction never depends on a parse that a
-    password holding ``/ # ? @`` can fool (``urlsplit`` cuts the authority at the first of them).
+
+def _authority_end(text: str, start: int) -> int:
+    """Where the authority that starts at ``start`` ends: at the first ``/ ? #`` (RFC 3986)."""
+    ends = [index for index in (text.find(mark, start) for mark in "/?#") if index >= 0]
+    return min(ends, default=len(text))
+
+
+def _is_secret_name(raw_name: str) -> bool:
+    """Whether a query option's name, as written, may name a password once decoded.
+
+    Decodes as urllib and redis-py would (tabs and newlines dropped, ``+`` as a space,
+    percent-escapes; and once more), folds case and compatibility forms and drops every
+    character that is not a letter, digit or ``_``: generous, so it may hide more, never less.
     """
-    marker = url.find("://")
-    prefix_end = marker + 3 if marker >= 0 else 0
-    at = url.rfind("@", prefix_end)
+    name = re.sub(r"[\t\r\n]", "", raw_name)
+    once = unquote_plus(name)
+    for form in (name, once, unquote(once)):
+        folded = unicodedata.normalize("NFKC", form).casefold()
+        if "password" in re.sub(r"\W", "", folded):
+            return True
+    return False
+
+
+@dataclasses.dataclass(frozen=True)
+class _QuerySecret:
+    """A password option found in any text: what to hide, and where its value starts."""
+
+    start: int
+    """Where the hidden part starts: after ``password=``, or at the option's name when the
+    name is not written plainly (it may be percent-encoded or hold the secret itself)."""
+    value_start: int
+    end: int
+    field_end: int
+    """The next ``&`` (or the end): where urllib's ``parse_qs`` ends the value."""
+
+
+def _query_secrets(text: str) -> list[_QuerySecret]:
+    """The password options in ``text`` (a URL or not), each recognised by its decoded name.
+
+    A value runs to the next ``&`` that starts a known option written plainly, or to the end,
+    so that a raw ``& #`` in a password is hidden too.
+    """
+    found: list[_QuerySecret] = []
+    for delimiter in re.finditer(r"[?&]", text):
+        start = delimiter.end()
+        field_end = text.find("&", start)
+        field_end = len(text) if field_end < 0 else field_end
+        raw_name, has_value, _ = text[start:field_end].partition("=")
+        if not _is_secret_name(raw_name):
+            continue
+        value_start = start + len(raw_name) + 1 if has_value else start
+        shown_name = has_value and raw_name.lower() in _OPTION_CHECKS
+        next_option = _NEXT_OPTION.search(text, value_start)
+        end = next_option.start() if next_option else len(text)
+        found.append(
+            _QuerySecret(value_start if shown_name else start, value_start, end, field_end)
+        )
+    return found
+
+
+def _user_secret(text: str, *, valid: bool) -> tuple[int, int] | None:
+    """Where the password of the user part is in ``text``, or None when it has none.
+
+    For a valid URL, the user part is what precedes the last ``@`` of the authority (RFC 3986,
+    as urllib reads it). For any other text it is what precedes the last ``@`` anywhere, so
+    that a raw ``/ ? # @`` in a password never shows; where the user name cannot be told apart
+    from the password, the whole user part is hidden.
+    """
+    start = _after_scheme(text)
+    if valid:
+        at = text.rfind("@", start, _authority_end(text, start))
+        colon = text.find(":", start, at) if at >= 0 else -1
+        return (colon + 1, at) if colon >= 0 else None
+    at = text.rfind("@", start)
     if at < 0:
-        return url[:prefix_end], None, url[prefix_end:]
-    return url[:prefix_end], url[prefix_end:at], url[at + 1 :]
+        return None
+    user, has_password, _ = text[start:at].partition(":")
+    if not start or _AMBIGUOUS.intersection(user):
+        return start, at  # the user cannot be told apart from a password: hide it all
+    return (start + len(user) + 1, at) if has_password else None
 
 
-def _hidden_userinfo(prefix: str, userinfo: str) -> tuple[str, str | None]:
-    """``(what to show of the user part, the secret in it)``."""
-    user, has_password, password = userinfo.partition(":")
-    if not prefix or _AMBIGUOUS.intersection(user):
-        return _HIDDEN, userinfo  # the user cannot be told apart from a password: hide it all
-    if has_password:
-        return f"{user}:{_HIDDEN}", password
-    return user, None
+def _is_valid(url: str) -> bool:
+    """Whether ``parse_redis_url`` accepts ``url``."""
+    try:
+        _parse(url)
+    except _InvalidUrlError:
+        return False
+    return True
+
+
+def _hidden_spans(url: str) -> list[tuple[int, int]]:
+    """Every part of ``url`` to hide, sorted, overlapping ones merged."""
+    spans = [(secret.start, secret.end) for secret in _query_secrets(url)]
+    user = _user_secret(url, valid=_is_valid(url))
+    if user is not None:
+        spans.append(user)
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def redact_url(url: str) -> str:
     """Return ``url`` with any password (in the user part or the query) replaced by ``***``.
 
-    Robust to any text, a valid URL or not: where the user name cannot be told apart from
-    the password, both are hidden, so the result may hide more than the password, never less.
+    Robust to any text, a valid URL or not. A query option is recognised by its name decoded
+    as redis-py decodes it (``%70assword``, ``ssl%5Fpassword``), whatever its case. A valid URL
+    is read as urllib reads it (``redis://h/?client_name=build@ci`` is shown as is); in any
+    other text, everything up to the last ``@`` is taken as the user part, and where the user
+    name cannot be told apart from the password both are hidden: the result may hide more
+    than the password, never less.
     """
-    prefix, userinfo, rest = _split_userinfo(_QUERY_SECRET.sub(rf"\1{_HIDDEN}", url))
-    if userinfo is None:
-        return prefix + rest
-    shown, _ = _hidden_userinfo(prefix, userinfo)
-    return f"{prefix}{shown}@{rest}"
+    shown: list[str] = []
+    position = 0
+    for start, end in _hidden_spans(url):
+        shown += [url[position:start], _HIDDEN]
+        position = end
+    shown.append(url[position:])
+    return "".join(shown)
+
+
+def _decoded_forms(secret: str) -> set[str]:
+    """``secret`` as written and as each client may decode it (redis-py before 5.1 decodes a
+    query value twice: ``parse_qs``, then ``unquote``; urllib drops tabs and newlines)."""
+    forms = {secret, re.sub(r"[\t\r\n]", "", secret)}
+    for form in list(forms):
+        once, plain = unquote_plus(form), unquote(form)
+        forms |= {once, plain, unquote(once), unquote(plain)}
+    return forms
 
 
 def url_secrets(url: str) -> list[str]:
     """Every form of the passwords in ``url`` (as written and decoded), longest first.
 
     For scrubbing messages that may quote them (a client library's error, say): robust to
-    ``/ # ? @ %`` in a password, percent-encoded or not. Empty when there is no password.
+    ``/ # ? @ %`` in a password, percent-encoded or not, and to option names percent-encoded;
+    each is given as written, decoded once and decoded twice. Empty when there is no password.
     """
+    candidates = [url[start:end] for start, end in _hidden_spans(url)]
+    # A valid URL is read as urllib reads it; other text, both ways (the user part up to the
+    # last @ of the authority, or of the whole text).
+    for valid in (True,) if _is_valid(url) else (True, False):
+        user = _user_secret(url, valid=valid)
+        if user is not None:
+            candidates.append(url[user[0] : user[1]])
+    for secret in _query_secrets(url):
+        candidates += [
+            url[secret.value_start : secret.end],
+            url[secret.value_start : secret.field_end],
+        ]
     found: set[str] = set()
-    prefix, userinfo, _ = _split_userinfo(url)
-    candidates = [match[2] for match in _QUERY_SECRET.finditer(url)]
-    if userinfo is not None:
-        candidates.append(_hidden_userinfo(prefix, userinfo)[1] or "")
     for candidate in candidates:
-        found.update((candidate, unquote(candidate), unquote_plus(candidate)))
+        found |= _decoded_forms(candidate)
     found.discard("")
     return sorted(found, key=len, reverse=True)
 
@@ -156,15 +276,28 @@ def _is_bool(value: str) -> bool:
 
 
 def _is_whole(minimum: int) -> Callable[[str], bool]:
-    return lambda value: value.isascii() and value.isdigit() and int(value) >= minimum
+    return lambda value: bool(_ASCII_WHOLE.fullmatch(value)) and int(value) >= minimum
 
 
 def _is_seconds(value: str) -> bool:
-    try:
-        seconds = float(value)
-    except ValueError:
-        return False
-    return math.isfinite(seconds) and seconds > 0
+    seconds = _ascii_number(value)
+    return seconds is not None and math.isfinite(seconds) and seconds > 0
+
+
+def _ascii_whole(value: str) -> int | None:
+    """``value`` as a whole number written in ASCII digits, else None.
+
+    ``int`` alone would also take ``'٣'`` (any Unicode digit), ``'1_0'``, ``' 5 '`` and ``'+5'``.
+    """
+    return int(value) if _ASCII_WHOLE.fullmatch(value) else None
+
+
+def _ascii_number(value: str) -> float | None:
+    """``value`` as a number written in ASCII (``2``, ``2.5``, ``.5``, ``1e-05``), else None.
+
+    ``float`` alone would also take Unicode digits, ``'1_0'``, ``' 5 '``, ``'nan'`` and ``'inf'``.
+    """
+    return float(value) if _ASCII_DECIMAL.fullmatch(value) else None
 
 
 def _is_text(_value: str) -> bool:
@@ -196,12 +329,9 @@ _OPTION_CHECKS: Final[dict[str, tuple[Callable[[str], bool], str]]] = {
 }
 """The query options redis-py's clients accept, and what each must be."""
 
-_QUERY_SECRET = re.compile(
-    rf"([?&](?:ssl_)?password=)(.*?)(?=&(?:{'|'.join(_OPTION_CHECKS)})=|\Z)",
-    re.IGNORECASE | re.DOTALL,
-)
-"""A password in the query: up to the next known option, so a raw ``&`` or ``#`` in it is
-hidden too."""
+_NEXT_OPTION = re.compile(rf"&(?:{'|'.join(_OPTION_CHECKS)})=")
+"""The start of the next known option written plainly: where a password in the query ends
+in any text, so that a raw ``&`` or ``#`` in it is hidden too."""
 
 _NOT_FOR_SCHEME: Final = {
     "redis": frozenset(name for name in _OPTION_CHECKS if name.startswith("ssl_")),
@@ -212,99 +342,149 @@ _NOT_FOR_SCHEME: Final = {
 }
 
 
-def _options(query: str, scheme: str) -> tuple[dict[str, str], str | None]:
-    """The query's options, or the reason it is not valid."""
+class _InvalidUrlError(ValueError):
+    """Why a URL is not valid; the reason never quotes a piece that may be a password."""
+
+
+def _shown_option_name(name: str, *, has_value: bool) -> str:
+    """An unknown option's name, quoted unless it may hold a password (``password:s3cret``)."""
+    if re.fullmatch(r"[A-Za-z0-9_.-]*", name) and (has_value or not _is_secret_name(name)):
+        return repr(name)
+    return "(not shown: it may hold a password)"
+
+
+def _options(query: str, scheme: str) -> dict[str, str]:
+    """The query's options, decoded as redis-py decodes them; ``_InvalidUrlError`` if not valid."""
     options: dict[str, str] = {}
     if not query:
-        return options, None
+        return options
     for field in query.split("&"):
-        raw_name, has_value, raw_value = field.partition("=")
-        name, value = unquote_plus(raw_name), unquote_plus(raw_value)
+        name, has_value, raw_value = field.partition("=")
+        if "%" in name or "+" in name:
+            raise _InvalidUrlError(
+                "a query option's name is percent-encoded or holds +: write option names "
+                "as they are (password=..., db=...)"
+            )
+        value = unquote_plus(raw_value)
         if name not in _OPTION_CHECKS or name in _NOT_FOR_SCHEME[scheme]:
             known = ", ".join(n for n in _OPTION_CHECKS if n not in _NOT_FOR_SCHEME[scheme])
-            return options, f"query option {name!r} is not one of {known}"
+            shown_name = _shown_option_name(name, has_value=bool(has_value))
+            raise _InvalidUrlError(f"query option {shown_name} is not one of {known}")
         if name in options:
-            return options, f"query option {name!r} is given twice"
+            raise _InvalidUrlError(f"query option {name!r} is given twice")
         check, expected = _OPTION_CHECKS[name]
         if not has_value or not check(value):
             shown = _HIDDEN if "password" in name else repr(value)
-            return options, f"query option {name}={shown}: expected {expected}"
+            raise _InvalidUrlError(f"query option {name}={shown}: expected {expected}")
         options[name] = value
-    return options, None
+    return options
 
 
-def _parse_address(scheme: str, address: str) -> tuple[str | None, int | None, str | None, int]:
-    """``(host, port, path, db)`` from what follows the user part; ``ValueError`` says why not."""
-    if scheme == "unix":
-        path = unquote(address)
-        if not address.startswith("/") or len(path) < 2 or "\x00" in path:
-            raise ValueError("expected unix:///path/to/redis.sock (an absolute path)")
-        return None, None, path, 0
-    authority, slash, path = address.partition("/")
-    if authority.startswith("["):
-        host, bracket, port_text = authority.partition("]")
+def _parse_address(scheme: str, host_and_port: str, path: str) -> tuple[str, int | None, int]:
+    """``(host, port, db)`` of a ``redis://`` or ``rediss://`` URL; ``_InvalidUrlError`` if not."""
+    if host_and_port.startswith("["):
+        host, bracket, port_text = host_and_port.partition("]")
         host += bracket
         if port_text and not port_text.startswith(":"):
-            raise ValueError(f"expected {scheme}://host:port/db")
+            raise _InvalidUrlError(f"expected {scheme}://host:port/db")
         has_port, port_text = bool(port_text), port_text[1:]
     else:
-        host, has_port_separator, port_text = authority.partition(":")
+        host, has_port_separator, port_text = host_and_port.partition(":")
         has_port = bool(has_port_separator)
     if not host:
-        raise ValueError(f"the host is missing (expected {scheme}://host:port/db)")
+        raise _InvalidUrlError(f"the host is missing (expected {scheme}://host:port/db)")
     if not _HOST.fullmatch(host):
-        raise ValueError(f"the host {host!r} is not a host name or address")
+        raise _InvalidUrlError(f"the host {host!r} is not a host name or address")
     port: int | None = None
     if has_port:
-        if not (port_text.isascii() and port_text.isdigit() and 1 <= int(port_text) <= 65535):
-            raise ValueError(f"the port {port_text!r} is not a whole number from 1 to 65535")
+        if not (_ASCII_WHOLE.fullmatch(port_text) and 1 <= int(port_text) <= 65535):
+            raise _InvalidUrlError(f"the port {port_text!r} is not a whole number from 1 to 65535")
         port = int(port_text)
     db = 0
-    if slash and path:
-        if not (path.isascii() and path.isdigit()):
-            raise ValueError(f"the database {path!r} is not a whole number >= 0")
-        db = int(path)
-    return host.strip("[]"), port, None, db
+    if path[1:]:
+        if not _ASCII_WHOLE.fullmatch(path[1:]):
+            raise _InvalidUrlError(f"the database {path[1:]!r} is not a whole number >= 0")
+        db = int(path[1:])
+    return host.strip("[]"), port, db
+
+
+def _parse_parts(scheme: str, userinfo: str | None, host_and_port: str, rest: str) -> RedisUrl:
+    """The URL from its parts, split as RFC 3986 splits them; ``_InvalidUrlError`` if not."""
+    if "#" in rest:
+        raise _InvalidUrlError(f"it has a #fragment; {_PERCENT_ENCODE}")
+    path, _, query = rest.partition("?")
+    username = password = None
+    if userinfo is not None:
+        if not _USERINFO.fullmatch(userinfo):
+            raise _InvalidUrlError(f"the user part is not valid; {_PERCENT_ENCODE}")
+        user, has_password, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = (unquote(secret) if has_password else None) or None
+    host: str | None = None
+    port: int | None = None
+    socket: str | None = None
+    db = 0
+    if scheme == "unix":
+        socket = unquote(path)
+        if host_and_port or not path.startswith("/") or len(socket) < 2 or "\x00" in socket:
+            raise _InvalidUrlError("expected unix:///path/to/redis.sock (an absolute path)")
+    else:
+        host, port, db = _parse_address(scheme, host_and_port, path)
+    options = _options(query, scheme)
+    if "db" in options:
+        db = int(options["db"])
+    return RedisUrl(scheme, host, port, socket, db, username, password, options)
+
+
+def _parse(url: str) -> RedisUrl:
+    """``parse_redis_url`` without the name: ``_InvalidUrlError`` says why not."""
+    scheme, separator, _ = url.partition("://")
+    if not separator or scheme not in URL_SCHEMES:
+        if separator and scheme.lower() in URL_SCHEMES:
+            raise _InvalidUrlError(
+                f"write the scheme in lower case ({scheme.lower()}://): redis-py refuses "
+                f"{scheme}://"
+            )
+        raise _InvalidUrlError("it must start with redis://, rediss:// or unix://")
+    if _CONTROL.search(url):
+        raise _InvalidUrlError(f"it holds a control character; {_PERCENT_ENCODE}")
+    if any(set(url[secret.value_start : secret.end]) & set("&#") for secret in _query_secrets(url)):
+        raise _InvalidUrlError("percent-encode & and # in a password in the query (%26, %23)")
+    start = len(scheme) + 3
+    authority_end = _authority_end(url, start)
+    userinfo, at, host_and_port = url[start:authority_end].rpartition("@")
+    rest = url[authority_end:]
+    try:
+        parsed = _parse_parts(scheme, userinfo if at else None, host_and_port, rest)
+    except _InvalidUrlError:
+        if "@" in rest:  # a raw / ? # in a password may have ended the user part early
+            raise _InvalidUrlError(_UNCLEAR_USER_PART) from None
+        raise
+    try:  # what redis-py will do with it: e.g. NFKC-normalised non-ASCII that hides a "/"
+        urlsplit(url).port  # noqa: B018 - parsed for its ValueError
+    except ValueError:
+        raise _InvalidUrlError(f"Python's URL parser refuses it; {_PERCENT_ENCODE}") from None
+    return parsed
 
 
 def parse_redis_url(url: str, *, name: str = "url") -> RedisUrl:
     """Parse and check a Redis URL; ``ConfigurationError`` naming ``name`` when it is not valid.
 
     Accepts ``redis://[[user]:password@]host[:port][/db][?option=value...]``, the same with
-    ``rediss://`` (TLS), and ``unix://[[user]:password@]/path/to/socket[?option=value...]``.
-    A password holding ``/ ? # @ [ ]`` or ``%`` must be percent-encoded. The error message
-    shows the URL with its password hidden.
+    ``rediss://`` (TLS), and ``unix://[[user]:password@]/path/to/socket[?option=value...]``,
+    read as urllib (and so redis-py) reads them: the user part ends at the last ``@`` before
+    the first ``/ ? #`` after ``://``, so an ``@`` in a query value is fine
+    (``?client_name=build@ci``). A user name or password holding ``/ ? # @ [ ]`` or ``%``
+    must be percent-encoded, and so must ``&`` and ``#`` in a ``?password=``; option names
+    must be written as they are (never percent-encoded), and control characters anywhere
+    percent-encoded. The scheme must be in lower case: redis-py refuses ``REDIS://``.
+    The error message shows the URL with its password hidden, and never quotes a piece of
+    a URL whose user part may have been cut short by a raw ``/ ? #`` in a password.
     """
-    scheme, separator, _ = url.partition("://")
-    if not separator or scheme not in URL_SCHEMES:
-        raise _bad_url(name, url, "it must start with redis://, rediss:// or unix://")
-    if any(set(match[2]) & set("&#") for match in _QUERY_SECRET.finditer(url)):
-        raise _bad_url(name, url, "percent-encode & and # in a password in the query (%26, %23)")
-    _, userinfo, rest = _split_userinfo(url)
-    if "#" in rest:
-        raise _bad_url(name, url, f"it has a #fragment; {_PERCENT_ENCODE}")
-    address, _, query = rest.partition("?")
-    username = password = None
-    if userinfo is not None:
-        if not _USERINFO.fullmatch(userinfo):
-            raise _bad_url(name, url, f"the user part is not valid; {_PERCENT_ENCODE}")
-        user, has_password, secret = userinfo.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if has_password else None
     try:
-        host, port, path, db = _parse_address(scheme, address)
-    except ValueError as exc:
+        return _parse(url)
+    except _InvalidUrlError as exc:
         raise _bad_url(name, url, str(exc)) from None
-    options, problem = _options(query, scheme)
-    if problem is not None:
-        raise _bad_url(name, url, problem)
-    if "db" in options:
-        db = int(options["db"])
-    try:  # what redis-py will do with it: e.g. NFKC-normalised non-ASCII that hides a "/"
-        urlsplit(url).port  # noqa: B018 - parsed for its ValueError
-    except ValueError:
-        raise _bad_url(name, url, f"Python's URL parser refuses it; {_PERCENT_ENCODE}") from None
-    return RedisUrl(scheme, host, port, path, db, username, password, options)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -378,30 +558,21 @@ def _parse_host(name: str, value: str) -> str:
 
 
 def _parse_port(name: str, value: str) -> int:
-    try:
-        port = int(value)
-    except ValueError:
-        port = 0
+    port = _ascii_whole(value) or 0
     if not 1 <= port <= 65535:
         raise _bad(name, value, "a whole number from 1 to 65535")
     return port
 
 
 def _parse_expire(name: str, value: str) -> int:
-    try:
-        expire = int(value)
-    except ValueError:
-        expire = 0
+    expire = _ascii_whole(value) or 0
     if not 0 < expire <= MAX_EXPIRE:
         raise _bad(name, value, f"whole seconds from 1 to {MAX_EXPIRE} (Redis' limit)")
     return expire
 
 
 def _parse_size(name: str, value: str) -> int:
-    try:
-        size = int(value)
-    except ValueError:
-        size = 0
+    size = _ascii_whole(value) or 0
     if size <= 0:
         raise _bad(name, value, "a whole number of bytes greater than 0")
     return size
@@ -431,9 +602,8 @@ def _parse_cluster(name: str, value: str) -> bool:
 
 
 def _parse_seconds(name: str, value: str, *, allow_zero: bool) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
+    seconds = _ascii_number(value)
+    if seconds is None:
         seconds = math.nan
     if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
         raise _bad(name, value, "seconds >= 0" if allow_zero else "seconds greater than 0")

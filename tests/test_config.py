@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 import pytest
 
 from remote_cache import ConfigurationError, RedisRemoteCacheBackend, create_cache
@@ -13,6 +15,7 @@ from remote_cache._config import (
     RedisSettings,
     parse_redis_url,
     redact_url,
+    resolve_max_value_bytes,
     resolve_redis_settings,
     url_secrets,
 )
@@ -188,7 +191,8 @@ class TestRedaction:
 MALFORMED_URLS = [
     ("host:6379", "must start with redis://"),
     ("redis:/h", "must start with redis://"),
-    ("REDIS://h:1", "must start with redis://"),
+    ("REDIS://h:1", "write the scheme in lower case (redis://)"),
+    ("Rediss://h:1", "write the scheme in lower case (rediss://)"),
     ("redis://", "the host is missing"),
     ("redis://:6379/0", "the host is missing"),
     ("redis://h:abc/0", "the port 'abc'"),
@@ -313,6 +317,63 @@ class TestExpireLimit:
         assert resolve_redis_settings(expire=MAX_EXPIRE, environ={}).expire == MAX_EXPIRE
 
 
+class TestAsciiNumbers:
+    """A number is written in ASCII digits: ``int`` and ``float`` alone take many more."""
+
+    @pytest.mark.parametrize(
+        ("suffix", "value"),
+        [
+            ("REDIS_EXPIRE", "\u0663"),  # ARABIC-INDIC DIGIT THREE
+            ("REDIS_EXPIRE", "1_0"),
+            ("REDIS_EXPIRE", "+5"),
+            ("REDIS_PORT", "\u0667\u0660\u0660\u0660"),
+            ("REDIS_PORT", "\uff17\uff10\uff10\uff10"),  # FULLWIDTH DIGITS
+            ("REDIS_PORT", "70_00"),
+            ("REDIS_TIMEOUT", "\u0663"),
+            ("REDIS_TIMEOUT", "1_0"),
+            ("REDIS_TIMEOUT", "\u0661.5"),
+            ("REDIS_RETRY_AFTER", "\u0663"),
+            ("REDIS_RETRY_AFTER", "1_0"),
+            ("MAX_VALUE_BYTES", "\u0663"),
+            ("MAX_VALUE_BYTES", "1_000"),
+        ],
+    )
+    def test_variable_refused(self, suffix: str, value: str) -> None:
+        variable = f"REMOTE_CACHE_{suffix}"
+        resolve = resolve_max_value_bytes if suffix == "MAX_VALUE_BYTES" else resolve_redis_settings
+        with pytest.raises(ConfigurationError, match=variable):
+            resolve(environ={variable: value})
+
+    @pytest.mark.parametrize(
+        ("argument", "value"),
+        [
+            ("expire", "\u0663"),
+            ("port", "\u0663"),
+            ("port", " 6379 "),
+            ("timeout", " 5 "),
+            ("timeout", "1_0"),
+            ("timeout", "\u0663"),
+            ("retry_after", "\u0663"),
+            ("retry_after", "nan"),
+        ],
+    )
+    def test_argument_refused(self, argument: str, value: str) -> None:
+        with pytest.raises(ConfigurationError, match=argument):
+            resolve_redis_settings(**{argument: value}, environ={})  # type: ignore[arg-type]
+
+    def test_max_value_bytes_argument_refused(self) -> None:
+        with pytest.raises(ConfigurationError, match="max_value_bytes"):
+            resolve_max_value_bytes("\u0663")  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize(
+        ("value", "seconds"), [("2", 2.0), ("2.5", 2.5), (".5", 0.5), ("2.", 2.0), ("1e-05", 1e-05)]
+    )
+    def test_ascii_seconds_accepted(self, value: str, seconds: float) -> None:
+        env = {"REMOTE_CACHE_REDIS_TIMEOUT": value}
+        assert resolve_redis_settings(environ=env).timeout == seconds
+        assert resolve_redis_settings(timeout=seconds, environ={}).timeout == seconds
+
+
 class TestUrlSecrets:
     """``url_secrets`` finds every form of a password, whatever characters it holds."""
 
@@ -325,12 +386,25 @@ class TestUrlSecrets:
             ("redis://u:a%2Fb@h:1/0", ["a%2Fb", "a/b"]),
             ("redis://u:a/b#c?d@e@h:1/0", ["a/b#c?d@e"]),
             ("unix:///s.sock?password=p%40q", ["p%40q", "p@q"]),
-            ("redis://h/0?password=a@b", ["h/0?password=a", "a@b"]),
+            ("redis://h/0?password=a@b", ["a@b"]),  # valid: read as redis-py reads it
+            ("redis://h:x/?password=a@b", ["x/?password=a@b", "x/?password=a", "a@b"]),
+            ("redis://h/?client_name=build@ci", []),
+            ("unix:///run/a@b.sock", []),
         ],
     )
     def test_found(self, url: str, expected: list[str]) -> None:
         found = url_secrets(url)
         assert set(expected) <= set(found)
+        if parse_is_valid(url):
+            assert set(found) == {form for secret in expected for form in (secret, unquote(secret))}
         assert found == sorted(found, key=len, reverse=True)
         for secret in found:
             assert secret not in redact_url(url)
+
+
+def parse_is_valid(url: str) -> bool:
+    try:
+        parse_redis_url(url)
+    except ConfigurationError:
+        return False
+    return True

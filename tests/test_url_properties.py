@@ -6,7 +6,8 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable, Iterator
-from urllib.parse import quote, quote_plus
+from functools import partial
+from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,7 +20,13 @@ from remote_cache import (
     RedisRemoteCacheBackend,
 )
 from remote_cache._cli import main
-from remote_cache._config import resolve_redis_settings
+from remote_cache._config import (
+    RedisSettings,
+    parse_redis_url,
+    redact_url,
+    resolve_redis_settings,
+    url_secrets,
+)
 from remote_cache.testing._processes import free_port
 
 START, END = "\u00a7", "\u00a4"
@@ -37,9 +44,13 @@ VARIABLES = ("REMOTE_CACHE_REDIS_URL", "TORCHINDUCTOR_REDIS_URL")
 
 
 def leaks(password: str, shown: str) -> list[str]:
-    """The forms of ``password`` (or of its two ends) found in ``shown``."""
+    """The forms of ``password`` (or of its two ends) found in ``shown``: as written, percent-
+    encoded once or twice, decoded once or twice."""
     forms = {password, quote(password, safe=""), quote_plus(password), START, END}
-    forms |= {quote(START), quote(END)}
+    forms |= {quote(quote(password, safe=""), safe=""), unquote_plus(password)}
+    forms |= {unquote(unquote_plus(password))}
+    for end in (START, END):
+        forms |= {quote(end), quote(quote(end))}
     return [form for form in forms if form in shown]
 
 
@@ -75,10 +86,39 @@ def cli(*argv: str) -> tuple[int, str]:
     return status, out.getvalue() + err.getvalue()
 
 
+def percent(text: str) -> str:
+    """Every character of ``text`` percent-encoded, even those that need not be."""
+    return "".join(f"%{byte:02X}" for byte in text.encode())
+
+
+@st.composite
+def option_names(draw: st.DrawFn, name: str) -> str:
+    """``name`` as written (then redis-py uses it), or in any of the ways redis-py, parse_qs,
+    urllib or an older redis-py would decode to it or to something close: characters
+    percent-encoded once or twice, in upper or lower hex, in another case, ``+`` for a space."""
+    if draw(st.booleans()):
+        return name
+    written = []
+    for char in name:
+        how = draw(st.sampled_from(["as is", "percent", "lower hex", "twice", "upper", "plus"]))
+        written.append(
+            {
+                "as is": char,
+                "percent": percent(char),
+                "lower hex": percent(char).lower(),
+                "twice": quote(percent(char)),
+                "upper": char.upper(),
+                "plus": f"{char}+",
+            }[how]
+        )
+    return "".join(written)
+
+
 @st.composite
 def urls_with_passwords(draw: st.DrawFn) -> tuple[str, str, bool]:
-    """``(url, password, encoded)``: the password in the user part or the query, raw or
-    percent-encoded, on every scheme."""
+    """``(url, password, valid)``: the password in the user part or the query (under any
+    encoding of the option's name), raw or percent-encoded (once or twice), on every scheme.
+    ``valid``: the URL is one redis-py reads as meant, so it must be accepted."""
     user, password = draw(users), draw(passwords)
     encoded = draw(st.booleans())
     scheme = draw(st.sampled_from(["redis", "rediss", "unix"]))
@@ -90,8 +130,20 @@ def urls_with_passwords(draw: st.DrawFn) -> tuple[str, str, bool]:
             else f"{user}:{password}"
         )
         return f"{scheme}://{userinfo}@{where}", password, encoded
-    value = quote_plus(password) if encoded else password
-    return f"{scheme}://{where}?password={value}", password, encoded
+    option = "ssl_password" if scheme == "rediss" and draw(st.booleans()) else "password"
+    name = draw(option_names(option))
+    value = draw(st.sampled_from(VALUE_ENCODINGS))(password) if encoded else password
+    before = draw(st.sampled_from(["", "db=0&", "client_name=a@b&"]))
+    after = draw(st.sampled_from(["", "&socket_timeout=1", "&retry_on_timeout=0"]))
+    url = f"{scheme}://{where}?{before}{name}={value}{after}"
+    return url, password, encoded and name == option
+
+
+def double_quote(text: str) -> str:
+    return quote(quote(text, safe=""), safe="")
+
+
+VALUE_ENCODINGS: list[Callable[[str], str]] = [quote_plus, partial(quote, safe=""), double_quote]
 
 
 PROPERTY = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -105,14 +157,14 @@ class TestPasswordNeverShown:
     def test_backend_errors_and_logs(
         self, log_lines: list[str], case: tuple[str, str, bool]
     ) -> None:
-        url, password, encoded = case
+        url, password, valid = case
         log_lines.clear()
         shown: list[str] = []
         backend, error = attempt(
             lambda: RedisRemoteCacheBackend(url=url, timeout=0.2, retry_after=0)
         )
         if error is not None:
-            assert not encoded, f"a percent-encoded URL was refused: {error}"
+            assert not valid, f"a valid URL was refused: {error}"
             assert error.name == "url"
             shown += [str(error), repr(error), repr(error.value)]
         else:
@@ -233,3 +285,105 @@ class TestMalformedUrls:
         assert "--url" in shown
         assert START not in shown
         assert quote(START) not in shown
+
+
+class TestRedactionOfAnyText:
+    """``redact_url``, the reprs and the errors hide a password however it is written."""
+
+    @settings(max_examples=400, deadline=None)
+    @given(urls_with_passwords())
+    def test_never_shown(self, case: tuple[str, str, bool]) -> None:
+        url, password, valid = case
+        shown = [redact_url(url), repr(RedisSettings(url=url)), RedisSettings(url=url).describe()]
+        backend, error = attempt(
+            lambda: RedisRemoteCacheBackend(url=url, timeout=0.2, retry_after=0)
+        )
+        if error is not None:
+            assert not valid, f"a valid URL was refused: {error}"
+            shown += [str(error), repr(error.value)]
+        else:
+            assert isinstance(backend, RedisRemoteCacheBackend)
+            shown += [repr(backend), backend.description]
+        everything = "\n".join(shown)
+        assert leaks(password, everything) == [], everything
+        secrets = url_secrets(url)
+        if valid:
+            assert password in secrets
+        assert any(START in secret or quote(START) in secret for secret in secrets), secrets
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.text(st.sampled_from("/?#@:&=%+ab") | PRINTABLE, max_size=30), passwords)
+    def test_any_text_after_a_password(self, noise: str, password: str) -> None:
+        """Raw delimiters around a password: hidden in what is printed, found by url_secrets."""
+        for url in (
+            f"redis://u:{password}{noise}@h:1/0",
+            f"redis://:{noise}{password}@h:1/0?db=0",
+            f"redis://h:1/0?password={password}{noise}",
+            f"redis://h:1/0?{noise}&password={password}",
+        ):
+            shown = [redact_url(url), repr(RedisSettings(url=url))]
+            _, error = attempt(partial(parse_redis_url, url))
+            if error is not None:
+                shown.append(str(error))
+            assert leaks(password, "\n".join(shown)) == [], (url, shown)
+
+
+def redis_py_reads(url: str) -> dict[str, object]:
+    """What redis-py makes of ``url``: the keyword arguments of its connections."""
+    from redis.connection import parse_url
+
+    parsed: dict[str, object] = parse_url(url)  # type: ignore[no-untyped-call]
+    return parsed
+
+
+HOSTS = st.sampled_from(["127.0.0.1", "cache.internal", "[::1]", "h"])
+QUERY_TEXT = st.text(PRINTABLE | st.sampled_from("@/?:="), min_size=1, max_size=10)
+
+
+@st.composite
+def urls_with_at_in_query(draw: st.DrawFn) -> str:
+    """A valid URL with an ``@`` in at least one query value (raw: RFC 3986 allows it)."""
+    scheme = draw(st.sampled_from(["redis", "rediss"]))
+    userinfo = ""
+    if draw(st.booleans()):
+        user, password = draw(users), draw(passwords)
+        userinfo = f"{quote(user, safe='')}:{quote(password, safe='')}@"
+    port = draw(st.one_of(st.none(), st.integers(1, 65535)))
+    db = draw(st.one_of(st.none(), st.integers(0, 15)))
+    address = draw(HOSTS) + ("" if port is None else f":{port}")
+    path = draw(st.sampled_from(["", "/"])) if db is None else f"/{db}"
+    names = draw(
+        st.lists(st.sampled_from(["client_name", "password", "username"]), min_size=1, unique=True)
+    )
+    fields = []
+    for index, name in enumerate(names):
+        value = draw(QUERY_TEXT)
+        if index == 0:
+            value = f"{value}@{draw(QUERY_TEXT)}"
+        fields.append(f"{name}={quote(value, safe='@/?:=')}")
+    return f"{scheme}://{userinfo}{address}{path}?{'&'.join(fields)}"
+
+
+class TestAtInQueryValues:
+    """A URL with ``@`` in a query value is read exactly as redis-py (urllib) reads it."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(urls_with_at_in_query())
+    def test_same_as_redis_py(self, url: str) -> None:
+        parsed, expected = parse_redis_url(url), redis_py_reads(url)
+        assert (parsed.host, parsed.port) == (expected.get("host"), expected.get("port"))
+        assert parsed.db == expected.get("db", 0)
+        assert (parsed.username or parsed.options.get("username")) == expected.get("username")
+        assert (parsed.password or parsed.options.get("password")) == expected.get("password")
+        assert parsed.options.get("client_name") == expected.get("client_name")
+        shown = redact_url(url)
+        if "client_name" in parsed.options:
+            written = url.partition("client_name=")[2].partition("&")[0]
+            assert f"client_name={written}" in shown  # shown readably
+        if "@" not in url.partition("?")[0] and "password" not in parsed.options:
+            assert shown == url
+        for secret in (parsed.password, parsed.options.get("password")):
+            if secret:
+                assert secret in url_secrets(url)
+                if START in secret:
+                    assert leaks(secret, shown) == [], shown
