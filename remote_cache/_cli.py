@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import io
 import json
 import os
 import random
@@ -27,12 +28,14 @@ from remote_cache._stats import CacheStat
 from remote_cache.exceptions import ConfigurationError, MissingDependencyError
 
 if TYPE_CHECKING:
+    from remote_cache._inspect import Inventory
     from remote_cache.testing._check import Check, CheckReport
 
 __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_STDOUT_CLOSED",
     "EXIT_UNUSABLE",
     "JSON_SCHEMA_VERSION",
     "load_backend_factory",
@@ -41,7 +44,13 @@ __all__ = [
 
 EXIT_OK, EXIT_FAILED, EXIT_UNUSABLE, EXIT_INTERRUPTED = 0, 1, 2, 130
 """Exit statuses: all passed; a check failed; unusable (bad argument, unreachable server,
-missing extra); interrupted (Ctrl-C)."""
+missing extra, a ``--backend`` that cannot be loaded); interrupted (Ctrl-C)."""
+
+EXIT_STDOUT_CLOSED = 141
+"""Exit status when stdout was closed before the output was written (``... | head``): 128 plus
+SIGPIPE, as a shell reports a command that a closed pipe stopped."""
+
+COMMANDS = ("check", "inspect")
 
 JSON_SCHEMA_VERSION = 1
 """Version of ``check --json``'s document; raised only when a field changes meaning or goes."""
@@ -58,9 +67,12 @@ EXIT_STATUS_HELP = """\
 exit status:
   0    every check passed (check), or the inventory was printed (inspect)
   1    a check failed (check); the report names it and the seed that repeats the run
-  2    bad arguments, the server cannot be reached, the backend cannot be loaded, or an
-       extra is missing (one line on stderr says which)
-  130  interrupted (Ctrl-C); what check wrote to a server is deleted first when possible"""
+  2    bad arguments, the server cannot be reached, the backend cannot be loaded (its
+       module or factory raised, even SystemExit), or an extra is missing (one line on
+       stderr says which)
+  130  interrupted (Ctrl-C): one line on stderr, no report; what check wrote to a server
+       is deleted first when possible
+  141  stdout was closed before the output was written (e.g. piped into head)"""
 
 
 class UsageError(Exception):
@@ -79,10 +91,10 @@ def _whole_number(minimum: int) -> Callable[[str], int]:
     """An argparse type: a whole number of at least ``minimum``."""
 
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        digits = text.removeprefix("-")
+        if not (digits.isascii() and digits.isdigit()):  # int() takes "٣", "1_0" and " 5 "
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+        value = int(text)
         if value < minimum:
             raise argparse.ArgumentTypeError(f"expected {minimum} or more, got {value}")
         return value
@@ -205,7 +217,9 @@ def _scrub(text: str, secrets: Sequence[str]) -> str:
     return text
 
 
-def _inspect(arguments: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def _inspect(
+    arguments: argparse.Namespace, out: TextIO, err: TextIO, interrupts: _Interrupts
+) -> int:
     from remote_cache._config import UNSET, resolve_redis_settings
     from remote_cache._inspect import inspect_redis
     from remote_cache._redis import _build_client, translate_redis_error
@@ -257,9 +271,18 @@ def _inspect(arguments: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         client.close()
         if err.isatty():
             print("\r\x1b[K", end="", file=err)
+    interrupts.checkpoint()
+    text = io.StringIO()
     if arguments.json:
-        print(json.dumps(inventory.as_dict(), indent=2), file=out)
-        return EXIT_OK
+        print(json.dumps(inventory.as_dict(), indent=2), file=text)
+    else:
+        _print_inventory(inventory, server, text)
+    interrupts.finish()
+    _emit(text.getvalue(), out)
+    return EXIT_OK
+
+
+def _print_inventory(inventory: Inventory, server: str, out: TextIO) -> None:
     print(f"remote-cache inspect: {server}", file=out)
     rows = [
         (s.cache_id, f"{s.entries:,}", f"{s.bytes:,}", f"{s.with_ttl:,}", ", ".join(s.sample_keys))
@@ -278,7 +301,6 @@ def _inspect(arguments: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(
             f"  ({inventory.other_keys:,} other keys under pt2: not in upstream's format)", file=out
         )
-    return EXIT_OK
 
 
 class _ProgressBar:
@@ -385,6 +407,9 @@ def load_backend_factory(spec: str) -> Callable[[], RemoteCacheBackend[Any]]:
     The current folder is searched first, as ``python -m`` would. Raises ``UsageError`` with
     a one-line reason when the module cannot be imported, the attribute is missing or not
     callable, or a call fails or returns something that is not a ``RemoteCacheBackend``.
+    Any exception of the user's code counts, ``SystemExit`` and ``GeneratorExit`` included (a
+    factory that exits must not pass for a successful run); only ``KeyboardInterrupt``
+    propagates.
     """
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
@@ -393,23 +418,33 @@ def load_backend_factory(spec: str) -> Callable[[], RemoteCacheBackend[Any]]:
         sys.path.insert(0, os.getcwd())
     try:
         target: Any = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - any failure of the user's module is reported
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - any failure of the user's module is reported
         raise UsageError(
-            f"--backend {spec!r}: cannot import {module_name}: {type(exc).__name__}: {exc}"
+            f"--backend {spec!r}: cannot import {module_name}: {_describe(exc)}"
         ) from None
     for part in attribute.split("."):
         try:
             target = getattr(target, part)
         except AttributeError:
             raise UsageError(f"--backend {spec!r}: {module_name} has no {attribute}") from None
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a module __getattr__ is user code too
+            raise UsageError(
+                f"--backend {spec!r}: looking up {attribute} raised {_describe(exc)}"
+            ) from None
     if not callable(target):
         raise UsageError(f"--backend {spec!r}: {attribute} is not callable")
     factory: Callable[[], Any] = target
     try:
         made = factory()
-    except Exception as exc:  # noqa: BLE001 - reported in one line
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - reported in one line, SystemExit included
         raise UsageError(
-            f"--backend {spec!r}: calling {attribute}() raised {type(exc).__name__}: {exc}"
+            f"--backend {spec!r}: calling {attribute}() raised {_describe(exc)}"
         ) from None
     if not isinstance(made, RemoteCacheBackend):
         raise UsageError(
@@ -417,6 +452,11 @@ def load_backend_factory(spec: str) -> Callable[[], RemoteCacheBackend[Any]]:
             "not a RemoteCacheBackend"
         )
     return factory
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` on one line."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
 def _need(module: str) -> None:
@@ -429,7 +469,55 @@ def _need(module: str) -> None:
         ) from None
 
 
-def _check(arguments: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def _fileno(stream: TextIO) -> int | None:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.StringIO, a closed or detached stream
+        return None
+
+
+@contextlib.contextmanager
+def _user_output_to(err: TextIO, out: TextIO, interrupts: _Interrupts) -> Iterator[None]:
+    """Send what user code prints on stdout to ``err``, so ``out`` carries only the report.
+
+    ``sys.stdout`` is replaced, and when ``out`` and ``err`` are file descriptors, ``out``'s
+    descriptor points at ``err``'s too, for output written below Python (``os.write``, C
+    code, child processes).
+    """
+    out_fd, err_fd = _fileno(out), _fileno(err)
+    saved: tuple[int, int] | None = None  # (out's descriptor, a copy of what it was)
+    with interrupts.deferred():  # a Ctrl-C here must not leave stdout pointing at stderr
+        if out_fd is not None and err_fd is not None and out_fd != err_fd:
+            out.flush()
+            saved = (out_fd, os.dup(out_fd))
+            os.dup2(err_fd, out_fd)
+    try:
+        with contextlib.redirect_stdout(err):
+            yield
+    finally:
+        with interrupts.deferred():
+            if saved is not None:
+                for stream in {id(s): s for s in (out, sys.__stdout__) if s is not None}.values():
+                    with contextlib.suppress(OSError, ValueError):
+                        stream.flush()  # what user code left in a buffer goes to err too
+                os.dup2(saved[1], saved[0])
+                os.close(saved[1])
+
+
+def _load(arguments: argparse.Namespace) -> Callable[[], RemoteCacheBackend[Any]] | None:
+    """Check the URL and the extras, then load ``--backend``'s factory (None without it)."""
+    if arguments.url is not None:
+        parse_redis_url(arguments.url, name="--url")
+    for module in ("hypothesis", *(("redis",) if arguments.backend is None else ())):
+        _need(module)
+    if arguments.url is None and arguments.backend is None:
+        _need("fakeredis")
+    if arguments.backend is None:
+        return None
+    return load_backend_factory(arguments.backend)
+
+
+def _check(arguments: argparse.Namespace, out: TextIO, err: TextIO, interrupts: _Interrupts) -> int:
     url: str | None = arguments.url
     seed = arguments.seed if arguments.seed is not None else random.randrange(2**32)
     target = (
@@ -442,6 +530,7 @@ def _check(arguments: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     arguments.seed, arguments.target = seed, target  # for the report of an interrupted run
 
     def unusable(message: str) -> int:
+        interrupts.checkpoint()
         print(f"remote-cache check: {message}", file=err)
         if arguments.json:
             document = json_error(
@@ -452,94 +541,197 @@ def _check(arguments: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 seed=seed,
                 error=message,
             )
-            print(json.dumps(document, indent=2), file=out)
+            interrupts.finish()
+            _emit(json.dumps(document, indent=2) + "\n", out)
         return EXIT_UNUSABLE
 
-    factory = None
-    try:
-        if url is not None:
-            parse_redis_url(url, name="--url")
-        for module in ("hypothesis", *(("redis",) if arguments.backend is None else ())):
-            _need(module)
-        if url is None and arguments.backend is None:
-            _need("fakeredis")
-        if arguments.backend is not None:
-            factory = load_backend_factory(arguments.backend)
-        from remote_cache.testing._check import run_checks
-    except (ConfigurationError, UsageError, MissingDependencyError) as exc:
-        return unusable(str(exc))
-    bar = _ProgressBar(err) if err.isatty() else None
-    try:
-        report = run_checks(
-            url,
-            examples=arguments.examples,
-            seed=seed,
-            progress=bar,
-            backend_factory=factory,
-            backend_name=arguments.backend,
-        )
-    except ConnectionError as exc:
-        return unusable(f"cannot reach the server: {_scrub(str(exc), url_secrets(url or ''))}")
-    finally:
-        if bar is not None:
-            bar.clear()
-    if arguments.interrupted.is_set():  # swallowed by code under test: the run is not valid
-        raise KeyboardInterrupt
+    with _user_output_to(err, out, interrupts):
+        try:
+            factory = _load(arguments)
+            from remote_cache.testing._check import run_checks
+        except (ConfigurationError, UsageError, MissingDependencyError) as exc:
+            failure: str | None = str(exc)
+        else:
+            failure = None
+        interrupts.checkpoint()
+        if failure is None:
+            bar = _ProgressBar(err) if err.isatty() else None
+            try:
+                report = run_checks(
+                    url,
+                    examples=arguments.examples,
+                    seed=seed,
+                    progress=bar,
+                    backend_factory=factory,
+                    backend_name=arguments.backend,
+                    checkpoint=interrupts.checkpoint,
+                )
+            except ConnectionError as exc:
+                failure = f"cannot reach the server: {_scrub(str(exc), url_secrets(url or ''))}"
+            finally:
+                if bar is not None:
+                    bar.clear()
+    if failure is not None:
+        return unusable(failure)
+    interrupts.checkpoint()  # one that code under test swallowed: the run is not valid
+    text = io.StringIO()
     if arguments.json:
-        print(json.dumps(json_report(report), indent=2), file=out)
+        print(json.dumps(json_report(report), indent=2), file=text)
     else:
-        _print_report(report, out)
+        _print_report(report, text)
+    interrupts.finish()
+    _emit(text.getvalue(), out)
     return EXIT_OK if report.passed else EXIT_FAILED
 
 
+def _emit(text: str, out: TextIO) -> None:
+    """Write ``text`` to ``out`` and flush it, so that a closed pipe is noticed here."""
+    out.write(text)
+    out.flush()
+
+
+class _Interrupts:
+    """Every SIGINT (Ctrl-C) of a run, even one that code under test swallows.
+
+    The handler records the interrupt, then raises ``KeyboardInterrupt`` until ``finish()``:
+    from then on the output is being written and is written whole. A ``KeyboardInterrupt``
+    that Python could not raise (in a ``__del__``, a weakref or gc callback) is recorded
+    silently instead of printed as "Exception ignored". ``checkpoint()`` raises
+    ``KeyboardInterrupt`` if any interrupt was recorded, and puts the handler back if code
+    under test replaced it.
+    """
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.raising = True
+        self.installed = False
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        """The SIGINT handler."""
+        self.event.set()
+        if self.raising:
+            raise KeyboardInterrupt
+
+    def checkpoint(self) -> None:
+        """Raise ``KeyboardInterrupt`` if the run was interrupted; keep the handler in place."""
+        if self.installed and signal.getsignal(signal.SIGINT) != self.handle:
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(signal.SIGINT, self.handle)
+        if self.event.is_set() and self.raising:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Hold back ``KeyboardInterrupt`` for a moment; ``checkpoint()`` raises it later."""
+        raising, self.raising = self.raising, False
+        try:
+            yield
+        finally:
+            self.raising = raising
+
+    def finish(self) -> None:
+        """Stop raising: what is written from now on is written whole."""
+        self.checkpoint()
+        self.raising = False
+
+
 @contextlib.contextmanager
-def _interrupts() -> Iterator[threading.Event]:
-    """Record every SIGINT (Ctrl-C) of the run, even one that code under test swallows."""
-    interrupted = threading.Event()
+def _interrupts(*, ignore_after: bool = False) -> Iterator[_Interrupts]:
+    """Install ``_Interrupts``' handler and unraisable hook for the run, then restore both.
 
-    def handle(signum: int, frame: FrameType | None) -> None:
-        interrupted.set()
-        raise KeyboardInterrupt
-
+    With ``ignore_after`` (the process is about to exit) SIGINT is left ignored instead, so
+    that a late Ctrl-C cannot turn a finished run into a traceback.
+    """
+    interrupts = _Interrupts()
     try:
-        previous = signal.signal(signal.SIGINT, handle)
+        previous = signal.signal(signal.SIGINT, interrupts.handle)
     except ValueError:  # not the main thread: leave signals alone
-        yield interrupted
+        yield interrupts
         return
+    interrupts.installed = True
+    previous_hook = sys.unraisablehook
+
+    def unraisable(details: Any) -> None:
+        if isinstance(details.exc_type, type) and issubclass(details.exc_type, KeyboardInterrupt):
+            interrupts.event.set()
+            return
+        previous_hook(details)
+
+    sys.unraisablehook = unraisable
     try:
-        yield interrupted
+        yield interrupts
     finally:
-        signal.signal(signal.SIGINT, previous)
+        interrupts.raising = False
+        if ignore_after:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        else:
+            signal.signal(
+                signal.SIGINT, signal.default_int_handler if previous is None else previous
+            )
+        sys.unraisablehook = previous_hook
+
+
+def _stdout_closed(out: TextIO) -> int:
+    """Quietly give up on a closed stdout: later writes and the exit flush go to devnull."""
+    fd = _fileno(out)
+    if fd is not None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    return EXIT_STDOUT_CLOSED
 
 
 def main(
     argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
-    """Run the command line; return the exit status (0, 1, 2 or 130, see ``--help``)."""
+    """Run the command line; return the exit status (0, 1, 2, 130 or 141, see ``--help``).
+
+    SIGINT is handled from the first line to the last (then the previous handler is back):
+    Ctrl-C anywhere, even one swallowed by code under test, gives one line on stderr and
+    ``EXIT_INTERRUPTED``, never a traceback or a report.
+    """
+    with _interrupts() as interrupts:
+        return _main(argv, out, err, interrupts)
+
+
+def run_program() -> int:
+    """``main()`` for a process about to exit: SIGINT stays ignored when it returns."""
+    with _interrupts(ignore_after=True) as interrupts:
+        return _main(None, None, None, interrupts)
+
+
+def _main(
+    argv: Sequence[str] | None, out: TextIO | None, err: TextIO | None, interrupts: _Interrupts
+) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
-    parser = _parser()
+    words = sys.argv[1:] if argv is None else list(argv)
+    command = words[0] if words and words[0] in COMMANDS else None
+    arguments = None
     try:
-        arguments = parser.parse_args(argv)
-    except UsageError as exc:
-        print(exc, file=err)
-        return EXIT_UNUSABLE
-    except SystemExit as exit_:  # --help
-        return EXIT_OK if not exit_.code else EXIT_UNUSABLE
-    if arguments.command is None:
-        parser.print_help(out)
-        return EXIT_UNUSABLE
-    command = _check if arguments.command == "check" else _inspect
-    status = EXIT_INTERRUPTED
-    with _interrupts() as interrupted:
-        arguments.interrupted = interrupted
         try:
-            status = command(arguments, out, err)
+            parser = _parser()
+            try:
+                arguments = parser.parse_args(words)
+            except UsageError as exc:
+                interrupts.finish()
+                print(exc, file=err)
+                return EXIT_UNUSABLE
+            except SystemExit as exit_:  # --help
+                interrupts.finish()
+                sys.stdout.flush()
+                return EXIT_OK if not exit_.code else EXIT_UNUSABLE
+            if arguments.command is None:
+                interrupts.finish()
+                parser.print_help(out)
+                out.flush()
+                return EXIT_UNUSABLE
+            run = _check if arguments.command == "check" else _inspect
+            return run(arguments, out, err, interrupts)
         except KeyboardInterrupt:
-            interrupted.set()
-    if interrupted.is_set():
-        print(f"remote-cache {arguments.command}: interrupted", file=err)
-        if arguments.command == "check" and arguments.json:
+            interrupts.raising = False
+        print(f"remote-cache{f' {command}' if command else ''}: interrupted", file=err)
+        if arguments is not None and arguments.command == "check" and arguments.json:
             document = json_error(
                 verdict="interrupted",
                 exit_status=EXIT_INTERRUPTED,
@@ -548,6 +740,8 @@ def main(
                 seed=arguments.seed,
                 error="interrupted",
             )
-            print(json.dumps(document, indent=2), file=out)
+            _emit(json.dumps(document, indent=2) + "\n", out)
         return EXIT_INTERRUPTED
-    return status
+    except BrokenPipeError:
+        interrupts.raising = False
+        return _stdout_closed(out)

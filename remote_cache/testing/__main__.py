@@ -1,7 +1,5 @@
 """``python -m remote_cache.testing`` runs the ``remote-cache`` command (kept for old habits)."""
 
-import sys
+import runpy
 
-from remote_cache._cli import main
-
-sys.exit(main())
+runpy.run_module("remote_cache", run_name="__main__", alter_sys=True)

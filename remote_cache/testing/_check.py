@@ -561,14 +561,18 @@ def run_checks(
     progress: Progress | None = None,
     backend_factory: Callable[[], RemoteCacheBackend[bytes]] | None = None,
     backend_name: str | None = None,
+    checkpoint: Callable[[], None] | None = None,
 ) -> CheckReport:
     """Run every check against ``url`` (None: an embedded fakeredis) and report.
 
     With ``backend_factory`` (a zero-argument callable returning a fresh, empty backend at
     each call; ``url`` must then be None) the checks run on those backends instead, and
     ``backend_name`` names them in the report. Property checks run ``examples`` Hypothesis
-    examples each, repeatably for a ``seed``. Raises ``ConnectionError`` when the server
-    cannot be reached at all.
+    examples each, repeatably for a ``seed``. ``checkpoint`` is called before and after every
+    check and at every example; what it raises (``KeyboardInterrupt``: the run was
+    interrupted) stops the run. A check that raises anything else, ``SystemExit`` and
+    ``GeneratorExit`` included, fails. Raises ``ConnectionError`` when the server cannot be
+    reached at all, and ``KeyboardInterrupt`` when interrupted.
     """
     from hypothesis.reporting import with_reporter
 
@@ -588,9 +592,13 @@ def run_checks(
             def tick(index: int = index, check: Check = check) -> None:
                 nonlocal done
                 done += 1
+                if checkpoint is not None:
+                    checkpoint()
                 if progress is not None:
                     progress(index, len(checks), check, done)
 
+            if checkpoint is not None:
+                checkpoint()
             if progress is not None:
                 progress(index, len(checks), check, 0)
             reports: list[object] = []
@@ -602,12 +610,16 @@ def run_checks(
                 passed = True
             except NotApplicable as exc:
                 detail, passed, applicable = str(exc), True, False
-            except Exception as exc:  # noqa: BLE001 - a check that crashes is a failed check
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - a check that crashes is a failed check
                 detail, passed = _failure_detail(exc, reports), False
             elapsed = time.monotonic() - started
             report.results.append(
                 CheckResult(check.name, passed, detail, elapsed, done, applicable)
             )
+            if checkpoint is not None:
+                checkpoint()
         report.stats = stats.snapshot()
     return report
 

@@ -166,6 +166,9 @@ class TestArguments:
             ("--examples", "many", "expected a whole number"),
             ("--seed", "-1", "expected 0 or more"),
             ("--seed", "x", "expected a whole number"),
+            ("--seed", "\u0663", "expected a whole number"),  # an Arabic-Indic 3
+            ("--examples", "1_0", "expected a whole number"),
+            ("--examples", " 5", "expected a whole number"),
         ],
     )
     def test_bad_numbers(
@@ -281,7 +284,7 @@ class TestHelp:
     ) -> None:
         assert main(argv) == 0
         shown = capsys.readouterr().out
-        for status in ("0 ", "1 ", "2 ", "130"):
+        for status in ("0 ", "1 ", "2 ", "130", "141"):
             assert f"  {status}" in shown
         if argv == ["--help"]:
             assert "check" in shown
@@ -387,7 +390,7 @@ class TestCheckUserBackend:
         assert "cannot import no_such_module_here" in err
 
 
-JSON_FIELDS = {
+JSON_FIELDS: dict[str, type | tuple[type, ...]] = {
     "schema_version": int,
     "verdict": str,
     "exit_status": int,
