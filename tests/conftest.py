@@ -6,18 +6,53 @@ import logging
 import socket
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from remote_cache import RedisRemoteCacheBackend, cache_stats
+from remote_cache import RedisRemoteCacheBackend, RemoteCache, cache_stats
 from remote_cache import _controller as controller_module
 from remote_cache._breaker import reset_breakers
 from remote_cache._redis import close_shared_clients
 from remote_cache.testing._redis_server import RedisServer
 
 
+def _overrides() -> dict[type[RemoteCache[Any]], object]:
+    """Each cache class defined so far, and the ``backend_override_cls`` in its own body."""
+    from remote_cache.testing._override import all_cache_classes
+
+    return {cls: vars(cls).get("backend_override_cls", _MISSING) for cls in all_cache_classes()}
+
+
+_MISSING = object()
+
+
+@pytest.fixture
+def no_leaked_overrides() -> Iterator[None]:
+    """Fail the test that leaves a backend override behind (it would change later tests).
+
+    Set up before ``monkeypatch`` (see ``clean_process_state``), so that it ends after
+    ``monkeypatch`` has undone what it set.
+    """
+    before = _overrides()
+    yield
+    leaked = [
+        cls
+        for cls, value in before.items()
+        if vars(cls).get("backend_override_cls", _MISSING) is not value
+    ]
+    for cls in leaked:  # put back, so that one leak fails one test, not every later one
+        if before[cls] is _MISSING:
+            delattr(cls, "backend_override_cls")
+        else:
+            setattr(cls, "backend_override_cls", before[cls])  # noqa: B010 - any class
+    assert not leaked, f"the test left backend overrides on {[c.__name__ for c in leaked]}"
+
+
 @pytest.fixture(autouse=True)
-def clean_process_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def clean_process_state(
+    no_leaked_overrides: None, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
     """Each test starts with no counters, closed breakers and no REMOTE_CACHE_* settings."""
     import os
 
