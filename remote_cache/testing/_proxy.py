@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import selectors
 import socket
 import struct
@@ -22,12 +23,30 @@ _BUFFER_LIMIT = 256 * 1024
 _LINGER_RESET = struct.pack("ii", 1, 0)  # close() then sends RST instead of FIN
 _CONNECTING = {0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN}
 _COMMAND_TIMEOUT = 5.0
+_OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_ACCEPT_PAUSE = 0.1
+"""Seconds the proxy stops accepting after running out of descriptors (else it would spin)."""
+
+
+def _check_seconds(seconds: float) -> None:
+    if not (isinstance(seconds, int | float) and math.isfinite(seconds) and seconds >= 0):
+        raise ValueError(f"Expected finite seconds >= 0 but got seconds={seconds!r}")
 
 
 def _reset(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):  # already closed by the peer
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
     sock.close()
+
+
+class _Command:
+    """A change of settings, run by the serving thread; the caller waits for ``done``."""
+
+    __slots__ = ("action", "done")
+
+    def __init__(self, action: Callable[[], None]) -> None:
+        self.action = action
+        self.done = threading.Event()
 
 
 class _Chunk:
@@ -48,6 +67,7 @@ class _Direction:
         self.eof = False  # the source ended: once flushed, end the destination's writing side
         self.done = False  # the end was passed on
         self.reset_after = False  # once flushed, reset the connection (reset_mid_reply)
+        self.withheld = b""  # the part of the reply cut off by reset_mid_reply, kept for restore()
 
     def add(self, data: bytes, due: float) -> None:
         # A chunk is never due before the one ahead of it, so a lowered latency cannot reorder.
@@ -56,10 +76,18 @@ class _Direction:
         self.buffered += len(data)
 
     def release(self) -> None:
-        """Make every held chunk due now (their order is unchanged)."""
+        """Make every held chunk due now (their order is unchanged); cancel a pending reset.
+
+        The bytes a pending reset cut off follow the held ones, so the stream has no gap.
+        """
         for chunk in self.chunks:
             chunk.due = 0.0
         self.last_due = 0.0
+        if self.reset_after:
+            self.reset_after = False
+            if self.withheld:
+                self.add(self.withheld, 0.0)
+            self.withheld = b""
 
     def next_due(self) -> float | None:
         return self.chunks[0].due if self.chunks else None
@@ -87,7 +115,8 @@ class OutageProxy:
 
     Faults (Toxiproxy's vocabulary): ``cut()`` resets open connections and refuses new ones
     (the server looks crashed); ``blackhole()`` accepts connections and forwards nothing
-    either way, holding what it receives (a hung server or a dropped route);
+    either way, reading nothing, so what is sent waits in the socket buffers (a hung server
+    or a dropped route);
     ``latency(seconds)`` delays every reply; ``reset_mid_reply()`` forwards half of the next
     reply, then resets the connection; ``slow_close(seconds)`` keeps a connection the server
     closed open, and silent, for that long; ``restore()`` ends them all.
@@ -97,9 +126,18 @@ class OutageProxy:
     early (a reset or a close): a client sees a prefix of what the server sent, never a
     reordered or corrupted stream. Each direction holds about 256 KiB at most; then the
     proxy stops reading its source, so a client that stops reading slows only itself. Every
-    fault method has taken effect when it returns. ``url`` is ``target_url`` with the proxy's
-    address in it. One thread serves every connection with non-blocking sockets; ``close()``
-    (or leaving the ``with`` block) stops it and closes all sockets. Listens on 127.0.0.1 only.
+    fault method has taken effect when it returns, and may be called from any thread.
+    ``url`` is ``target_url`` with the proxy's address in it. One thread serves every
+    connection with non-blocking sockets; ``close()`` (or leaving the ``with`` block) stops
+    it and closes all sockets. After ``close()``, ``mode`` is ``"closed"``, every fault
+    method raises ``RuntimeError``, and ``restore()`` and ``close()`` do nothing. Listens
+    on 127.0.0.1 only.
+
+    The target's address is resolved once, when the proxy is built: a host that does not
+    resolve raises ``OSError`` (``socket.gaierror``) there.
+
+    Raises (fault methods): RuntimeError when the proxy is closed; ValueError for seconds
+    that are negative or not finite.
     """
 
     def __init__(
@@ -107,6 +145,10 @@ class OutageProxy:
     ) -> None:
         self.target = (target_host, target_port)
         self._target_url = target_url
+        # Resolved once, here: a bad host fails now, and the serving thread never waits on DNS.
+        self._target_address = socket.getaddrinfo(
+            target_host, target_port, type=socket.SOCK_STREAM
+        )[0]
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind(("127.0.0.1", 0))
@@ -115,16 +157,18 @@ class OutageProxy:
         self.host, self.port = "127.0.0.1", self._listener.getsockname()[1]
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._listener, selectors.EVENT_READ, None)
+        self._accept_paused_until: float | None = None
         self._connections: set[_Connection] = set()
-        self._commands: deque[tuple[Callable[[], None], threading.Event]] = deque()
+        self._commands: deque[_Command] = deque()
         self._commands_lock = threading.Lock()
+        """Guards ``_commands`` and ``_closed``; the serving thread runs commands under it."""
         self._mode = "up"
         self._latency = 0.0
         self._reset_mid_reply = False
         self._slow_close = 0.0
         self.connections = 0
         """Connections accepted so far."""
-        self._stopping = False
+        self._closed = False
         self._wakeup_r, self._wakeup_w = socket.socketpair()
         self._wakeup_r.setblocking(False)
         self._wakeup_w.setblocking(False)
@@ -154,12 +198,14 @@ class OutageProxy:
 
     @property
     def mode(self) -> str:
-        """``"up"``, ``"cut"`` or ``"blackhole"``."""
+        """``"up"``, ``"cut"``, ``"blackhole"``, or ``"closed"`` once the proxy stopped serving."""
+        if self._closed or not self._thread.is_alive():
+            return "closed"
         return self._mode
 
     def __repr__(self) -> str:
         return (
-            f"<OutageProxy 127.0.0.1:{self.port} -> {self.target[0]}:{self.target[1]} {self._mode}>"
+            f"<OutageProxy 127.0.0.1:{self.port} -> {self.target[0]}:{self.target[1]} {self.mode}>"
         )
 
     # -- faults -------------------------------------------------------------------------
@@ -174,9 +220,16 @@ class OutageProxy:
     def blackhole(self) -> None:
         """Forward nothing either way, on open and new connections, until ``restore()``.
 
-        Connections stay open; what either side sends is held (up to the buffer limit, then
-        TCP pushes back) and delivered in order after ``restore()``, as a route that comes back
-        would. New connections are accepted and reach the server only after ``restore()``.
+        The proxy stops reading from every connection, so what either side sends from now
+        on waits in the operating system's socket buffers, not in the proxy (which keeps
+        only the bytes it had already read and not yet forwarded). What a client sees:
+        connecting succeeds (the kernel completes the handshake; the proxy accepts but does
+        not connect to the server); its writes succeed until the buffers on the way are full
+        (a few MiB on loopback, depending on the kernel's settings), then block or time out;
+        nothing is answered, and nothing is ended: a client or server that closes is noticed
+        only after ``restore()``. After ``restore()`` every byte sent meanwhile is delivered,
+        in order, both ways, as a route that comes back would; connections accepted meanwhile
+        connect to the server then.
         """
         self._command(self._do_blackhole)
 
@@ -185,8 +238,7 @@ class OutageProxy:
 
         Chunks already held keep their time, and a later chunk never overtakes an earlier one.
         """
-        if seconds < 0:
-            raise ValueError(f"Expected seconds >= 0 but got seconds={seconds!r}")
+        _check_seconds(seconds)
         self._command(lambda: setattr(self, "_latency", float(seconds)))
 
     def reset_mid_reply(self) -> None:
@@ -202,29 +254,40 @@ class OutageProxy:
         The client first gets every byte the server sent, then silence, then the close; what
         it sends meanwhile is read and dropped (the server is gone).
         """
-        if seconds < 0:
-            raise ValueError(f"Expected seconds >= 0 but got seconds={seconds!r}")
+        _check_seconds(seconds)
         self._command(lambda: setattr(self, "_slow_close", float(seconds)))
 
     def restore(self) -> None:
         """End every fault: forward normally, without added latency, from now on.
 
         Held bytes are released at once, in order; connections in a slow close are closed;
-        connections accepted during a black hole connect to the server.
+        connections accepted during a black hole connect to the server. A reset that
+        ``reset_mid_reply()`` had scheduled but not yet sent is cancelled: the rest of that
+        reply follows, and the connection carries on. After ``close()`` it does nothing
+        (there is no fault left to end), so it is safe in clean-up code.
         """
-        self._command(self._do_restore)
+        self._command(self._do_restore, if_closed="ignore")
 
-    def _command(self, action: Callable[[], None]) -> None:
-        """Run ``action`` in the serving thread and wait until it has run."""
-        done = threading.Event()
+    def _command(self, action: Callable[[], None], *, if_closed: str = "raise") -> None:
+        """Run ``action`` in the serving thread and wait until it has run.
+
+        Raises:
+            RuntimeError: the proxy is closed (unless ``if_closed="ignore"``: then nothing
+                happens), or its serving thread ended before running ``action``.
+        """
+        command = _Command(action)
         with self._commands_lock:
-            self._commands.append((action, done))
+            if self._closed or not self._thread.is_alive():
+                if if_closed == "ignore":
+                    return
+                raise RuntimeError(f"{self!r} is closed")
+            self._commands.append(command)
         self._wake()
-        while not done.wait(0.05):
-            if not self._thread.is_alive():
-                with self._commands_lock:
-                    self._run_commands()  # closed: no sockets left, only settings
-                return
+        # Commands queued before close() are run before the thread stops, so only a crash
+        # of the serving thread leaves one undone.
+        while not command.done.wait(0.05):
+            if not self._thread.is_alive() and not command.done.is_set():
+                raise RuntimeError(f"{self!r}: stopped serving before the change took effect")
 
     def _wake(self) -> None:
         with contextlib.suppress(OSError):  # closing, or already woken (buffer full)
@@ -233,17 +296,23 @@ class OutageProxy:
     # -- life cycle ---------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop serving and close every socket."""
-        if self._stopping:
-            return
-        self._stopping = True
+        """Stop serving and close every socket; return once the serving thread has ended.
+
+        Open connections are closed (the client reads an end of stream), connections not
+        yet accepted are reset, and the port is released. Safe to call again, from any
+        thread: later calls do nothing. Afterwards every fault method raises RuntimeError.
+
+        Raises:
+            RuntimeError: the serving thread did not end within 5 s (a bug in the proxy).
+        """
+        with self._commands_lock:
+            if self._closed:
+                return
+            self._closed = True
         self._wake()
         self._thread.join(timeout=_COMMAND_TIMEOUT)
-        for connection in list(self._connections):
-            self._drop(connection)
-        self._listener.close()
-        self._selector.close()
-        self._wakeup_r.close()
+        if self._thread.is_alive():
+            raise RuntimeError(f"{self!r}: the serving thread did not stop")
         self._wakeup_w.close()
 
     @property
@@ -252,6 +321,8 @@ class OutageProxy:
         return self._thread.is_alive()
 
     def __enter__(self) -> OutageProxy:
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed")
         return self
 
     def __exit__(
@@ -266,11 +337,11 @@ class OutageProxy:
 
     def _run_commands(self) -> None:
         while self._commands:
-            action, done = self._commands.popleft()
-            try:
-                action()
-            finally:
-                done.set()
+            command = self._commands.popleft()
+            # An action that raises ends the thread (its callers then raise RuntimeError):
+            # ``done`` must never claim a change that did not happen.
+            command.action()
+            command.done.set()
 
     def _do_cut(self) -> None:
         self._mode = "cut"
@@ -317,7 +388,12 @@ class OutageProxy:
     def _accept(self) -> None:
         try:
             client, _ = self._listener.accept()
-        except OSError:
+        except OSError as exc:
+            if exc.errno in _OUT_OF_RESOURCES:
+                # The connection stays in the backlog and the listener stays readable: wait
+                # for descriptors to free up instead of retrying in a busy loop.
+                self._selector.unregister(self._listener)
+                self._accept_paused_until = time.monotonic() + _ACCEPT_PAUSE
             return
         self.connections += 1
         if self._mode == "cut":
@@ -333,10 +409,8 @@ class OutageProxy:
 
     def _connect(self, connection: _Connection) -> None:
         """Start a non-blocking connect to the target (a dead target resets the client)."""
+        family, kind, proto, _, address = self._target_address
         try:
-            family, kind, proto, _, address = socket.getaddrinfo(
-                *self.target, type=socket.SOCK_STREAM
-            )[0]
             upstream = socket.socket(family, kind, proto)
         except OSError:
             self._drop(connection, reset=True)
@@ -372,7 +446,8 @@ class OutageProxy:
                 connection.slow_close = self._slow_close
             return
         if not from_client and self._reset_mid_reply:
-            data = data[: max(1, len(data) // 2)]
+            half = max(1, len(data) // 2)
+            data, direction.withheld = data[:half], data[half:]
             direction.reset_after = True
         delay = 0.0 if from_client else self._latency
         direction.add(data, time.monotonic() + delay if delay > 0 else 0.0)
@@ -490,6 +565,8 @@ class OutageProxy:
 
     def _next_wake(self, now: float) -> float:
         wake = now + 1.0
+        if self._accept_paused_until is not None:
+            wake = min(wake, self._accept_paused_until)
         for connection in self._connections:
             if self._mode == "up":
                 for direction in (connection.request, connection.reply):
@@ -501,12 +578,26 @@ class OutageProxy:
         return max(0.0, wake - now)
 
     def _serve(self) -> None:
+        try:
+            self._serve_until_closed()
+        finally:
+            # Here, not in close(): no other thread ever touches a socket the loop uses.
+            for connection in list(self._connections):
+                self._drop(connection)
+            self._listener.close()
+            self._selector.close()
+            self._wakeup_r.close()
+
+    def _serve_until_closed(self) -> None:
         while True:
             with self._commands_lock:
                 self._run_commands()
-            if self._stopping:
-                return
+                if self._closed:
+                    return
             now = time.monotonic()
+            if self._accept_paused_until is not None and now >= self._accept_paused_until:
+                self._accept_paused_until = None
+                self._selector.register(self._listener, selectors.EVENT_READ, None)
             for connection in list(self._connections):
                 self._pump(connection, now)
             for key, events in self._selector.select(timeout=self._next_wake(now)):
