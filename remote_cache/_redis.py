@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sized
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from remote_cache import _fork
@@ -97,6 +99,215 @@ def translate_redis_error(
     return error_class(message, backend=backend, operation=operation, key=key)
 
 
+# -- a deadline per call ---------------------------------------------------------------------
+#
+# redis-py bounds each socket operation by itself: a connect, every round trip of the
+# handshake, every recv of a reply. A server that answers each of them just in time (a slow
+# link, or one byte at a time) makes one call last many timeouts. The backend sets a
+# deadline for the whole call (connect, handshake, command and reply) in a thread-local, and
+# the connections of the clients it builds wait on their sockets only until that deadline.
+
+_call_deadline = threading.local()
+
+
+def _time_left() -> float | None:
+    """Seconds left before the current call's deadline; None outside a backend call."""
+    deadline: float | None = getattr(_call_deadline, "at", None)
+    if deadline is None:
+        return None
+    return deadline - time.monotonic()
+
+
+def _deadline_passed() -> socket.timeout:
+    # socket.timeout (the built-in TimeoutError) is what redis-py expects from a socket that
+    # waited too long: it drops the connection (a reply may be half read) and raises its own.
+    return TimeoutError("the call's deadline passed")
+
+
+_TIMEOUT_SLACK = 0.001
+"""How far a socket's timeout may be from the time left before it is set again (seconds).
+
+Setting it costs a system call; within a call and from one call to the next the time left
+moves by microseconds, so most reads and writes keep the timeout already set.
+"""
+
+
+class _DeadlineSocket:
+    """A connected socket whose every wait ends at the current call's deadline.
+
+    Reads and writes wait at most the time left before the deadline (or the timeout redis-py
+    set, when shorter; give or take ``_TIMEOUT_SLACK``); once it has passed they raise
+    ``socket.timeout`` at once. Outside a backend call it behaves as the socket it wraps,
+    with the timeout redis-py set. Everything else is the wrapped socket's.
+    """
+
+    __slots__ = ("_applied", "_sock", "_timeout")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._timeout = sock.gettimeout()  # what redis-py asked for; the deadline may cut it
+        self._applied = self._timeout  # what the socket has now
+
+    def _arm(self) -> None:
+        left = _time_left()
+        timeout = self._timeout
+        if left is None:
+            target = timeout
+        elif left <= 0:
+            raise _deadline_passed()
+        else:
+            target = left if timeout is None or left < timeout else timeout
+            applied = self._applied
+            if target and applied and abs(target - applied) <= _TIMEOUT_SLACK:
+                return
+        if target != self._applied:
+            self._sock.settimeout(target)
+            self._applied = target
+
+    def settimeout(self, timeout: float | None) -> None:
+        self._sock.settimeout(timeout)
+        self._timeout = self._applied = timeout
+
+    def gettimeout(self) -> float | None:
+        return self._timeout
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        self._arm()
+        return self._sock.recv(size, flags)
+
+    def recv_into(self, buffer: Any, size: int = 0, flags: int = 0) -> int:
+        self._arm()
+        return self._sock.recv_into(buffer, size, flags)
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        self._arm()
+        return self._sock.send(data, flags)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        self._arm()  # a timeout bounds the whole of a sendall, not each chunk
+        self._sock.sendall(data, flags)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def _shorter(configured: float | None, left: float) -> float:
+    return left if configured is None or left < configured else configured
+
+
+class _DeadlineConnectionMixin:
+    """Mixed into a redis-py connection class: its sockets keep the call's deadline.
+
+    The connect (TCP, and the TLS handshake of ``rediss://``) waits at most the time left;
+    the socket it returns is a ``_DeadlineSocket``, so the handshake's round trips, the
+    command and its reply do too. A connect that fails in any way, even with an exception
+    redis-py does not expect (a garbage reply to HELLO), leaves no half-set-up connection
+    to be reused.
+    """
+
+    socket_timeout: float | None
+    socket_connect_timeout: float | None
+
+    def _connect(self) -> Any:
+        connect = super()._connect  # type: ignore[misc]
+        left = _time_left()
+        if left is None:
+            return _DeadlineSocket(connect())
+        if left <= 0:
+            raise _deadline_passed()
+        saved = (self.socket_connect_timeout, self.socket_timeout)
+        self.socket_connect_timeout = _shorter(saved[0], left)
+        self.socket_timeout = _shorter(saved[1], left)
+        try:
+            sock = connect()
+        finally:
+            self.socket_connect_timeout, self.socket_timeout = saved
+        sock.settimeout(self.socket_timeout)
+        return _DeadlineSocket(sock)
+
+    def connect(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().connect(*args, **kwargs)  # type: ignore[misc]
+        except BaseException:
+            self.disconnect()  # type: ignore[attr-defined]
+            raise
+
+    def connect_check_health(self, *args: Any, **kwargs: Any) -> Any:
+        # redis-py 8 connects through this one too (redis-py 5 has only ``connect``).
+        try:
+            return super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
+        except BaseException:
+            self.disconnect()  # type: ignore[attr-defined]
+            raise
+
+
+_deadline_classes: dict[type, type] = {}
+
+
+def _with_deadline(connection_class: type) -> type:
+    """``connection_class`` with ``_DeadlineConnectionMixin`` mixed in (one class per base)."""
+    if issubclass(connection_class, _DeadlineConnectionMixin):
+        return connection_class
+    cls = _deadline_classes.get(connection_class)
+    if cls is None:
+        cls = type(
+            f"Deadline{connection_class.__name__}",
+            (_DeadlineConnectionMixin, connection_class),
+            {"__module__": __name__},
+        )
+        cls = _deadline_classes.setdefault(connection_class, cls)
+    return cls
+
+
+_pool_class: type | None = None
+
+
+def _deadline_pool_class() -> type:
+    """A redis-py ``ConnectionPool`` whose connections keep the call's deadline.
+
+    Given as the pool class, it catches the connection class wherever redis-py chose it:
+    from a ``rediss://`` or ``unix://`` URL, and for each node of a cluster.
+    """
+    global _pool_class  # noqa: PLW0603 - built once, when redis-py is first needed
+    if _pool_class is None:
+        from redis.connection import Connection, ConnectionPool
+
+        def __init__(self: Any, connection_class: type = Connection, **kwargs: Any) -> None:
+            ConnectionPool.__init__(
+                self, connection_class=_with_deadline(connection_class), **kwargs
+            )
+
+        _pool_class = type(
+            "DeadlineConnectionPool",
+            (ConnectionPool,),
+            {"__init__": __init__, "__module__": __name__},
+        )
+    return _pool_class
+
+
+def _handshake_options(*, tls: bool = False) -> dict[str, Any]:
+    """Options that spare the handshake's optional round trips, for the installed redis-py.
+
+    ``CLIENT SETINFO`` (two round trips) is off: redis-py 8 takes ``driver_info=None``,
+    redis-py 5 to 7 ``lib_name=None`` and ``lib_version=None`` (redis-py 8 warns on those).
+    Without TLS, RESP2 spares the ``HELLO`` round trip (the replies we read are the same in
+    RESP3). With TLS, redis-py 8 finds a new connection unready when nothing was read from
+    it since the TLS handshake (the server's session tickets wait in the socket), so the
+    protocol stays redis-py's choice and ``HELLO`` reads them.
+    """
+    import inspect
+
+    from redis.connection import AbstractConnection
+
+    parameters = inspect.signature(AbstractConnection.__init__).parameters
+    options: dict[str, Any] = {} if tls else {"protocol": 2}
+    if "driver_info" in parameters:
+        options["driver_info"] = None
+    elif "lib_name" in parameters:
+        options["lib_name"] = options["lib_version"] = None
+    return options
+
+
 _clients_lock = threading.Lock()  # guards the two dicts below; never held while connecting
 _clients: dict[tuple[object, ...], Any] = {}
 _builds: dict[tuple[object, ...], _Build] = {}
@@ -114,25 +325,38 @@ class _Build:
 
 
 def _build_client(settings: RedisSettings) -> Any:
-    """Build a redis-py client: short timeouts, no retries (a cache must not stall a build)."""
+    """Build a redis-py client: short timeouts, no retries (a cache must not stall a build).
+
+    Its connections keep the deadline of the backend call under way (``_DeadlineSocket``),
+    whatever the URL's scheme, on every node of a cluster; the handshake sends nothing it
+    can spare (``_handshake_options``).
+    """
     redis = import_redis()
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
+    pool_class = _deadline_pool_class()
     options: dict[str, Any] = {
         "socket_timeout": settings.timeout,
         "socket_connect_timeout": settings.timeout,
         "retry": Retry(NoBackoff(), 0),
+        **_handshake_options(tls=(settings.url or "").lower().startswith("rediss:")),
     }
     if settings.cluster:
         from redis.cluster import RedisCluster
 
-        if settings.url:
-            return RedisCluster.from_url(settings.url, **options)
-        return RedisCluster(host=settings.host, port=settings.port, **options)
+        # Through a URL, so that every node's pool is ``pool_class`` (redis-py builds node
+        # pools from ``connection_pool_class`` only for clients made from a URL).
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        url = settings.url or f"redis://{host}:{settings.port}"
+        return RedisCluster.from_url(url, connection_pool_class=pool_class, **options)
     if settings.url:
-        return redis.Redis.from_url(settings.url, **options)
-    return redis.Redis(host=settings.host, port=settings.port, **options)
+        pool = pool_class.from_url(settings.url, **options)  # type: ignore[attr-defined]
+    else:
+        pool = pool_class(host=settings.host, port=settings.port, **options)
+    client = redis.Redis(connection_pool=pool)
+    client.auto_close_connection_pool = True  # close() closes the pool, as from_url's does
+    return client
 
 
 def _identity(settings: RedisSettings) -> tuple[object, ...]:
@@ -156,8 +380,10 @@ def _shared_client(settings: RedisSettings, identity: tuple[object, ...] | None 
         if build is None:
             build = _builds[identity] = _Build()
     attempts = build.attempts
-    if not build.lock.acquire(timeout=settings.timeout):
-        raise TimeoutError(f"another thread has been connecting for {settings.timeout} s")
+    left = _time_left()
+    wait = settings.timeout if left is None else max(0.0, min(settings.timeout, left))
+    if not build.lock.acquire(timeout=wait):
+        raise TimeoutError(f"another thread has been connecting for {wait:.3g} s")
     try:
         client = _clients.get(identity)
         if client is not None:
@@ -225,6 +451,69 @@ def _after_fork_in_child() -> None:
 _fork.after_fork_in_child(_after_fork_in_child)
 
 
+class _BadReply(Exception):
+    """A reply of a shape no Redis server sends for the command: the server speaks garbage."""
+
+
+def _shown(reply: object) -> str:
+    """A short description of a reply, for messages (a reply may be a whole HTML page)."""
+    text = repr(reply)
+    return f"{type(reply).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
+
+
+def _value_reply(reply: object) -> bytes | None:
+    """The reply to GET: bytes or None, else ``_BadReply``."""
+    if reply is None or isinstance(reply, bytes):
+        return reply
+    raise _BadReply(f"GET answered {_shown(reply)}")
+
+
+def _values_reply(reply: object, names: Sized) -> list[bytes | None]:
+    """The reply to MGET of ``names``: one bytes or None per key, else ``_BadReply``."""
+    if not isinstance(reply, list) or len(reply) != len(names):
+        raise _BadReply(f"MGET of {len(names)} keys answered {_shown(reply)}")
+    for value in reply:
+        _value_reply(value)
+    return reply
+
+
+def _ok_reply(reply: object) -> None:
+    """Check the reply to SET or MSET: OK (redis-py makes it True), else ``_BadReply``."""
+    if reply is not True and reply not in (b"OK", "OK"):
+        raise _BadReply(f"a write answered {_shown(reply)}, not OK")
+
+
+def _oks_reply(replies: object, names: Sized) -> None:
+    """Check the replies to a batch of SETs: one OK per key, else ``_BadReply``."""
+    if not isinstance(replies, list) or len(replies) != len(names):
+        raise _BadReply(f"{len(names)} writes answered {_shown(replies)}")
+    for reply in replies:
+        _ok_reply(reply)
+
+
+def _protocol_error(
+    exc: Exception,
+    *,
+    backend: str,
+    operation: str,
+    key: str | None = None,
+    secrets: list[str] | tuple[str, ...] = (),
+) -> BackendUnavailableError:
+    """A failure ``translate_redis_error`` does not know, as a protocol error.
+
+    A reply of the wrong shape (``_BadReply``), or any exception raised inside the client
+    while it parsed one (``AttributeError``, ``ValueError``...): the server does not speak
+    Redis, which is a transport failure, so it opens the breaker.
+    """
+    text = str(exc)
+    if len(text) > 200:
+        text = text[:200] + "..."
+    message = f"{backend}: protocol error: {type(exc).__name__}: {text}"
+    for secret in secrets:
+        message = message.replace(secret, "***")
+    return BackendUnavailableError(message, backend=backend, operation=operation, key=key)
+
+
 def _wire_key(key: str) -> bytes:
     """The key as Redis stores it: UTF-8, with lone surrogates kept rather than refused."""
     return key.encode("utf-8", "surrogatepass")
@@ -239,9 +528,15 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
     """Bytes in Redis (standalone, Cluster, TLS, ACL auth, unix sockets).
 
     Settings come from the arguments, else ``REMOTE_CACHE_REDIS_*``, else
-    ``TORCHINDUCTOR_REDIS_*`` (see ``resolve_redis_settings``). Connect and reply timeouts
-    are 1 s by default and redis-py's retries are off. Every failure is raised as a
-    ``BackendError``: transport failures open a circuit breaker, and while it is open calls
+    ``TORCHINDUCTOR_REDIS_*`` (see ``resolve_redis_settings``). The timeout (1 s by default)
+    bounds each call as a whole: connect, TLS and Redis handshakes, command and reply end by
+    one deadline, however the server paces its bytes; redis-py's retries are off. Not
+    bounded by it: resolving a host name, and clients from ``client`` or ``client_factory``
+    (bounded as far as their own connections allow). Every failure is raised as a
+    ``BackendError``; a server that does not speak Redis (a reply of the wrong shape, or
+    one redis-py fails on with any exception) is a protocol error, raised as
+    ``BackendUnavailableError``: a transport failure.
+    Transport failures open a circuit breaker, and while it is open calls
     raise ``CircuitOpenError`` without touching the network (nor connecting, nor looking a
     cluster's slots up) until ``retry_after`` seconds have passed; then one probe goes
     through. A probe interrupted by a ``BaseException`` (``KeyboardInterrupt``, a timeout of
@@ -299,8 +594,8 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
         self._secrets = _secrets(self.settings)
         self._expire = self.settings.expire
         self._retry_after = self.settings.retry_after
-        # A call is a connect and a reply, each bounded by the timeout; a probe slower than
-        # its lease (a cluster connecting to several nodes) only lets a second probe overlap.
+        # A call ends by its deadline (the timeout) but for host name lookups; a probe slower
+        # than its lease only lets a second probe overlap.
         self._probe_lease = 2 * self.settings.timeout + 1
         factory = type(self).client_factory
         self._cluster = self.settings.cluster
@@ -402,6 +697,8 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
                 operation=operation,
                 key=key,
             )
+        # The whole call (connect, handshake, command, reply) ends by this deadline.
+        _call_deadline.at = time.monotonic() + self.settings.timeout
         try:
             client = self._client
             if client is None or self._generation != _fork.generation:
@@ -414,10 +711,13 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
                 operation=operation,
                 key=key,
                 secrets=self._secrets,
+            ) or _protocol_error(
+                exc,
+                backend=self._description,
+                operation=operation,
+                key=key,
+                secrets=self._secrets,
             )
-            if error is None:
-                breaker.record_success()  # the server answered; the bug is elsewhere
-                raise
             if isinstance(error, BackendUnavailableError):
                 if breaker.record_failure(probe):
                     log.debug("%s: circuit breaker opened", self._description)
@@ -429,6 +729,8 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
             # the server: if this call was the probe, the next one probes instead.
             breaker.release_probe(probe)
             raise
+        finally:
+            _call_deadline.at = None
         if breaker.is_open and breaker.record_success():
             log.debug("%s: circuit breaker closed", self._description)
         return result
@@ -436,20 +738,28 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
     def _get(self, key: str) -> bytes | None:
         name = _wire_key(key)
         breaker = self._key_breaker(name) if self._cluster else None
-        value: bytes | None = self._call("get", key, lambda client: client.get(name), breaker)
+        value: bytes | None = self._call(
+            "get", key, lambda client: _value_reply(client.get(name)), breaker
+        )
         return value
 
     def _put(self, key: str, data: bytes) -> None:
         name, expire = _wire_key(key), self._expire
         breaker = self._key_breaker(name) if self._cluster else None
-        self._call("put", key, lambda client: client.set(name, data, ex=expire), breaker)
+        self._call("put", key, lambda client: _ok_reply(client.set(name, data, ex=expire)), breaker)
 
     def _get_many(self, keys: list[str]) -> dict[str, bytes]:
         names = [_wire_key(key) for key in keys]
         if self._cluster:
-            values = self._call("get_many", None, lambda client: _cluster_get_many(client, names))
+            values = self._call(
+                "get_many",
+                None,
+                lambda client: _values_reply(_cluster_get_many(client, names), names),
+            )
         else:
-            values = self._call("get_many", None, lambda client: client.mget(names))
+            values = self._call(
+                "get_many", None, lambda client: _values_reply(client.mget(names), names)
+            )
         return {key: value for key, value in zip(keys, values, strict=True) if value is not None}
 
     def _put_many(self, mapping: Mapping[str, bytes]) -> None:
@@ -460,7 +770,7 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
             if self._cluster:
                 _cluster_set_many(client, items, expire)
             elif expire is None:
-                client.mset(items)  # one command
+                _ok_reply(client.mset(items))  # one command
             else:
                 _pipelined_set(client, items, expire)
 
@@ -472,7 +782,7 @@ def _pipelined_set(client: Any, items: Mapping[bytes, bytes], expire: int | None
     pipeline = client.pipeline(transaction=False)
     for name, data in items.items():
         pipeline.set(name, data, ex=expire)
-    pipeline.execute()
+    _oks_reply(pipeline.execute(), items)
 
 
 def _set_command(name: bytes, data: bytes, expire: int | None) -> tuple[Any, ...]:
@@ -535,7 +845,7 @@ def _cluster_set_many(client: Any, items: Mapping[bytes, bytes], expire: int | N
     """SET every item on a cluster in one round trip (redis-py's pipeline if a slot moved)."""
     commands = {name: _set_command(name, data, expire) for name, data in items.items()}
     try:
-        _cluster_round_trip(client, commands)
+        _oks_reply(_cluster_round_trip(client, commands), commands)
     except _Redirected:
         _pipelined_set(client, items, expire)
 

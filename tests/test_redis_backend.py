@@ -6,9 +6,11 @@ import builtins
 import inspect
 import logging
 import signal
+import socket
 import ssl
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import fakeredis
@@ -27,7 +29,13 @@ from remote_cache import (
 )
 from remote_cache._breaker import CircuitBreaker, breaker_for
 from remote_cache._config import RedisSettings
-from remote_cache._redis import _shared_client, translate_redis_error
+from remote_cache._redis import (
+    _DeadlineConnectionMixin,
+    _DeadlineSocket,
+    _handshake_options,
+    _shared_client,
+    translate_redis_error,
+)
 
 TRANSPORT = {
     rexc.ConnectionError,
@@ -283,12 +291,18 @@ class TestBreakerInBackend:
         backend.put("k", b"v")
         assert client.calls == 2
 
-    def test_bug_is_reraised_untranslated(self) -> None:
+    @pytest.mark.parametrize(
+        "error", [KeyError("x"), AttributeError("x"), TypeError("x"), ValueError("x")]
+    )
+    def test_unknown_client_exception_is_a_protocol_error(self, error: Exception) -> None:
+        # What redis-py raises when a reply has a shape it does not expect: the server
+        # does not speak Redis, a transport failure.
         backend, client = self.make()
-        client.error = KeyError("bug")
-        with pytest.raises(KeyError):
+        client.error = error
+        with pytest.raises(BackendUnavailableError, match="protocol error") as caught:
             backend.get("k")
-        assert not backend.breaker.is_open
+        assert caught.value.__cause__ is error
+        assert backend.breaker.is_open
 
     def test_interrupted_probe_frees_the_probe(self) -> None:
         backend, client = self.make(retry_after=0)
@@ -546,3 +560,174 @@ class TestBatchCommands:
         backend = RedisRemoteCacheBackend(client=FlakyClient(), url="redis://u:pw@h:1/0")
         assert backend.description == "redis://u:***@h:1/0"
         assert "pw@" not in repr(backend)
+
+
+class ReplyClient:
+    """A client whose every command returns ``reply``, as redis-py parsed it."""
+
+    def __init__(self, reply: Any) -> None:
+        self.reply = reply
+
+    def get(self, key: bytes) -> Any:
+        return self.reply
+
+    def set(self, key: bytes, data: bytes, ex: int | None = None) -> Any:
+        return self.reply
+
+    def mget(self, keys: list[bytes]) -> Any:
+        return self.reply
+
+    def mset(self, mapping: dict[bytes, bytes]) -> Any:
+        return self.reply
+
+
+class TestReplyShapes:
+    """A reply of a shape Redis never sends is a protocol error: it opens the breaker."""
+
+    @pytest.mark.parametrize("reply", [1, "text", [b"a"], {b"a": 1}, 1.5, True])
+    def test_get_not_bytes(self, reply: Any) -> None:
+        backend = RedisRemoteCacheBackend(client=ReplyClient(reply))
+        with pytest.raises(BackendUnavailableError, match=r"protocol error.*GET answered"):
+            backend.get("k")
+        assert backend.breaker.is_open
+
+    @pytest.mark.parametrize("reply", [None, b"a", [b"a"], [b"a", b"b", b"c"], [b"a", 1]])
+    def test_mget_wrong_shape(self, reply: Any) -> None:
+        backend = RedisRemoteCacheBackend(client=ReplyClient(reply))
+        with pytest.raises(BackendUnavailableError, match="protocol error"):
+            backend.get_many(["a", "b"])
+
+    @pytest.mark.parametrize("reply", [None, False, 1, b"QUEUED", [True]])
+    def test_write_not_ok(self, reply: Any) -> None:
+        backend = RedisRemoteCacheBackend(client=ReplyClient(reply))
+        with pytest.raises(BackendUnavailableError, match=r"protocol error.*not OK"):
+            backend.put("k", b"v")
+        with pytest.raises(BackendUnavailableError, match="protocol error"):
+            RedisRemoteCacheBackend(client=ReplyClient(reply)).put_many({"a": b"1"})
+        assert cache_stats["backend:RedisRemoteCacheBackend"].put == 0
+
+    def test_fail_open_cache_reads_a_miss_and_drops_the_put(self) -> None:
+        cache = RemoteFxGraphCache("fx", backend=RedisRemoteCacheBackend(client=ReplyClient(1)))
+        assert cache.get("k") is None
+        cache.put("k", [1])
+        assert cache.get_many(["a"]) == {}
+        cache.put_many({"a": [1]})
+        assert cache_stats["RemoteFxGraphCache"].fail_open == 4
+
+    def test_a_huge_reply_is_shortened_in_the_message(self) -> None:
+        backend = RedisRemoteCacheBackend(client=ReplyClient("<html>" * 1000))
+        with pytest.raises(BackendUnavailableError) as caught:
+            backend.get("k")
+        assert len(str(caught.value)) < 300
+
+
+class TestBuiltClients:
+    """Clients the backend builds keep the call's deadline and skip optional handshakes."""
+
+    @pytest.mark.parametrize(
+        ("url", "base"),
+        [
+            ("redis://127.0.0.1:1/0", redis.connection.Connection),
+            ("rediss://127.0.0.1:1/0", redis.connection.SSLConnection),
+            ("unix:///tmp/none.sock", redis.connection.UnixDomainSocketConnection),
+            (None, redis.connection.Connection),
+        ],
+    )
+    def test_every_scheme_gets_deadline_connections(self, url: str | None, base: type) -> None:
+        settings = RedisSettings(url=url, host="127.0.0.1", port=1, timeout=0.3)
+        pool = _shared_client(settings).connection_pool
+        assert issubclass(pool.connection_class, _DeadlineConnectionMixin)
+        assert issubclass(pool.connection_class, base)
+        connection = pool.make_connection()
+        assert type(connection).__mro__[1] is _DeadlineConnectionMixin
+        assert connection.socket_timeout == 0.3
+
+    def test_no_optional_handshake(self) -> None:
+        kwargs = _shared_client(RedisSettings(timeout=0.3)).connection_pool.connection_kwargs
+        assert kwargs["protocol"] == 2, "RESP2 needs no HELLO round trip"
+        options = _handshake_options()
+        if "driver_info" in options:  # redis-py 8 and later
+            assert kwargs["driver_info"] is None
+        else:  # redis-py 5 to 7: no CLIENT SETINFO either
+            assert (kwargs["lib_name"], kwargs["lib_version"]) == (None, None)
+        tls = _shared_client(RedisSettings(url="rediss://127.0.0.1:1/0", timeout=0.3))
+        tls_kwargs = tls.connection_pool.connection_kwargs
+        assert "protocol" not in tls_kwargs, "over TLS, HELLO reads the session tickets"
+        tls_options = _handshake_options(tls=True)
+        assert "protocol" not in tls_options
+        assert {key: tls_kwargs[key] for key in tls_options} == tls_options
+
+    def test_client_is_closed_with_its_pool(self) -> None:
+        client = _shared_client(RedisSettings(timeout=0.3))
+        assert client.auto_close_connection_pool
+
+
+class TestDeadlineSocket:
+    """A socket's waits end at the deadline of the call under way, and only then."""
+
+    @pytest.fixture
+    def pair(self) -> Iterator[tuple[_DeadlineSocket, socket.socket]]:
+        left, right = socket.socketpair()
+        with left, right:
+            left.settimeout(5.0)
+            yield _DeadlineSocket(left), right
+
+    def test_outside_a_call_the_socket_is_unchanged(
+        self, pair: tuple[_DeadlineSocket, socket.socket]
+    ) -> None:
+        wrapped, peer = pair
+        peer.sendall(b"x")
+        assert wrapped.recv(1) == b"x"
+        assert wrapped.gettimeout() == 5.0
+
+    def test_a_passed_deadline_times_out_at_once(
+        self, pair: tuple[_DeadlineSocket, socket.socket], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from remote_cache import _redis
+
+        wrapped, peer = pair
+        monkeypatch.setattr(_redis._call_deadline, "at", time.monotonic() - 1, raising=False)
+        peer.sendall(b"x")
+        with pytest.raises(TimeoutError):
+            wrapped.recv(1)
+        with pytest.raises(TimeoutError):
+            wrapped.sendall(b"y")
+
+    def test_a_wait_ends_at_the_deadline(
+        self, pair: tuple[_DeadlineSocket, socket.socket], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from remote_cache import _redis
+
+        wrapped, _peer = pair
+        monkeypatch.setattr(_redis._call_deadline, "at", time.monotonic() + 0.2, raising=False)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            wrapped.recv_into(bytearray(1))
+        assert 0.15 < time.monotonic() - started < 1.0
+
+    def test_a_non_blocking_poll_stays_non_blocking(
+        self, pair: tuple[_DeadlineSocket, socket.socket], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from remote_cache import _redis
+
+        wrapped, _peer = pair
+        monkeypatch.setattr(_redis._call_deadline, "at", time.monotonic() + 5, raising=False)
+        wrapped.settimeout(0)  # redis-py's can_read: is a reply already there?
+        started = time.monotonic()
+        with pytest.raises(BlockingIOError):
+            wrapped.recv(1)
+        assert time.monotonic() - started < 0.5
+
+    def test_after_a_call_the_timeout_redis_py_set_comes_back(
+        self, pair: tuple[_DeadlineSocket, socket.socket], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from remote_cache import _redis
+
+        wrapped, peer = pair
+        monkeypatch.setattr(_redis._call_deadline, "at", time.monotonic() + 0.05, raising=False)
+        peer.sendall(b"xy")
+        assert wrapped.recv(1) == b"x"
+        assert wrapped._sock.gettimeout() <= 0.05  # type: ignore[operator]
+        monkeypatch.setattr(_redis._call_deadline, "at", None)
+        assert wrapped.recv(1) == b"y"
+        assert wrapped._sock.gettimeout() == 5.0, "a client used outside a backend call"

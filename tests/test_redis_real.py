@@ -20,6 +20,7 @@ from remote_cache import (
     RemoteFxGraphCache,
     cache_stats,
 )
+from remote_cache.testing._proxy import OutageProxy
 from remote_cache.testing._redis_server import RedisServer
 from tests.conftest import BlackHole
 
@@ -368,3 +369,66 @@ class TestBreakerScope:
             assert RedisRemoteCacheBackend(url=proxy.url, timeout=2.0).get("k") == b"v"
             assert quick.breaker.is_open
             assert not slow.breaker.is_open
+
+
+class TestCallDeadline:
+    """A whole call (connect, handshake, command, reply) ends within the timeout."""
+
+    def test_first_call_sends_no_optional_handshake(self, redis_server: RedisServer) -> None:
+        direct = redis_server.client()
+        direct.config_resetstat()
+        backend = RedisRemoteCacheBackend(url=redis_server.url, timeout=0.5)
+        assert backend.get("k") is None
+        commands = set(direct.info("commandstats"))
+        assert commands == {"cmdstat_get", "cmdstat_config|resetstat"}, commands
+
+    def test_handshake_counts_against_the_deadline(self) -> None:
+        timeout = 0.5
+        with (
+            RedisServer(password="s3cret-pw") as server,
+            OutageProxy.for_url(server.url) as proxy,
+        ):
+            server.client().set("k", b"v")
+            # AUTH then GET: two round trips, each under the timeout, together over it.
+            proxy.latency(0.3)
+            backend = RedisRemoteCacheBackend(url=proxy.url, timeout=timeout, retry_after=0)
+            started = time.monotonic()
+            with pytest.raises(BackendTimeoutError):
+                backend.get("k")
+            elapsed = time.monotonic() - started
+            assert timeout - 0.05 < elapsed < timeout + 0.25, elapsed
+            # Both round trips fit: the value, in about two latencies.
+            proxy.latency(0.1)
+            assert backend.get("k") == b"v"
+
+    def test_slow_link_costs_one_round_trip(self, redis_server: RedisServer) -> None:
+        redis_server.client().set("k", b"v")
+        with OutageProxy.for_url(redis_server.url) as proxy:
+            proxy.latency(0.4)
+            backend = RedisRemoteCacheBackend(url=proxy.url, timeout=0.5)
+            started = time.monotonic()
+            assert backend.get("k") == b"v"
+            # Before: HELLO and two CLIENT SETINFO first, 2 s in all.
+            assert time.monotonic() - started < 0.5 + 0.25
+
+    def test_every_cluster_node_keeps_the_deadline(self) -> None:
+        from remote_cache._redis import _DeadlineConnectionMixin, _DeadlineSocket
+        from remote_cache.testing import RedisClusterServer
+
+        with RedisClusterServer() as cluster:
+            backend = RedisRemoteCacheBackend(url=cluster.url, cluster=True, timeout=0.5)
+            backend.put_many({f"k{i}": b"v" for i in range(20)})  # every master
+            assert backend.get("k1") == b"v"
+            nodes = backend.client().get_nodes()
+            assert len(nodes) >= 3
+            for node in nodes:
+                pool = node.redis_connection.connection_pool
+                assert issubclass(pool.connection_class, _DeadlineConnectionMixin), node
+                assert pool.connection_kwargs["protocol"] == 2
+            connected = [
+                connection
+                for node in nodes
+                for connection in node.redis_connection.connection_pool._available_connections
+            ]
+            assert connected
+            assert all(isinstance(c._sock, _DeadlineSocket) for c in connected)
