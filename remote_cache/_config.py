@@ -533,7 +533,9 @@ def _lookup(environ: Mapping[str, str], suffix: str) -> tuple[str, str] | None:
 
 
 def _bad(name: str, value: str, expected: str) -> ConfigurationError:
-    shown = redact_url(value) if "url" in name.lower() else value
+    # Whatever the variable: a URL with a password put in the wrong one (a host, a port)
+    # must not show its password in the message nor in ``.value``.
+    shown = redact_url(value)
     return ConfigurationError(
         f"{name}={shown!r} is not valid: expected {expected}", name=name, value=shown
     )

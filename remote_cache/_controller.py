@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -22,28 +23,48 @@ _U = TypeVar("_U")
 Sample = Any
 """A logging sample, created by ``_create_sample``; ours sets ``fail_reason`` on failure."""
 
-# Names of the caches whose backend is failing now; one log line per outage, not per call.
-_failing: set[str] = set()
+GET, PUT = "get", "put"
+"""The kinds of call an outage is tracked by: reads (get, get_many), writes (put, put_many)."""
+
+# The caches whose backend is failing now, each with the kinds of call that failed: one log
+# line per outage, not per call. A server that reads but cannot write (out of memory) is in
+# an outage until a write works again; a working read does not end it.
+_failing: dict[str, set[str]] = {}
+_failing_lock = threading.Lock()
 
 
-def _note_failure(name: str, exc: BaseException) -> None:
-    if name in _failing:
-        return
-    _failing.add(name)
+def _note_failure(name: str, exc: BaseException, kind: str) -> None:
+    """Record that a ``kind`` call (``GET`` or ``PUT``) of cache ``name`` failed; the
+    first failure of an outage logs one warning."""
+    with _failing_lock:
+        kinds = _failing.get(name)
+        if kinds is not None:
+            kinds.add(kind)
+            return
+        _failing[name] = {kind}
     if isinstance(exc, CircuitOpenError):
         return  # the backend logged the outage when it opened the breaker
     log.warning(
-        "%s: backend failed (%s: %s); failing open until it recovers",
+        "%s: backend failed on %s (%s: %s); failing open until it recovers",
         name,
+        kind,
         type(exc).__name__,
         exc,
     )
 
 
-def _note_recovery(name: str) -> None:
-    if name in _failing:
-        _failing.discard(name)
-        log.info("%s: backend works again", name)
+def _note_recovery(name: str, kind: str) -> None:
+    """Record that a ``kind`` call of cache ``name`` worked; the outage ends (one info
+    line) when every kind of call that failed in it has worked again."""
+    with _failing_lock:
+        kinds = _failing.get(name)
+        if kinds is None or kind not in kinds:
+            return
+        kinds.discard(kind)
+        if kinds:
+            return
+        del _failing[name]
+    log.info("%s: backend works again", name)
 
 
 _GET_HOOKS = frozenset({"_get", "_backend_get", "_decode"})
@@ -170,12 +191,13 @@ class RemoteCache(Generic[_T], metaclass=_CacheType):
         except Exception as exc:
             if not self._swallowed(name, exc, sample):
                 raise
+            _note_failure(name, exc, GET)
             result = None
             cache_stats.miss(name)
         else:
             cache_stats.get(name, result)
             if _failing:
-                _note_recovery(name)
+                _note_recovery(name, GET)
         finally:
             if self._samples:
                 self._log_sample(sample)
@@ -202,10 +224,11 @@ class RemoteCache(Generic[_T], metaclass=_CacheType):
         except Exception as exc:
             if not self._swallowed(name, exc, sample):
                 raise
+            _note_failure(name, exc, PUT)
         else:
             cache_stats.put(name)
             if _failing:
-                _note_recovery(name)
+                _note_recovery(name, PUT)
         finally:
             if self._samples:
                 self._log_sample(sample)
@@ -227,6 +250,7 @@ class RemoteCache(Generic[_T], metaclass=_CacheType):
         except Exception as exc:
             if not self._swallowed(name, exc, sample, len(wanted)):
                 raise
+            _note_failure(name, exc, GET)
             cache_stats.miss(name, len(wanted))
         else:
             if found:
@@ -234,7 +258,7 @@ class RemoteCache(Generic[_T], metaclass=_CacheType):
             if len(found) < len(wanted):
                 cache_stats.miss(name, len(wanted) - len(found))
             if _failing:
-                _note_recovery(name)
+                _note_recovery(name, GET)
         finally:
             if self._samples:
                 self._log_sample(sample)
@@ -255,21 +279,24 @@ class RemoteCache(Generic[_T], metaclass=_CacheType):
         except Exception as exc:
             if not self._swallowed(name, exc, sample, len(mapping)):
                 raise
+            _note_failure(name, exc, PUT)
         else:
             cache_stats.put(name, len(mapping))
             if _failing:
-                _note_recovery(name)
+                _note_recovery(name, PUT)
         finally:
             if self._samples:
                 self._log_sample(sample)
 
     def _swallowed(self, name: str, exc: Exception, sample: Sample, count: int = 1) -> bool:
-        """Record a failed call; return True when this cache fails open on it (else re-raise)."""
+        """Count a failed call; return True when this cache fails open on it (else re-raise).
+
+        The caller then logs the outage (``_note_failure``, once per outage).
+        """
         if sample is not None:
             sample.fail_reason = str(exc)
         if self.fail_open and isinstance(exc, BackendError):
             cache_stats.fail_open(name, count)
-            _note_failure(name, exc)
             return True
         cache_stats.exception(name)
         return False

@@ -12,10 +12,14 @@ This is the only module of the package that imports torch.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import os
+import pkgutil
 import sys
 import threading
+import types
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -25,7 +29,8 @@ import torch._inductor.remote_cache as torch_remote_cache
 
 from remote_cache import _caches
 from remote_cache._config import resolve_redis_settings
-from remote_cache._controller import RemoteCache, _note_failure, _note_recovery
+from remote_cache._controller import GET, PUT, RemoteCache, _note_failure, _note_recovery
+from remote_cache._override_layers import OverrideLayer, pop_override, push_override
 from remote_cache._redis import RedisRemoteCacheBackend, import_redis
 from remote_cache._stats import cache_stats
 from remote_cache.exceptions import RemoteCacheError
@@ -114,9 +119,10 @@ class FailOpenTorchBackend:
     """What torch's cache ``name`` gets as its backend: ``backend``, wrapped fail-open.
 
     A get that fails is a miss and a put that fails is dropped, whatever the backend
-    raises; an entry that is not JSON is a miss. Counted in our ``cache_stats`` under
-    ``name`` (``hit``, ``miss``, ``put``, ``fail_open``, ``corrupt``) and, for the
-    failures, as ``exception`` in torch's own counters; logged once per outage.
+    raises; an entry that is not JSON (or not bytes, ``str`` or a bytes-like object) is a
+    miss. Counted in our ``cache_stats`` under ``name`` (``hit``, ``miss``, ``put``,
+    ``fail_open``, ``corrupt``) and, for the failures, as ``exception`` in torch's own
+    counters; logged once per outage.
     """
 
     def __init__(self, name: str, backend: Any) -> None:
@@ -126,36 +132,42 @@ class FailOpenTorchBackend:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, {self.backend!r})"
 
-    def _failed(self, exc: Exception) -> None:
+    def _failed(self, exc: Exception, kind: str) -> None:
         cache_stats.fail_open(self.name)
         torch_remote_cache.cache_stats.exception(self.name)
-        _note_failure(self.name, exc)
+        _note_failure(self.name, exc, kind)
+
+    def _corrupt(self, key: str, reason: str) -> None:
+        cache_stats.corrupt(self.name)
+        cache_stats.miss(self.name)
+        torch_remote_cache.cache_stats.exception(self.name)
+        log.warning("%s: corrupt entry %r read as a miss (%s)", self.name, key, reason)
 
     def get(self, key: str) -> Any:
-        """The stored bytes under ``key``, or None (not stored, failed, or corrupt)."""
+        """The stored bytes under ``key``, or None (not stored, failed, or corrupt).
+
+        A ``bytearray`` or ``memoryview`` is given to torch as ``bytes``.
+        """
         try:
             data = self.backend.get(key)
         except Exception as exc:  # noqa: BLE001 - fail open: a cache never fails a compile
-            self._failed(exc)
+            self._failed(exc, GET)
             cache_stats.miss(self.name)
             return None
-        if data is not None and isinstance(data, (bytes, bytearray, str)):
+        if data is not None:
+            if isinstance(data, (bytearray, memoryview)):
+                data = bytes(data)
+            if not isinstance(data, (bytes, str)):
+                # torch's json.loads would raise TypeError, unguarded on some paths.
+                self._corrupt(key, f"the backend returned a {type(data).__name__}")
+                return None
             try:
                 json.loads(data)
             except _CORRUPT as exc:
-                cache_stats.corrupt(self.name)
-                cache_stats.miss(self.name)
-                torch_remote_cache.cache_stats.exception(self.name)
-                log.warning(
-                    "%s: corrupt entry %r read as a miss (%s: %s)",
-                    self.name,
-                    key,
-                    type(exc).__name__,
-                    exc,
-                )
+                self._corrupt(key, f"{type(exc).__name__}: {exc}")
                 return None
         cache_stats.get(self.name, data)
-        _note_recovery(self.name)
+        _note_recovery(self.name, GET)
         return data
 
     def put(self, key: str, data: Any) -> None:
@@ -163,13 +175,37 @@ class FailOpenTorchBackend:
         try:
             self.backend.put(key, data)
         except Exception as exc:  # noqa: BLE001 - fail open: a cache never fails a compile
-            self._failed(exc)
+            self._failed(exc, PUT)
             return
         cache_stats.put(self.name)
-        _note_recovery(self.name)
+        _note_recovery(self.name, PUT)
 
 
-_MISSING = object()
+class _FactoryFailed(RuntimeError):
+    """A backend factory raised: what every call of ``_NoBackend`` raises."""
+
+
+class _NoBackend:
+    """Stands in for a backend whose factory raised: each call fails (and so fails open)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def __repr__(self) -> str:
+        return f"<no backend: {type(self.error).__name__}: {self.error}>"
+
+    def _raise(self) -> Any:
+        raise _FactoryFailed(
+            f"the backend factory raised {type(self.error).__name__}: {self.error}"
+        )
+
+    def get(self, key: str) -> Any:
+        return self._raise()
+
+    def put(self, key: str, data: Any) -> None:
+        self._raise()
+
+
 _lock = threading.Lock()
 _installed: list[TorchBridge] = []
 
@@ -183,7 +219,7 @@ class TorchBridge:
     def __init__(self, backend_factory: BackendFactory | None) -> None:
         self.backend_factory = backend_factory
         self.classes: tuple[type[Any], ...] = tuple(torch_cache_classes())
-        self._saved: list[tuple[type[Any], object]] = []
+        self._layers: list[OverrideLayer] = []
         self.installed = False
         """Whether the bridge is in force now."""
 
@@ -197,14 +233,22 @@ class TorchBridge:
         In order: the backend our cache class of that name would get from an override
         (the test harness's fixtures and ``override_backends``), else ``backend_factory()``,
         else our Redis backend configured from the environment.
+
+        If that raises, the cache still gets a backend, whose every call fails open
+        (counted as ``fail_open``, logged once per outage) and tells what the factory raised;
+        the next cache torch builds calls the factory again.
         """
         override = _our_class(name).backend_override_cls
-        if override is not None:
-            backend = override()
-        elif self.backend_factory is not None:
-            backend = self.backend_factory()
-        else:
-            backend = RedisRemoteCacheBackend()
+        backend: Any
+        try:
+            if override is not None:
+                backend = override()
+            elif self.backend_factory is not None:
+                backend = self.backend_factory()
+            else:
+                backend = RedisRemoteCacheBackend()
+        except Exception as exc:  # noqa: BLE001 - torch would drop the cache, uncounted
+            backend = _NoBackend(exc)
         return FailOpenTorchBackend(name, backend)
 
     def _factory(self, name: str) -> BackendFactory:
@@ -216,11 +260,10 @@ class TorchBridge:
 
     def _install(self) -> None:
         with _lock:
-            self._saved = [
-                (cls, vars(cls).get("backend_override_cls", _MISSING)) for cls in self.classes
+            self._layers = [
+                push_override(cls, staticmethod(self._factory(cls.__name__)))
+                for cls in self.classes
             ]
-            for cls in self.classes:
-                setattr(cls, "backend_override_cls", staticmethod(self._factory(cls.__name__)))  # noqa: B010
             _installed.append(self)
             self.installed = True
         clear_memoized_caches()
@@ -228,21 +271,16 @@ class TorchBridge:
     def uninstall(self) -> None:
         """Give torch's classes back exactly what they had; idempotent.
 
-        Bridges installed one inside another are uninstalled in reverse order.
+        Bridges and ``override_backends`` blocks may be undone in any order: once all are
+        undone, each class has exactly what it had before them.
         """
         with _lock:
             if not self.installed:
                 return
-            if _installed[-1] is not self:
-                raise RuntimeError(
-                    "uninstall the bridges installed after this one first (reverse order)"
-                )
-            for cls, previous in reversed(self._saved):
-                if previous is _MISSING:
-                    delattr(cls, "backend_override_cls")
-                else:
-                    setattr(cls, "backend_override_cls", previous)  # noqa: B010
-            _installed.pop()
+            for layer in reversed(self._layers):
+                pop_override(layer)
+            self._layers = []
+            _installed.remove(self)
             self.installed = False
         clear_memoized_caches()
 
@@ -282,19 +320,51 @@ def install(backend_factory: BackendFactory | None = None) -> TorchBridge:
 USAGE = "usage: python -m remote_cache.torch (SCRIPT | -m MODULE) [ARGS...]"
 
 
+def _script_folder(script: str) -> str | None:
+    """What ``python SCRIPT`` puts first on ``sys.path``: the script's real folder (None
+    for a folder or zip file, which ``runpy.run_path`` puts there itself, or with ``-P``)."""
+    if sys.flags.safe_path or pkgutil.get_importer(script) is not None:
+        return None
+    return os.path.dirname(os.path.realpath(script))
+
+
+def _run_script(path: str) -> None:
+    """Run the source file ``path`` as ``__main__``, as ``python SCRIPT`` does.
+
+    Not ``runpy.run_path``: it sets ``sys.argv[0]`` to the path it is given, and
+    ``python SCRIPT`` has ``__file__`` absolute but ``sys.argv[0]`` as typed.
+    """
+    with io.open_code(path) as file:
+        source = file.read()
+    code = compile(source, path, "exec", dont_inherit=True)
+    module = types.ModuleType("__main__")
+    module.__dict__.update(__file__=path, __cached__=None, __package__=None)
+    saved = sys.modules.get("__main__")
+    sys.modules["__main__"] = module
+    try:
+        exec(code, module.__dict__)  # running the user's program is the point
+    finally:
+        if saved is None:
+            del sys.modules["__main__"]
+        else:
+            sys.modules["__main__"] = saved
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m remote_cache.torch SCRIPT|-m MODULE ARGS``: run a program with the bridge.
 
     The program itself is not changed: the bridge is installed (from the environment) in
-    this process, then the script or module runs as ``__main__`` with ``sys.argv`` set as
-    if it had been started directly; the bridge is uninstalled when it returns.
+    this process, then the script or module runs as ``__main__`` as if it had been started
+    directly: ``sys.argv`` as given, and for a script its folder first on ``sys.path`` and
+    ``__file__`` absolute, as ``python SCRIPT`` has them. The bridge is uninstalled, and
+    ``sys.argv`` and ``sys.path`` restored, when it returns.
     """
     import runpy
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help") or (args[0] == "-m" and len(args) < 2):
         raise SystemExit(USAGE)
-    saved_argv = sys.argv
+    saved_argv, saved_path = sys.argv, sys.path[:]
     with install():
         try:
             if args[0] == "-m":
@@ -302,13 +372,23 @@ def main(argv: list[str] | None = None) -> None:
                 runpy.run_module(args[1], run_name="__main__", alter_sys=True)
             else:
                 sys.argv = args
-                runpy.run_path(args[0], run_name="__main__")
+                folder = _script_folder(args[0])
+                if folder is None or args[0].endswith((".pyc", ".pyo")):
+                    runpy.run_path(args[0], run_name="__main__")
+                else:
+                    sys.path.insert(0, folder)
+                    _run_script(os.path.abspath(args[0]))
         finally:
             sys.argv = saved_argv
+            sys.path[:] = saved_path
 
 
 if __name__ == "__main__":  # pragma: no cover - run as a program; main() is tested
     import importlib
 
     # The installed module, not this copy run as __main__: one bridge registry per process.
-    importlib.import_module("remote_cache.torch").main()
+    _module = importlib.import_module("remote_cache.torch")
+    if len(sys.argv) > 1 and not sys.argv[1].startswith("-") and sys.path[:1] == [os.getcwd()]:
+        # `python -m` put the working folder first; `python SCRIPT` has the script's there.
+        del sys.path[0]
+    _module.main()

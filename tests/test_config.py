@@ -408,3 +408,52 @@ def parse_is_valid(url: str) -> bool:
     except ConfigurationError:
         return False
     return True
+
+
+class TestPasswordInAnyVariable:
+    """A URL with a password put in any variable or argument is shown without it."""
+
+    SECRET = "hunter2SECRET"
+
+    @pytest.mark.parametrize(
+        "variable",
+        [
+            "TORCHINDUCTOR_REDIS_HOST",
+            "REMOTE_CACHE_REDIS_HOST",
+            "REMOTE_CACHE_REDIS_PORT",
+            "TORCHINDUCTOR_REDIS_EXPIRE",
+            "REMOTE_CACHE_REDIS_CLUSTER",
+            "REMOTE_CACHE_REDIS_TIMEOUT",
+            "REMOTE_CACHE_REDIS_RETRY_AFTER",
+        ],
+    )
+    @pytest.mark.parametrize(
+        "value",
+        [
+            "redis://:hunter2SECRET@cache.internal:6379/0",
+            "rediss://user:hunter2SECRET@cache.internal/0",
+            "redis://cache.internal/0?password=hunter2SECRET",
+        ],
+    )
+    def test_variable(self, variable: str, value: str) -> None:
+        with pytest.raises(ConfigurationError) as info:
+            resolve_redis_settings(environ={variable: value})
+        assert info.value.name == variable
+        assert self.SECRET not in str(info.value)
+        assert self.SECRET not in repr(info.value.value)
+        assert "cache.internal" in str(info.value)  # the rest is still shown
+
+    @pytest.mark.parametrize("argument", ["host", "port", "expire", "timeout"])
+    def test_argument(self, argument: str) -> None:
+        with pytest.raises(ConfigurationError) as info:
+            resolve_redis_settings(
+                **{argument: "redis://:hunter2SECRET@cache.internal:6379/0"},  # type: ignore[arg-type]
+                environ={},
+            )
+        assert self.SECRET not in str(info.value)
+        assert self.SECRET not in repr(info.value.value)
+
+    def test_plain_values_are_shown_as_they_are(self) -> None:
+        with pytest.raises(ConfigurationError) as info:
+            resolve_redis_settings(environ={"REMOTE_CACHE_REDIS_HOST": "bad host!"})
+        assert info.value.value == "bad host!"

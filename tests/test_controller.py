@@ -416,3 +416,50 @@ class TestHotPathShortcuts:
         cache.get("absent")
         assert len(logged) == 1
         assert isinstance(logged[0], Sample)
+
+
+class TestOutageLogging:
+    """An outage is logged once, and its end once, per cache and kind of call that failed."""
+
+    def test_failing_puts_with_working_gets_log_once(
+        self, caplog_rc: pytest.LogCaptureFixture
+    ) -> None:
+        from remote_cache.testing import FaultInjectingBackend, InMemoryBackend
+
+        injector = FaultInjectingBackend(InMemoryBackend())
+        injector.fail_always(
+            operations=["put", "put_many"], error=BackendCommandError("OOM command not allowed")
+        )
+        cache = RemoteFxGraphCache("oom", backend=injector)
+        for i in range(5):  # a lookup that works (a miss), then a put the server refuses
+            assert cache.get(f"k{i}") is None
+            cache.put(f"k{i}", {"v": i})
+            assert cache.get_many([f"k{i}"]) == {}
+            cache.put_many({f"k{i}": {"v": i}})
+        messages = [r.getMessage() for r in caplog_rc.records]
+        assert len(messages) == 1, messages
+        assert "failed on put" in messages[0]
+        assert "OOM" in messages[0]
+        assert cache_stats["RemoteFxGraphCache"].fail_open == 10
+        injector.clear()  # memory freed: a put works again and ends the outage
+        assert cache.get("k0") is None
+        assert [r.getMessage() for r in caplog_rc.records] == messages
+        cache.put("k0", {"v": 0})
+        assert [r.getMessage() for r in caplog_rc.records][1:] == [
+            "RemoteFxGraphCache: backend works again"
+        ]
+
+    def test_an_outage_of_both_kinds_ends_when_both_work(
+        self, caplog_rc: pytest.LogCaptureFixture
+    ) -> None:
+        backend = DictBackend()
+        failing = RemoteFxGraphCache("both", backend=RaisingBackend(BackendUnavailableError("x")))
+        failing.get("k")
+        failing.put("k", 1)
+        working = RemoteFxGraphCache("both", backend=backend)
+        working.get("k")  # reads work again; writes have not been tried
+        assert sum("works again" in r.getMessage() for r in caplog_rc.records) == 0
+        working.put("k", 1)
+        messages = [r.getMessage() for r in caplog_rc.records]
+        assert sum("failing open" in m for m in messages) == 1
+        assert sum("works again" in m for m in messages) == 1

@@ -8,10 +8,9 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from remote_cache import CacheStats, RemoteCache, RemoteCacheBackend, cache_stats
+from remote_cache._override_layers import OverrideLayer, pop_override, push_override
 
 __all__ = ["all_cache_classes", "isolated_cache_stats", "override_backends"]
-
-_MISSING = object()
 
 BackendFactory = Callable[[], RemoteCacheBackend[Any]]
 
@@ -57,7 +56,9 @@ def override_backends(
     With ``classes`` None, every cache class is covered (``RemoteCache`` itself, so classes
     defined inside the block too, and every subclass with an override of its own); else just
     the classes given (and their subclasses that do not set their own). On exit each class
-    gets back exactly what it had: its own value, or no attribute of its own. Nestable.
+    gets back exactly what it had: its own value, or no attribute of its own. Nestable, and
+    robust to being undone out of order with other blocks and with ``remote_cache.torch``
+    bridges: once all are undone, in any order, each class has what it had before them.
 
     ``classes`` may also name torch's cache classes (``torch._inductor.remote_cache``):
     their backends are then wrapped fail-open as ``remote_cache.torch`` does, and torch's
@@ -83,22 +84,18 @@ def override_backends(
                     f"Expected RemoteCache subclasses (ours or torch's) but got {cls!r}"
                 )
     torch_targets = [cls for cls in targets if _is_torch_cache_class(cls)]
-    saved = [(cls, vars(cls).get("backend_override_cls", _MISSING)) for cls in targets]
+    pushed: list[OverrideLayer] = []
     try:
         for cls in targets:
             own = _torch_factory(cls, factory) if cls in torch_targets else factory
             # staticmethod: reading it through an instance must not bind the factory.
-            setattr(cls, "backend_override_cls", staticmethod(own))  # noqa: B010
+            pushed.append(push_override(cls, staticmethod(own)))
         if torch_targets:
             _clear_torch_memos()
         yield factory
     finally:
-        for cls, previous in reversed(saved):
-            if previous is _MISSING:
-                with contextlib.suppress(AttributeError):
-                    delattr(cls, "backend_override_cls")
-            else:
-                setattr(cls, "backend_override_cls", previous)  # noqa: B010
+        for layer in reversed(pushed):
+            pop_override(layer)
         if torch_targets:
             _clear_torch_memos()
 

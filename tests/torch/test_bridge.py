@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import inspect
+import itertools
 import logging
 import os
 import subprocess
@@ -87,15 +88,16 @@ class TestInstall:
         assert not inner.installed
         assert overrides() == before
 
-    def test_nested_bridges_uninstall_in_reverse_order(self) -> None:
+    def test_nested_bridges_uninstall_in_any_order(self) -> None:
         before = overrides()
         outer = rct.install(InMemoryBackend)
         inner = rct.install(InMemoryBackend)
-        with pytest.raises(RuntimeError, match="reverse order"):
-            outer.uninstall()
-        inner.uninstall()
         outer.uninstall()
+        assert overrides() != before  # the inner one is still in force
+        assert rct._installed == [inner]
+        inner.uninstall()
         assert overrides() == before
+        assert rct._installed == []
 
     def test_install_and_uninstall_drop_the_memoized_aot_cache(self) -> None:
         with override_backends(InMemoryBackend, [trc.RemoteAOTAutogradCache]):
@@ -137,6 +139,108 @@ class TestInstall:
                 rct._check_version(version)
         rct._check_version("2.13.0+cpu")
         assert issubclass(rct.UnsupportedTorchError, ImportError)
+
+
+class TestUndoneOutOfOrder:
+    """Bridges and override_backends blocks undone in any order restore torch exactly."""
+
+    @pytest.mark.parametrize("own", [False, True], ids=["no-own-value", "own-value"])
+    def test_every_interleaving(self, own: bool) -> None:
+        def mine() -> InMemoryBackend:
+            return InMemoryBackend()
+
+        if own:
+            trc.RemoteFxGraphCache.backend_override_cls = mine
+        try:
+            before = overrides()
+            starts = ("bridge", "override", "bridge2")
+            for order in itertools.permutations(starts):
+                for ends in itertools.permutations(starts):
+                    entered: dict[str, Any] = {}
+                    for step in order:
+                        if step == "override":
+                            block = override_backends(
+                                InMemoryBackend, [trc.RemoteFxGraphCache, trc.RemoteCache]
+                            )
+                            block.__enter__()
+                            entered[step] = block
+                        else:
+                            entered[step] = rct.install(InMemoryBackend)
+                        assert overrides() != before
+                    for step in ends:
+                        if step == "override":
+                            entered[step].__exit__(None, None, None)
+                        else:
+                            entered[step].uninstall()
+                    assert overrides() == before, (order, ends)
+                    assert rct._installed == []
+            if own:
+                assert vars(trc.RemoteFxGraphCache)["backend_override_cls"] is mine
+        finally:
+            if own:
+                del trc.RemoteFxGraphCache.backend_override_cls
+        assert "backend_override_cls" not in vars(trc.RemoteFxGraphCache)
+
+    def test_the_attack_sequence(self) -> None:
+        before = overrides()
+        bridge = rct.install(InMemoryBackend)
+        block = override_backends(InMemoryBackend, [trc.RemoteFxGraphCache])
+        block.__enter__()
+        bridge.uninstall()
+        # the block is still in force: torch's class keeps its backend until it exits
+        cache = trc.RemoteFxGraphCache("fx-graph-v1")
+        assert isinstance(cache.backend.backend, InMemoryBackend)
+        block.__exit__(None, None, None)
+        bridge.uninstall()
+        assert overrides() == before
+        assert not isinstance(
+            trc.RemoteFxGraphCache("fx-graph-v1").backend, rct.FailOpenTorchBackend
+        )
+
+    def test_fixtures_in_either_order(self, pytester: pytest.Pytester) -> None:
+        pytester.makeini(
+            "[pytest]\n"
+            "filterwarnings =\n"
+            "    error\n"
+            "    ignore:Failed to initialize NumPy:UserWarning\n"
+            "    ignore::DeprecationWarning:torch.*\n"
+        )
+        pytester.makepyfile(
+            test_order="""
+            import torch._inductor.remote_cache as trc
+
+            class Mem:
+                def get(self, key):
+                    return None
+
+                def put(self, key, data):
+                    pass
+
+            def hooks():
+                return {
+                    name: vars(getattr(trc, name)).get("backend_override_cls")
+                    for name in ("RemoteFxGraphCache", "RemoteAOTAutogradCache")
+                }
+
+            BEFORE = hooks()
+
+            def test_override_first(remote_cache_override, remote_cache_torch):
+                remote_cache_override(trc.RemoteFxGraphCache, Mem)
+
+            def test_restored_after_override_first():
+                assert hooks() == BEFORE == {
+                    "RemoteFxGraphCache": None, "RemoteAOTAutogradCache": None
+                }
+
+            def test_torch_first(remote_cache_torch, remote_cache_override):
+                remote_cache_override(trc.RemoteFxGraphCache, Mem)
+
+            def test_restored_after_torch_first():
+                assert hooks() == BEFORE
+            """
+        )
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=180)
+        result.assert_outcomes(passed=4)
 
 
 class TestFailOpen:
@@ -214,6 +318,94 @@ class TestFailOpen:
         assert any("works again" in r.getMessage() for r in caplog.records)
         assert remote_cache_stats["RemoteFxGraphCache"].hit == 1
 
+    def test_failing_puts_with_working_gets_log_once(
+        self, remote_cache_stats: CacheStats, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        from remote_cache.testing import FaultInjectingBackend
+
+        injector = FaultInjectingBackend(InMemoryBackend())
+        injector.fail_always(operations=["put"], error=RuntimeError("OOM command not allowed"))
+        backend = rct.FailOpenTorchBackend("RemoteFxGraphCache", injector)
+        with caplog.at_level(logging.DEBUG, logger="remote_cache"):
+            for i in range(5):  # five compiles: a lookup (a miss), then a dropped put
+                assert backend.get(f"pt2:fx-graph-v1::k{i}:c1") is None
+                backend.put(f"pt2:fx-graph-v1::k{i}:c1", b"{}")
+            messages = [r.getMessage() for r in caplog.records]
+            assert len(messages) == 1, messages
+            assert "failed on put" in messages[0]
+            injector.clear()
+            backend.put("pt2:fx-graph-v1::k0:c1", b"{}")
+        assert [r.getMessage() for r in caplog.records][1:] == [
+            "RemoteFxGraphCache: backend works again"
+        ]
+        stat = remote_cache_stats["RemoteFxGraphCache"]
+        assert (stat.miss, stat.put, stat.fail_open) == (5, 1, 5)
+
+    @pytest.mark.parametrize(
+        "value", [5, {"data": "x"}, [1], 1.5, object()], ids=lambda v: type(v).__name__
+    )
+    def test_a_get_that_is_not_bytes_is_corrupt(
+        self, value: Any, remote_cache_stats: CacheStats, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        class Junk:
+            def get(self, key: str) -> Any:
+                return value
+
+            def put(self, key: str, data: Any) -> None:
+                pass
+
+        with rct.install(Junk), caplog.at_level(logging.WARNING, logger="remote_cache"):
+            for cls in (trc.RemoteFxGraphCache, trc.RemoteAutotuneCache):
+                assert cls("v1").get("k") is None  # torch's json.loads would raise
+        for name in ("RemoteFxGraphCache", "RemoteAutotuneCache"):
+            stat = remote_cache_stats[name]
+            assert (stat.hit, stat.miss, stat.corrupt) == (0, 1, 1)
+        assert sum("corrupt entry" in r.getMessage() for r in caplog.records) == 2
+        assert type(value).__name__ in caplog.records[0].getMessage()
+
+    def test_bytes_like_gets_are_given_as_bytes(self, remote_cache_stats: CacheStats) -> None:
+        values = iter(
+            [memoryview(b'{"data": 1}'), bytearray(b'{"data": 2}'), memoryview(b"not json")]
+        )
+
+        class Views:
+            def get(self, key: str) -> Any:
+                return next(values)
+
+            def put(self, key: str, data: Any) -> None:
+                pass
+
+        backend = rct.FailOpenTorchBackend("RemoteFxGraphCache", Views())
+        first, second = backend.get("a"), backend.get("b")
+        assert (first, second) == (b'{"data": 1}', b'{"data": 2}')
+        assert type(first) is bytes
+        assert type(second) is bytes
+        assert backend.get("c") is None
+        stat = remote_cache_stats["RemoteFxGraphCache"]
+        assert (stat.hit, stat.miss, stat.corrupt) == (2, 1, 1)
+
+    def test_a_factory_that_raises_fails_open_counted(
+        self, remote_cache_stats: CacheStats, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        calls = []
+
+        def factory() -> Any:
+            calls.append(1)
+            raise RuntimeError("factory boom")
+
+        with rct.install(factory), caplog.at_level(logging.WARNING, logger="remote_cache"):
+            cache = trc.create_cache("fx-graph-v1", False, "x", "RemoteFxGraphCache")
+            assert cache is not None  # torch would have dropped the remote cache, uncounted
+            assert cache.get("k") is None
+            cache.put("k", {"data": "x"})
+            assert trc.RemoteFxGraphCache("fx-graph-v1").get("k") is None
+        assert len(calls) == 2  # each cache torch builds tries the factory again
+        stat = remote_cache_stats["RemoteFxGraphCache"]
+        assert (stat.miss, stat.fail_open) == (2, 3)
+        warnings = [r.getMessage() for r in caplog.records]
+        assert len(warnings) == 1
+        assert "factory boom" in warnings[0]
+
 
 class TestHarness:
     """Our overrides and backend fixtures reach torch's caches."""
@@ -281,6 +473,37 @@ class TestRunner:
         del rct._seen  # type: ignore[attr-defined]
         sys.modules.pop("prog", None)
 
+    def test_a_script_sees_what_plain_python_shows_it(self, tmp_path: Any) -> None:
+        folder = tmp_path / "sub"
+        folder.mkdir()
+        (folder / "helper.py").write_text("VALUE = 'sibling imported'\n")
+        (folder / "prog.py").write_text(
+            "import sys\n"
+            "import helper  # a sibling module\n"
+            "print(repr((sys.argv, sys.path[0], __file__, __name__, helper.VALUE)))\n"
+            f"print({str(tmp_path)!r} in sys.path or '' in sys.path)\n"
+            "sys.exit(7)\n"
+        )
+        env = {**os.environ, "REMOTE_CACHE_REDIS_URL": "redis://127.0.0.1:1/0"}
+        runs = [
+            subprocess.run(
+                [sys.executable, *runner, "sub/prog.py", "a", "b"],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=120,
+            )
+            for runner in ([], ["-m", "remote_cache.torch"])
+        ]
+        plain, bridged = runs
+        assert plain.returncode == bridged.returncode == 7, bridged.stderr
+        assert plain.stdout == bridged.stdout
+        assert "sibling imported" in plain.stdout
+        assert repr(str(folder)) in plain.stdout  # sys.path[0] and __file__ absolute
+        assert "False" in plain.stdout  # the working folder is not on sys.path
+
     def test_usage(self) -> None:
         for argv in ([], ["-h"], ["-m"]):
             with pytest.raises(SystemExit, match=r"usage: python -m remote_cache\.torch"):
@@ -298,6 +521,23 @@ class TestSurface:
         )
         done = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, done.stderr
+
+    def test_needs_only_what_the_torch_extra_installs(self) -> None:
+        """remote_cache.torch imports neither the test harness nor its dependencies."""
+        code = (
+            "import sys\n"
+            "for name in ('hypothesis', 'fakeredis', 'pytest'): sys.modules[name] = None\n"
+            "import remote_cache.torch\n"
+            "loaded = [m for m in sys.modules if m.startswith('remote_cache.testing')]\n"
+            "assert not loaded, loaded\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-W", "ignore", "-c", code],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         assert done.returncode == 0, done.stderr
 
