@@ -477,31 +477,45 @@ def _fileno(stream: TextIO) -> int | None:
 
 
 @contextlib.contextmanager
-def _user_output_to(err: TextIO, out: TextIO, interrupts: _Interrupts) -> Iterator[None]:
-    """Send what user code prints on stdout to ``err``, so ``out`` carries only the report.
+def _user_output_to(
+    err: TextIO, out: TextIO, interrupts: _Interrupts, *, for_good: bool = False
+) -> Iterator[TextIO]:
+    """Send what user code prints on stdout to ``err``; yield the stream for the report.
 
     ``sys.stdout`` is replaced, and when ``out`` and ``err`` are file descriptors, ``out``'s
     descriptor points at ``err``'s too, for output written below Python (``os.write``, C
-    code, child processes).
+    code, child processes); the report then goes through a copy of the original. With
+    ``for_good`` (a process about to exit), nothing is put back: what user code prints
+    after the report (its threads, its ``atexit`` handlers) goes to ``err`` too.
     """
     out_fd, err_fd = _fileno(out), _fileno(err)
-    saved: tuple[int, int] | None = None  # (out's descriptor, a copy of what it was)
+    report: TextIO = out
+    saved: int | None = None  # a copy of what out's descriptor was
     with interrupts.deferred():  # a Ctrl-C here must not leave stdout pointing at stderr
         if out_fd is not None and err_fd is not None and out_fd != err_fd:
             out.flush()
-            saved = (out_fd, os.dup(out_fd))
+            saved = os.dup(out_fd)
+            report = os.fdopen(
+                os.dup(saved), "w", encoding=getattr(out, "encoding", None), errors="replace"
+            )
             os.dup2(err_fd, out_fd)
+        previous, sys.stdout = sys.stdout, err
     try:
-        with contextlib.redirect_stdout(err):
-            yield
+        yield report
     finally:
         with interrupts.deferred():
+            if report is not out and not for_good:
+                with contextlib.suppress(OSError, ValueError):
+                    report.close()  # flushed already (_emit): a closed pipe was noticed there
+            for stream in {id(s): s for s in (out, sys.__stdout__) if s is not None}.values():
+                with contextlib.suppress(OSError, ValueError):
+                    stream.flush()  # what user code left in a buffer goes to err too
+            if not for_good:
+                sys.stdout = previous
+                if saved is not None and out_fd is not None:
+                    os.dup2(saved, out_fd)
             if saved is not None:
-                for stream in {id(s): s for s in (out, sys.__stdout__) if s is not None}.values():
-                    with contextlib.suppress(OSError, ValueError):
-                        stream.flush()  # what user code left in a buffer goes to err too
-                os.dup2(saved[1], saved[0])
-                os.close(saved[1])
+                os.close(saved)
 
 
 def _load(arguments: argparse.Namespace) -> Callable[[], RemoteCacheBackend[Any]] | None:
@@ -529,23 +543,25 @@ def _check(arguments: argparse.Namespace, out: TextIO, err: TextIO, interrupts: 
     )
     arguments.seed, arguments.target = seed, target  # for the report of an interrupted run
 
-    def unusable(message: str) -> int:
-        interrupts.checkpoint()
-        print(f"remote-cache check: {message}", file=err)
-        if arguments.json:
-            document = json_error(
-                verdict="unusable",
-                exit_status=EXIT_UNUSABLE,
-                target=target,
-                examples=arguments.examples,
-                seed=seed,
-                error=message,
-            )
-            interrupts.finish()
-            _emit(json.dumps(document, indent=2) + "\n", out)
-        return EXIT_UNUSABLE
+    with _user_output_to(err, out, interrupts, for_good=interrupts.for_good) as report_out:
+        arguments.report_out = report_out  # for the report of an interrupted run
 
-    with _user_output_to(err, out, interrupts):
+        def unusable(message: str) -> int:
+            interrupts.checkpoint()
+            print(f"remote-cache check: {message}", file=err)
+            if arguments.json:
+                document = json_error(
+                    verdict="unusable",
+                    exit_status=EXIT_UNUSABLE,
+                    target=target,
+                    examples=arguments.examples,
+                    seed=seed,
+                    error=message,
+                )
+                interrupts.finish()
+                _emit(json.dumps(document, indent=2) + "\n", report_out)
+            return EXIT_UNUSABLE
+
         try:
             factory = _load(arguments)
             from remote_cache.testing._check import run_checks
@@ -571,17 +587,17 @@ def _check(arguments: argparse.Namespace, out: TextIO, err: TextIO, interrupts: 
             finally:
                 if bar is not None:
                     bar.clear()
-    if failure is not None:
-        return unusable(failure)
-    interrupts.checkpoint()  # one that code under test swallowed: the run is not valid
-    text = io.StringIO()
-    if arguments.json:
-        print(json.dumps(json_report(report), indent=2), file=text)
-    else:
-        _print_report(report, text)
-    interrupts.finish()
-    _emit(text.getvalue(), out)
-    return EXIT_OK if report.passed else EXIT_FAILED
+        if failure is not None:
+            return unusable(failure)
+        interrupts.checkpoint()  # one that code under test swallowed: the run is not valid
+        text = io.StringIO()
+        if arguments.json:
+            print(json.dumps(json_report(report), indent=2), file=text)
+        else:
+            _print_report(report, text)
+        interrupts.finish()
+        _emit(text.getvalue(), report_out)
+        return EXIT_OK if report.passed else EXIT_FAILED
 
 
 def _emit(text: str, out: TextIO) -> None:
@@ -605,6 +621,8 @@ class _Interrupts:
         self.event = threading.Event()
         self.raising = True
         self.installed = False
+        self.for_good = False
+        """True in a process about to exit (``run_program``): user output stays on stderr."""
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         """The SIGINT handler."""
@@ -671,13 +689,13 @@ def _interrupts(*, ignore_after: bool = False) -> Iterator[_Interrupts]:
         sys.unraisablehook = previous_hook
 
 
-def _stdout_closed(out: TextIO) -> int:
+def _stdout_closed(*streams: TextIO | None) -> int:
     """Quietly give up on a closed stdout: later writes and the exit flush go to devnull."""
-    fd = _fileno(out)
-    if fd is not None:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, fd)
-        os.close(devnull)
+    for fd in {_fileno(stream) for stream in streams if stream is not None}:
+        if fd is not None:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
     return EXIT_STDOUT_CLOSED
 
 
@@ -695,8 +713,10 @@ def main(
 
 
 def run_program() -> int:
-    """``main()`` for a process about to exit: SIGINT stays ignored when it returns."""
+    """``main()`` for a process about to exit: SIGINT stays ignored when it returns, and
+    what user code prints after the report goes to stderr."""
     with _interrupts(ignore_after=True) as interrupts:
+        interrupts.for_good = True
         return _main(None, None, None, interrupts)
 
 
@@ -740,8 +760,8 @@ def _main(
                 seed=arguments.seed,
                 error="interrupted",
             )
-            _emit(json.dumps(document, indent=2) + "\n", out)
+            _emit(json.dumps(document, indent=2) + "\n", getattr(arguments, "report_out", out))
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         interrupts.raising = False
-        return _stdout_closed(out)
+        return _stdout_closed(out, getattr(arguments, "report_out", out))

@@ -629,10 +629,11 @@ def _check_argument(name: str, value: object, parse: Callable[[str, str], _V]) -
             f"Expected a number but got {name}={value!r} (type=bool)", name=name, value=value
         )
     if not isinstance(value, (str, int, float)):
+        shown = redact_url(repr(value))  # a list or bytes holding a URL keeps its password
         raise ConfigurationError(
-            f"Expected str or number but got {name}={value!r} (type={type(value).__name__})",
+            f"Expected str or number but got {name}={shown} (type={type(value).__name__})",
             name=name,
-            value=value,
+            value=shown,
         )
     text = str(value).lower() if isinstance(value, bool) else str(value)
     return parse(name, text)

@@ -225,11 +225,54 @@ class _DeadlineConnectionMixin:
         sock.settimeout(self.socket_timeout)
         return _DeadlineSocket(sock)
 
+    # Replies the server owes this connection: counted when commands are sent, paid when
+    # read. An interrupt (KeyboardInterrupt, a gevent or pytest timeout) landing between a
+    # send and its read, where redis-py does not disconnect, leaves some owed: the next
+    # command on the connection would read them as its own replies (another key's value),
+    # so the connection is dropped first.
+    _owed: int = 0
+    _sending: int = 0
+
+    def send_command(self, *args: Any, **kwargs: Any) -> None:
+        self._sending = 1
+        super().send_command(*args, **kwargs)  # type: ignore[misc]
+
+    def pack_commands(self, commands: Any) -> Any:
+        commands = list(commands)
+        self._sending = len(commands)
+        return super().pack_commands(commands)  # type: ignore[misc]
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        count, self._sending = self._sending, 0
+        if self._owed:
+            self.disconnect()
+        if getattr(self, "_sock", None) is None:
+            self.connect()  # here, so that its handshake's replies are counted on their own
+        if check_health:
+            self.check_health()  # type: ignore[attr-defined]
+        self._owed += count  # before the bytes leave: an interrupt from here on drops it
+        super().send_packed_command(command, check_health=False)  # type: ignore[misc]
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        from redis.exceptions import ResponseError
+
+        try:
+            response = super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except ResponseError:  # an error reply, read whole
+            self._owed = max(0, self._owed - 1)
+            raise
+        self._owed = max(0, self._owed - 1)
+        return response
+
+    def disconnect(self, *args: Any, **kwargs: Any) -> None:
+        self._owed = 0
+        super().disconnect(*args, **kwargs)  # type: ignore[misc]
+
     def connect(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().connect(*args, **kwargs)  # type: ignore[misc]
         except BaseException:
-            self.disconnect()  # type: ignore[attr-defined]
+            self.disconnect()
             raise
 
     def connect_check_health(self, *args: Any, **kwargs: Any) -> Any:
@@ -237,7 +280,7 @@ class _DeadlineConnectionMixin:
         try:
             return super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
         except BaseException:
-            self.disconnect()  # type: ignore[attr-defined]
+            self.disconnect()
             raise
 
 

@@ -457,3 +457,19 @@ class TestPasswordInAnyVariable:
         with pytest.raises(ConfigurationError) as info:
             resolve_redis_settings(environ={"REMOTE_CACHE_REDIS_HOST": "bad host!"})
         assert info.value.value == "bad host!"
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            ["redis://:hunter2SECRET@cache.internal:6379/0"],
+            b"redis://:hunter2SECRET@cache.internal:6379/0",
+            ("rediss://user:hunter2SECRET@cache.internal/0",),
+        ],
+        ids=["list", "bytes", "tuple"],
+    )
+    def test_argument_of_the_wrong_type(self, value: object) -> None:
+        with pytest.raises(ConfigurationError) as info:
+            resolve_redis_settings(host=value, environ={})  # type: ignore[arg-type]
+        assert self.SECRET not in str(info.value)
+        assert self.SECRET not in repr(info.value.value)
+        assert "cache.internal" in str(info.value)

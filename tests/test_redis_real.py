@@ -432,3 +432,52 @@ class TestCallDeadline:
             ]
             assert connected
             assert all(isinstance(c._sock, _DeadlineSocket) for c in connected)
+
+
+class TestInterruptedBetweenSendAndRead:
+    """An interrupt after a command left and before its reply was read never makes another
+    call read that reply: the connection owes a reply, so it is dropped, not reused."""
+
+    @pytest.fixture
+    def slow_link(self, redis_server: RedisServer) -> Iterator[OutageProxy]:
+        redis_server.client().mset({b"A": b"value-of-A", b"B": b"value-of-B"})
+        with OutageProxy.for_url(redis_server.url) as proxy:
+            proxy.latency(0.05)  # the reply is still on its way when the next call is sent
+            yield proxy
+
+    @staticmethod
+    def interrupt_once(target: Any, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The next ``target.<name>(...)`` raises KeyboardInterrupt before it does anything:
+        the gap between redis-py's send and its read, where it does not disconnect."""
+        original = getattr(target, name)
+        calls = iter([True])
+
+        def interrupted(*args: Any, **kwargs: Any) -> Any:
+            if next(calls, False):
+                raise KeyboardInterrupt
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(target, name, interrupted)
+
+    def test_get(self, slow_link: OutageProxy, monkeypatch: pytest.MonkeyPatch) -> None:
+        backend = RedisRemoteCacheBackend(url=slow_link.url, timeout=2)
+        assert backend.get("A") == b"value-of-A"  # connected
+        self.interrupt_once(backend.client(), "parse_response", monkeypatch)
+        with pytest.raises(KeyboardInterrupt):
+            backend.get("A")
+        assert backend.get("B") == b"value-of-B"
+        assert backend.get("A") == b"value-of-A"
+        assert backend.get_many(["B", "A"]) == {"A": b"value-of-A", "B": b"value-of-B"}
+
+    def test_batch(self, slow_link: OutageProxy, monkeypatch: pytest.MonkeyPatch) -> None:
+        from redis.connection import AbstractConnection
+
+        backend = RedisRemoteCacheBackend(url=slow_link.url, timeout=2)
+        assert backend.get("A") == b"value-of-A"
+        backend.put_many({"C": b"value-of-C", "D": b"value-of-D"})
+        # A pipeline's replies are read one by one: interrupted before the first.
+        self.interrupt_once(AbstractConnection, "read_response", monkeypatch)
+        with pytest.raises(KeyboardInterrupt):
+            backend.put_many({"C": b"new-C", "D": b"new-D"})
+        assert backend.get("B") == b"value-of-B"
+        assert backend.get_many(["A", "B"]) == {"A": b"value-of-A", "B": b"value-of-B"}

@@ -571,7 +571,8 @@ def run_checks(
     examples each, repeatably for a ``seed``. ``checkpoint`` is called before and after every
     check and at every example; what it raises (``KeyboardInterrupt``: the run was
     interrupted) stops the run. A check that raises anything else, ``SystemExit`` and
-    ``GeneratorExit`` included, fails. Raises ``ConnectionError`` when the server cannot be
+    ``GeneratorExit`` included, fails; so does one that raises ``KeyboardInterrupt`` when
+    ``checkpoint`` then raises nothing (the backend raised it: nobody pressed Ctrl-C). Raises ``ConnectionError`` when the server cannot be
     reached at all, and ``KeyboardInterrupt`` when interrupted.
     """
     from hypothesis.reporting import with_reporter
@@ -610,8 +611,11 @@ def run_checks(
                 passed = True
             except NotApplicable as exc:
                 detail, passed, applicable = str(exc), True, False
-            except KeyboardInterrupt:
-                raise
+            except KeyboardInterrupt as exc:
+                if checkpoint is None:
+                    raise  # no way to tell Ctrl-C from a backend raising it
+                checkpoint()  # raises again when the user pressed Ctrl-C
+                detail, passed = _failure_detail(exc, reports), False  # the backend raised it
             except BaseException as exc:  # noqa: BLE001 - a check that crashes is a failed check
                 detail, passed = _failure_detail(exc, reports), False
             elapsed = time.monotonic() - started

@@ -493,6 +493,21 @@ def unique_key_prefix() -> str:
     return f"remote-cache-test:{_session_token}:{worker}:{next(_test_numbers)}:"
 
 
+def _empty(client: Any) -> None:
+    """Empty a server of ours of what a test may have left: paused clients, keys, functions
+    and scripts (``FLUSHALL`` keeps the last two)."""
+    import redis
+
+    for command in (
+        ("CLIENT", "UNPAUSE"),
+        ("FLUSHALL",),
+        ("FUNCTION", "FLUSH"),
+        ("SCRIPT", "FLUSH"),
+    ):
+        with contextlib.suppress(redis.ResponseError):  # a server too old for the command
+            client.execute_command(*command)
+
+
 @contextlib.contextmanager
 def own_redis(server: RedisServer) -> Iterator[RedisFixture]:
     """Redis caches in the block talk to ``server`` (ours: emptied first, restored after)."""
@@ -503,7 +518,7 @@ def own_redis(server: RedisServer) -> Iterator[RedisFixture]:
     if baseline is None:
         baseline = _baselines[server] = ServerBaseline(server)
     client = server.client()
-    client.flushall()  # our own server: nobody else's data is on it
+    _empty(client)
     try:
         with redis_environment(server.url):
             yield RedisFixture(server.url, client, server)

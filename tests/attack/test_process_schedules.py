@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import select
 import signal
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -341,3 +343,66 @@ class TestInterrupts:
         attack.check_totals()
         close_shared_clients()
         leaks.check(attack, admin=attack_admin)
+
+
+class TestInterruptSweep:
+    """Interrupts swept across the first 600 µs of gets, on a link slow enough that a reply
+    left unread is still on its way when the next call is sent: a get never returns another
+    key's value (redis-py does not disconnect between a command's send and its read)."""
+
+    ROUNDS = 400
+
+    def test_two_keys(
+        self,
+        attack_server: RedisServer,
+        attack_proxy: OutageProxy,
+        attack_admin: Any,
+        interrupter: Interrupter,
+    ) -> None:
+        attack_proxy.restore()
+        attack_admin.flushall()
+        fresh_process_state()
+        values = {"A": b"value-of-A", "B": b"value-of-B"}
+        attack_admin.mset(values)
+        backend = RedisRemoteCacheBackend(url=attack_proxy.url, timeout=2, retry_after=0)
+        rng = random.Random(0)
+        wrong: list[str] = []
+        interrupted = 0
+        attack_proxy.latency(0.004)
+        try:
+            # Aim: how long into a get its reply starts being read, on this machine now.
+            center = statistics.median(self.reply_read_after(backend) for _ in range(30))
+            for round_ in range(self.ROUNDS):
+                first, second = ("A", "B") if round_ % 2 else ("B", "A")
+                delay = max(5e-6, center + rng.uniform(-60e-6, 60e-6))
+                try:
+                    interrupter.after(delay)(lambda k=first: backend.get(k))
+                except KeyboardInterrupt:
+                    interrupted += 1
+                for key in (second, first):
+                    got = backend.get(key)
+                    if got != values[key]:
+                        wrong.append(f"round {round_}: get({key!r}) -> {got!r}")
+        finally:
+            attack_proxy.restore()
+            close_shared_clients()
+        assert not wrong, "\n".join(wrong[:10])
+        assert interrupted > self.ROUNDS // 4  # the sweep did land inside calls
+
+    @staticmethod
+    def reply_read_after(backend: RedisRemoteCacheBackend) -> float:
+        """Seconds from the start of a get to the moment redis-py starts reading its reply."""
+        client = backend.client()
+        marks: list[float] = []
+
+        def parse_response(*args: Any, **kwargs: Any) -> Any:
+            marks.append(time.perf_counter())
+            return type(client).parse_response(client, *args, **kwargs)
+
+        client.parse_response = parse_response
+        try:
+            started = time.perf_counter()
+            backend.get("A")
+        finally:
+            del client.parse_response
+        return marks[0] - started

@@ -52,6 +52,15 @@ def exits_in_get():
     return ExitsInGet()
 
 
+class InterruptsInGet(InMemoryBackend):
+    def _get(self, key):
+        raise KeyboardInterrupt
+
+
+def interrupts_in_get():
+    return InterruptsInGet()
+
+
 class Prints(InMemoryBackend):
     def _put(self, key, data):
         print("print() from a put")
@@ -63,6 +72,23 @@ class Prints(InMemoryBackend):
 def prints():
     print("printed by the factory")
     return Prints()
+
+
+def prints_later():
+    # prints at exit, and from a thread all along (also while the report is written)
+    import atexit
+    import threading
+
+    atexit.register(lambda: print("printed at exit"))
+    atexit.register(lambda: os.write(1, b"os.write(1) at exit\\n"))
+
+    def chatter():
+        while True:
+            print("printed by a thread")
+            time.sleep(0.0005)
+
+    threading.Thread(target=chatter, daemon=True).start()
+    return InMemoryBackend()
 
 
 announced = False
@@ -176,6 +202,17 @@ class TestUserCodeThatExits:
         assert "property: backend agrees with a dict" in failed
         assert all("SystemExit" in detail for detail in failed.values()), failed
 
+    def test_backend_raising_keyboard_interrupt_fails_its_checks(self, user_dir: Path) -> None:
+        result = run_child(
+            user_dir, "check", "--backend", "user_backends:interrupts_in_get", *QUICK, "--json"
+        )
+        assert result.returncode == 1, result.stdout + result.stderr
+        report = json.loads(result.stdout)
+        assert report["verdict"] == "failed"
+        failed = [c["detail"] for c in report["checks"] if c["verdict"] == "fail"]
+        assert failed
+        assert all("KeyboardInterrupt" in detail for detail in failed), failed
+
 
 class TestStdoutCarriesOnlyTheReport:
     """Whatever user code prints goes to stderr; a closed stdout ends the command quietly."""
@@ -191,6 +228,16 @@ class TestStdoutCarriesOnlyTheReport:
             "sys.__stdout__ from a put",
             "os.write(1) from a put",
         ):
+            assert line in result.stderr
+            assert line not in result.stdout
+
+    def test_json_stays_all_of_stdout_until_exit(self, user_dir: Path) -> None:
+        result = run_child(
+            user_dir, "check", "--backend", "user_backends:prints_later", *QUICK, "--json"
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert json.loads(result.stdout)["verdict"] == "passed"
+        for line in ("printed at exit", "os.write(1) at exit", "printed by a thread"):
             assert line in result.stderr
             assert line not in result.stdout
 

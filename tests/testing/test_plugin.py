@@ -332,6 +332,35 @@ class TestRedisFixtures:
         )
         run(pytester).assert_outcomes(passed=4)
 
+    def test_functions_scripts_and_pauses_do_not_carry_over(
+        self, pytester: pytest.Pytester
+    ) -> None:
+        pytester.makepyfile(
+            """
+            import time
+
+            import pytest
+
+            LIBRARY = "#!lua name=lib\\nredis.register_function('one', function() return 1 end)"
+
+            @pytest.mark.parametrize("run", [1, 2])
+            def test_loads_a_library(remote_cache_redis, run):
+                client = remote_cache_redis.client
+                assert client.execute_command("FUNCTION", "LIST") == []
+                client.execute_command("FUNCTION", "LOAD", LIBRARY)
+                sha = client.script_load("return 2")
+                assert client.script_exists(sha) == [True]
+                client.execute_command("CLIENT", "PAUSE", "20000", "WRITE")
+
+            def test_next_test_writes_at_once(remote_cache_redis):
+                started = time.monotonic()
+                remote_cache_redis.client.set("k", "v")
+                assert time.monotonic() - started < 5
+                assert remote_cache_redis.client.script_exists("0" * 40) == [False]
+            """
+        )
+        run(pytester).assert_outcomes(passed=3)
+
     def test_missing_redis_py_says_which_extra(self, pytester: pytest.Pytester) -> None:
         pytester.makeconftest(
             """
