@@ -253,12 +253,12 @@ class _DeadlineConnectionMixin:
         self._owed += count  # before the bytes leave: an interrupt from here on drops it
         super().send_packed_command(command, check_health=False)  # type: ignore[misc]
 
-    def read_response(self, *args: Any, **kwargs: Any) -> Any:
-        from redis.exceptions import ResponseError
+    _error_reply: type[Exception]  # redis-py's ResponseError, set by ``_with_deadline``
 
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:
             response = super().read_response(*args, **kwargs)  # type: ignore[misc]
-        except ResponseError:  # an error reply, read whole
+        except self._error_reply:  # an error reply, read whole
             self._owed = max(0, self._owed - 1)
             raise
         self._owed = max(0, self._owed - 1)
@@ -293,10 +293,12 @@ def _with_deadline(connection_class: type) -> type:
         return connection_class
     cls = _deadline_classes.get(connection_class)
     if cls is None:
+        from redis.exceptions import ResponseError
+
         cls = type(
             f"Deadline{connection_class.__name__}",
             (_DeadlineConnectionMixin, connection_class),
-            {"__module__": __name__},
+            {"__module__": __name__, "_error_reply": ResponseError},
         )
         cls = _deadline_classes.setdefault(connection_class, cls)
     return cls
