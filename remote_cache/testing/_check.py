@@ -495,8 +495,8 @@ def _property_checks(target: Target, examples: int, seed: int | None) -> list[Ch
         )
 
     def concurrency(_tick: Tick) -> str:
-        conformance.check_concurrency(make, random_seed=seed)
-        return "concurrent writers and readers: no torn, lost or stale values"
+        note = conformance.check_concurrency(make, random_seed=seed)
+        return f"no torn, lost, crossed or stale values ({note})"
 
     def model(tick: Tick) -> str:
         conformance.check_model(make, examples=examples, random_seed=seed, on_example=tick)
@@ -572,8 +572,9 @@ def run_checks(
     check and at every example; what it raises (``KeyboardInterrupt``: the run was
     interrupted) stops the run. A check that raises anything else, ``SystemExit`` and
     ``GeneratorExit`` included, fails; so does one that raises ``KeyboardInterrupt`` when
-    ``checkpoint`` then raises nothing (the backend raised it: nobody pressed Ctrl-C). Raises ``ConnectionError`` when the server cannot be
-    reached at all, and ``KeyboardInterrupt`` when interrupted.
+    ``checkpoint`` then raises nothing (the backend raised it: nobody pressed Ctrl-C).
+    Raises ``ConnectionError`` when the server cannot be reached at all, and
+    ``KeyboardInterrupt`` when interrupted.
     """
     from hypothesis.reporting import with_reporter
 

@@ -7,12 +7,15 @@ Unicode, memcached's 1 MiB and 250-byte limits, C strings, read caches, unlocked
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import os
 import pickle
 import sqlite3
 import threading
+import time
 import unicodedata
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -102,7 +105,8 @@ class ReturnsBytearray(DictBackend):
     """Values kept and read back as the store's ``bytearray``, not ``bytes``."""
 
     def _put(self, key: str, data: bytes) -> None:
-        super()._put(key, bytearray(data))
+        with self.lock:
+            self.store[self.stored_key(key)] = bytearray(data)
 
 
 class ReusesWriteBuffer(DictBackend):
@@ -336,3 +340,171 @@ class TornWrites(RemoteCacheBackend[bytes]):
             for start in range(0, len(data), 64 * 1024):
                 file.write(data[start : start + 64 * 1024])
                 file.flush()
+
+
+# -- found by an outside review of the suite --------------------------------------------------
+
+
+class CompressionSniffing(DictBackend):
+    """Compresses values over 1 KiB, and decides how to read by sniffing for a zlib header:
+    a caller's own compressed value (a small one, stored as is) is read back decompressed."""
+
+    def _put(self, key: str, data: bytes) -> None:
+        super()._put(key, zlib.compress(data) if len(data) > 1024 else data)
+
+    def _get(self, key: str) -> Any:
+        raw = super()._get(key)
+        if raw is not None and raw[:2] in (b"x\x9c", b"x\x01", b"x\xda"):
+            try:
+                return zlib.decompress(raw)
+            except zlib.error:
+                return raw
+        return raw
+
+
+class KeyPlusValueLimit(DictBackend):
+    """memcached-like: the item limit covers the key and a 48-byte header too; it declares
+    1 MiB - 100 (true for short keys) and, with noreply, drops a larger item silently."""
+
+    max_value_bytes = MIB - 100
+
+    def _put(self, key: str, data: bytes) -> None:
+        if len(key.encode("utf-8", "surrogatepass")) + len(data) + 48 <= MIB:
+            super()._put(key, data)
+
+
+class BackslashReplaceKeys(DictBackend):
+    """Keys encoded with ``backslashreplace``: ``'x\\ud800'`` is stored as the text
+    ``'x\\\\ud800'``, so the two keys collide."""
+
+    def stored_key(self, key: str) -> Any:
+        return key.encode("utf-8", "backslashreplace")
+
+
+class PutManyDedupesCaseInsensitively(DictBackend):
+    """``put_many`` drops keys that equal an earlier one of the batch but for case
+    ("no duplicates in one MSET"): of two such keys only the first is written."""
+
+    def _put_many(self, mapping: Mapping[str, bytes]) -> None:
+        kept: dict[str, tuple[str, bytes]] = {}
+        for key, data in mapping.items():
+            kept.setdefault(key.lower(), (key, data))
+        for key, data in kept.values():
+            self._put(key, data)
+
+
+class SharedConnectionReplies(DictBackend):
+    """One connection for all threads: requests are sent under a lock but replies are read
+    outside it, so concurrent gets can take each other's replies."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.send_lock = threading.Lock()
+        self.replies: collections.deque[Any] = collections.deque()
+        self.reply_ready = threading.Condition()
+
+    def _get(self, key: str) -> Any:
+        with self.send_lock, self.reply_ready:
+            self.replies.append(super()._get(key))  # the server answers in order
+            self.reply_ready.notify_all()
+        time.sleep(0)  # the network
+        with self.reply_ready:
+            while not self.replies:
+                self.reply_ready.wait()
+            return self.replies.popleft()  # the first reply, not necessarily ours
+
+
+class LastReadCacheRacy(DictBackend):
+    """A one-entry cache of the last key read, updated without a lock: a reader can get the
+    value of another key between the two assignments."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_key: str | None = None
+        self.last_value: Any = None
+
+    def _get(self, key: str) -> Any:
+        if key == self.last_key:
+            return self.last_value
+        value = super()._get(key)
+        self.last_key = key
+        time.sleep(0)  # anything that lets another thread run here
+        self.last_value = value
+        return value
+
+    def _put(self, key: str, data: bytes) -> None:
+        super()._put(key, data)
+        if key == self.last_key:
+            self.last_key = None
+
+
+class _Folder(RemoteCacheBackend[bytes]):
+    """One file per key in a folder, written to a temporary file, then renamed."""
+
+    shared_between_processes = True
+
+    def __init__(self, root: Path) -> None:
+        super().__init__()
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+    def _temporary(self, key: str) -> Path:
+        return self.root / f".tmp-{os.getpid()}-{threading.get_ident()}"
+
+    def _get(self, key: str) -> bytes | None:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def _put(self, key: str, data: bytes) -> None:
+        temporary = self._temporary(key)
+        with open(temporary, "wb") as file:
+            for start in range(0, len(data), 64 * 1024):
+                file.write(data[start : start + 64 * 1024])
+                file.flush()
+        os.replace(temporary, self._path(key))
+
+
+class FolderFixedTempName(_Folder):
+    """The temporary file is named after the key alone: concurrent writers of one key (several
+    ranks compiling one graph) share it, and one's rename fails or moves the other's half."""
+
+    def _temporary(self, key: str) -> Path:
+        return self._path(key).with_suffix(".tmp")
+
+
+class FolderNamedByHash(_Folder):
+    """Files named by Python's ``hash(key)``, which differs between interpreters (its seed is
+    random per process): another process looks for other names."""
+
+    def _path(self, key: str) -> Path:
+        return self.root / f"{hash(key) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+class FolderWithNearCache(_Folder):
+    """Keeps every value read or written in a dict of its own, never invalidated: an
+    overwrite made in another process is never seen by one that read the key before."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.near: dict[str, bytes] = {}
+        self.lock = threading.Lock()
+
+    def _get(self, key: str) -> bytes | None:
+        with self.lock:
+            if key in self.near:
+                return self.near[key]
+        data = super()._get(key)
+        if data is not None:
+            with self.lock:
+                self.near[key] = data
+        return data
+
+    def _put(self, key: str, data: bytes) -> None:
+        super()._put(key, data)
+        with self.lock:
+            self.near[key] = data

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
+import os
+import re
 import sqlite3
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +18,7 @@ import fakeredis
 import pytest
 
 from remote_cache import (
+    BackendCommandError,
     LocalCacheBackend,
     RedisRemoteCacheBackend,
     RemoteCacheBackend,
@@ -37,6 +43,7 @@ from remote_cache.testing.conformance import (
     check_values,
     key_families,
 )
+from tests.testing import defects
 
 
 class EmptyBytesIsMissing(InMemoryBackend):
@@ -305,3 +312,154 @@ class TestProbes:
 
         check_concurrency(make, random_seed=0)
         assert redis_server.client().get("proc-1-0") is not None
+
+
+def _only_in_process(pid: int, root: Path) -> SharedFolder:
+    if os.getpid() != pid:
+        raise RuntimeError("this backend cannot be rebuilt in another interpreter")
+    return SharedFolder(root)
+
+
+class SharedFolder(defects._Folder):
+    """A correct folder backend (temporary file, then rename), declared shared; picklable."""
+
+
+class UnpicklableElsewhere(SharedFolder):
+    """Pickles, but only this process can unpickle it: the suite must fall back to fork."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_only_in_process, (os.getpid(), self.root))
+
+
+class TestConcurrencyRuns:
+    """``check_concurrency`` starts its processes as documented and leaves no trace behind."""
+
+    def test_a_picklable_backend_runs_in_fresh_interpreters(self, tmp_path: Path) -> None:
+        note = check_concurrency(lambda: SharedFolder(tmp_path), random_seed=0)
+        assert note == (
+            "4 threads, 2 processes started by spawn: the backend pickled into fresh interpreters"
+        )
+        assert SharedFolder(tmp_path).get("proc-1-0") is not None  # written by a child
+
+    def test_an_unpicklable_backend_is_inherited_by_fork(self, tmp_path: Path) -> None:
+        class Local(SharedFolder):  # a local class cannot be pickled
+            pass
+
+        note = check_concurrency(lambda: Local(tmp_path), random_seed=0)
+        assert note.startswith("4 threads, 2 processes started by fork: the backend cannot be")
+
+    def test_a_backend_a_fresh_interpreter_cannot_unpickle_falls_back_to_fork(
+        self, tmp_path: Path
+    ) -> None:
+        note = check_concurrency(lambda: UnpicklableElsewhere(tmp_path), random_seed=0)
+        assert note == (
+            "4 threads, 2 processes started by fork: a fresh interpreter could not unpickle "
+            "the backend"
+        )
+
+    def test_a_backend_not_shared_has_threads_only(self) -> None:
+        assert check_concurrency(InMemoryBackend, random_seed=0) == "4 threads"
+
+    def test_the_switch_interval_is_restored(self) -> None:
+        before = sys.getswitchinterval()
+        seen: list[float] = []
+
+        class Watches(InMemoryBackend):
+            def _get(self, key: str) -> Any:
+                seen.append(sys.getswitchinterval())
+                return super()._get(key)
+
+        check_concurrency(Watches, random_seed=0)
+        assert min(seen) <= 1e-5 < before
+        assert sys.getswitchinterval() == before
+        with pytest.raises(AssertionError):
+            check_concurrency(defects.LastReadCacheRacy, random_seed=0)
+        assert sys.getswitchinterval() == before
+
+    def test_concurrent_writers_of_one_key_may_fail_with_backend_errors_only(self) -> None:
+        class Busy(InMemoryBackend):
+            def _put(self, key: str, data: Any) -> None:
+                if key == "same" and data.startswith(b"writer 1:"):
+                    raise BackendCommandError("busy", backend="test", operation="put", key=key)
+                super()._put(key, data)
+
+        check_concurrency(Busy, random_seed=0)
+
+        class Crashes(InMemoryBackend):
+            def _put(self, key: str, data: Any) -> None:
+                if key == "same" and data.startswith(b"writer 1:"):
+                    raise RuntimeError("busy")
+                super()._put(key, data)
+
+        with pytest.raises(AssertionError) as caught:
+            check_concurrency(Crashes, random_seed=0)
+        message = str(caught.value)
+        assert "thread 1: put('same', 262,154 bytes)" in message, message
+        assert "\n  key:      'same'\n" in message, message
+        assert "actual:   raised RuntimeError: busy" in message, message
+
+
+class TestForkedConnections:
+    """A connection shared across fork is reported with its call, promptly, never as 'torn'."""
+
+    def test_a_crash_in_a_child_names_its_call_and_key(self) -> None:
+        class BreaksAfterFork(InMemoryBackend):  # a local class: inherited by fork
+            shared_between_processes = True
+
+            def __init__(self) -> None:
+                super().__init__()
+                self.pid = os.getpid()
+
+            def _put(self, key: str, data: Any) -> None:
+                if os.getpid() != self.pid:
+                    if key.startswith("proc-1-"):
+                        time.sleep(600)  # blocked on a reply the other process took
+                    raise ConnectionError("a reply meant for the other process")
+                super()._put(key, data)
+
+        started = time.monotonic()
+        with pytest.raises(AssertionError) as caught:
+            check_concurrency(BreaksAfterFork, random_seed=0)
+        assert time.monotonic() - started < 60  # not the 120 s a stalled child may take
+        message = str(caught.value)
+        assert re.search(
+            r"2 processes \(started by fork: the backend cannot be pickled .*\) at once; "
+            r"process 0: put\('proc-0-0', \d+ bytes\)\n  key:      'proc-0-0'\n",
+            message,
+        ), message
+        assert "actual:   raised ConnectionError: a reply meant for the other process" in message
+        assert "opened before the fork is shared with the parent" in message, message
+        assert "'torn'" not in message, message
+
+
+class TestQuietFaults:
+    """The cache machine's planted faults do not flood the log; the level is restored."""
+
+    def test_no_warnings_and_the_level_restored(self, caplog: pytest.LogCaptureFixture) -> None:
+        logger = logging.getLogger("remote_cache")
+        with caplog.at_level(logging.WARNING, logger="remote_cache"):
+            level = logger.level
+            check_backend(InMemoryBackend, examples=20, random_seed=0)
+            assert logger.level == level
+        assert [record for record in caplog.records if record.levelno < logging.ERROR] == []
+
+    def test_the_machine_alone_still_logs(self, caplog: pytest.LogCaptureFixture) -> None:
+        from remote_cache.testing.stateful import run_cache_machine
+
+        with caplog.at_level(logging.WARNING, logger="remote_cache"):
+            run_cache_machine(InMemoryBackend, examples=20, random_seed=0)
+        assert caplog.records  # the faults are logged: the quiet applies to the suite only
+
+
+class TestModelMessages:
+    """``check_model`` failures have the key, expected and actual lines of the others."""
+
+    def test_lines(self) -> None:
+        with pytest.raises(AssertionError) as caught:
+            check_model(EmptyBytesIsMissing, examples=200, random_seed=0)
+        message = str(caught.value)
+        assert re.search(r"^EmptyBytesIsMissing: check_model: get(_many)?\(", message), message
+        assert "\n  key:      " in message, message
+        assert re.search(r"\n  expected: .*\(what a dict holds\)", message), message
+        assert "\n  actual:   None (a miss)" in message, message
+        assert "\n  replay:   check_model(make_backend, random_seed=0)" in message, message

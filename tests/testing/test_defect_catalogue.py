@@ -83,12 +83,44 @@ CATALOGUE: list[tuple[str, Callable[[Path], Factory], str, str]] = [
     ("SharedStore", _plain(defects.SharedStore), "check_contract",
      r"a second backend from the factory.*share a store"),
     ("SingleFileNoLock", _files(defects.SingleFileNoLock), "check_concurrency",
-     r"after 4 threads put distinct keys at once, get\('conc-.*concurrent writes lost"),
+     r"4 threads.* get\('conc-\d-\d+'\).*key:      'conc-.*actual:   None \(a miss\).*"
+     r"(concurrent write of another key lost it|concurrent writes lost)"),
     ("LocksOnlyWithinOneProcess", _files(defects.LocksOnlyWithinOneProcess), "check_concurrency",
-     r"after 2 processes put distinct keys at once, get\('proc-.*concurrent writes lost"),
+     r"2 processes.* get\('proc-\d-\d+'\).*key:      'proc-.*actual:   None \(a miss\).*"
+     r"(concurrent write of another key lost it|concurrent writes lost)"),
     ("TornWrites", _files(defects.TornWrites), "check_concurrency",
-     r"one overwrote 'torn' while the others read it.*expected: one of the two values written, "
-     r"whole.*partly written value"),
+     r"get\('torn'\) while another worker overwrote it.*expected: one of the two values "
+     r"written, whole.*partly written value"),
+    ("CompressionSniffing", _plain(defects.CompressionSniffing), "check_values",
+     r"put\('special-\d+', 47 bytes b'x\\x9c.*then get\('special-\d+'\).*"
+     r"key:      'special-\d+'.*expected: 47 bytes b'x\\x9c.*actual:   39 bytes b'\{\"already"),
+    ("KeyPlusValueLimit", _plain(defects.KeyPlusValueLimit), "check_values",
+     r"largest value allowed \(1,048,476 bytes\) under a key of 4,063 bytes.*"
+     r"key:      'size-limit-.*\(1,024 characters, 4,063 bytes\).*"
+     r"expected: 1,048,476 bytes.*actual:   None \(a miss\).*counts the key too"),
+    ("BackslashReplaceKeys", _plain(defects.BackslashReplaceKeys), "check_keys",
+     r"get\('x\\ud800'\).*key:      'x\\ud800'.*expected: .*"
+     r"value written under 'x\\\\ud800'"),
+    ("PutManyDedupesCaseInsensitively", _plain(defects.PutManyDedupesCaseInsensitively),
+     "check_keys",
+     r"put_many of the 15 keys of the case family, then get_many\(.*key:      'CACHE-KEY'.*"
+     r"expected: 22 bytes b'1:case:batch:CACHE-KEY'.*in one put_many"),
+    ("SharedConnectionReplies", _plain(defects.SharedConnectionReplies), "check_concurrency",
+     r"4 threads at once; thread \d: get(_many)?\(.*key:      '(conc|torn).*expected: .*"
+     r"(that is the value of '.*a reply meant for another call|a miss for a key)"),
+    ("LastReadCacheRacy", _plain(defects.LastReadCacheRacy), "check_concurrency",
+     r"4 threads at once; thread \d: get(_many)?\(.*key:      '.*expected: .*"
+     r"(that is the value of '.*read cache updated without a lock|a miss for a key)"),
+    ("FolderFixedTempName", _files(defects.FolderFixedTempName), "check_concurrency",
+     r"(4 threads|2 processes).* at once; (thread|process) \d: (put\('same', [\d,]+ bytes\)|"
+     r"get\('same'\)).*key:      'same'.*expected: (the call to succeed|one of the \d values)"),
+    ("FolderNamedByHash", _files(defects.FolderNamedByHash), "check_concurrency",
+     r"2 processes \(started by spawn: .*\) at once; process \d: .*get(_many)?\(.*"
+     r"expected: .*actual:   None \(a miss\).*keys named by hash\(\)"),
+    ("FolderWithNearCache", _files(defects.FolderWithNearCache), "check_concurrency",
+     r"2 processes \(started by fork: the backend cannot be pickled .*\) at once; "
+     r"process \d: after another worker overwrote it, get\('stale'\).*key:      'stale'.*"
+     r"expected: 25 bytes b'stale: the value.*a stale read"),
 ]  # fmt: skip
 
 
