@@ -169,12 +169,17 @@ def _user_secret(text: str, *, valid: bool) -> tuple[int, int] | None:
 
 
 def _is_valid(url: str) -> bool:
-    """Whether ``parse_redis_url`` accepts ``url``."""
+    """Whether ``parse_redis_url`` accepts ``url`` and its user part is beyond doubt.
+
+    A ``unix://`` URL whose socket path holds an ``@`` (``unix:///:pw@/run/redis.sock``, a
+    user part written one slash too late) is valid, but is read as any other text when
+    hiding: what precedes the ``@`` may be a password.
+    """
     try:
-        _parse(url)
+        parsed = _parse(url)
     except _InvalidUrlError:
         return False
-    return True
+    return not (parsed.is_unix and "@" in (parsed.path or ""))
 
 
 def _hidden_spans(url: str) -> list[tuple[int, int]]:
@@ -234,7 +239,8 @@ def url_secrets(url: str) -> list[str]:
     for valid in (True,) if _is_valid(url) else (True, False):
         user = _user_secret(url, valid=valid)
         if user is not None:
-            candidates.append(url[user[0] : user[1]])
+            hidden = url[user[0] : user[1]]
+            candidates += [hidden, hidden.partition(":")[2]]  # all of it, and past a user name
     for secret in _query_secrets(url):
         candidates += [
             url[secret.value_start : secret.end],

@@ -7,6 +7,7 @@ import logging
 import socket
 import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sized
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -742,11 +743,17 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
                 operation=operation,
                 key=key,
             )
-        # The whole call (connect, handshake, command, reply) ends by this deadline.
-        _call_deadline.at = time.monotonic() + self.settings.timeout
         try:
             client = self._client
-            if client is None or self._generation != _fork.generation:
+            stale = client is None or self._generation != _fork.generation
+            if stale and not self._cluster:
+                # Built before the deadline is set: building touches no network, and the
+                # first call of a process (imports, a loaded machine) is not the server's time.
+                client = self.client()
+            # The whole call (connect, handshake, command, reply) ends by this deadline: a
+            # cluster client too, which connects while it is built.
+            _call_deadline.at = time.monotonic() + self.settings.timeout
+            if stale and self._cluster:
                 client = self.client()
             result = command(client)
         except Exception as exc:
@@ -769,10 +776,13 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
             else:
                 breaker.record_success()
             raise error from exc
-        except BaseException:
+        except BaseException as exc:
             # An interrupt (KeyboardInterrupt, a gevent or pytest timeout) says nothing about
             # the server: if this call was the probe, the next one probes instead.
             breaker.release_probe(probe)
+            # A connect it cut short leaves its socket in redis-py's frames, which the
+            # traceback keeps alive (a notebook keeps the last one): let them go.
+            traceback.clear_frames(exc.__traceback__)
             raise
         finally:
             _call_deadline.at = None

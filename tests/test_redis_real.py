@@ -401,6 +401,25 @@ class TestCallDeadline:
             proxy.latency(0.1)
             assert backend.get("k") == b"v"
 
+    def test_building_the_client_is_not_the_servers_time(
+        self, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A process's first call builds a client (imports, a loaded machine): that time is
+        not counted against the server, so it cannot open the breaker."""
+        import remote_cache._redis as redis_module
+
+        build = redis_module._shared_client
+
+        def slow_build(*args: Any) -> Any:
+            time.sleep(0.6)
+            return build(*args)
+
+        monkeypatch.setattr(redis_module, "_shared_client", slow_build)
+        redis_server.client().set("k", b"v")
+        backend = RedisRemoteCacheBackend(url=redis_server.url, timeout=0.5)
+        assert backend.get("k") == b"v"
+        assert not backend.breaker.is_open
+
     def test_slow_link_costs_one_round_trip(self, redis_server: RedisServer) -> None:
         redis_server.client().set("k", b"v")
         with OutageProxy.for_url(redis_server.url) as proxy:
@@ -481,3 +500,41 @@ class TestInterruptedBetweenSendAndRead:
             backend.put_many({"C": b"new-C", "D": b"new-D"})
         assert backend.get("B") == b"value-of-B"
         assert backend.get_many(["A", "B"]) == {"A": b"value-of-A", "B": b"value-of-B"}
+
+
+class TestInterruptedConnect:
+    """A connect cut short by an interrupt leaves no connection open, even while the
+    interrupt's traceback is kept (as a notebook keeps the last one)."""
+
+    # The socket is closed when collected (redis-py never saw it): Python warns about that.
+    @pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")
+    @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+    def test_no_connection_left(
+        self, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import gc
+
+        from redis.connection import Connection
+
+        admin = redis_server.client(client_name="admin")
+        admin.ping()  # connected before connects are interrupted
+        connect = Connection._connect
+
+        def connected_then_interrupted(self: Any) -> Any:
+            sock = connect(self)  # connected: only this frame holds it
+            assert sock is not None
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(Connection, "_connect", connected_then_interrupted)
+        backend = RedisRemoteCacheBackend(url=redis_server.url, timeout=2)
+        with pytest.raises(KeyboardInterrupt) as kept:
+            backend.get("k")
+        gc.collect()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            others = [c for c in admin.client_list() if c.get("name") != "admin"]
+            if not others:
+                break
+            time.sleep(0.02)
+        assert others == [], others
+        assert kept.value.__traceback__ is not None  # still referenced, as said

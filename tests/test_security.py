@@ -23,18 +23,32 @@ PACKAGE = Path(__file__).resolve().parent.parent / "remote_cache"
 SECRET = "pa55-w0rd-never-shown"
 
 
+# The only uses allowed, none of them on cached bytes: (file, the line as written).
+ALLOWED_UNSAFE = {
+    # `python -m remote_cache.torch SCRIPT` runs the user's own program, as `python SCRIPT`.
+    ("torch.py", "exec(code, module.__dict__)  # running the user's program is the point"),
+    # The conformance suite writes values that look like pickles (bytes it never loads) ...
+    ("testing/conformance.py", "import pickle"),
+    ("testing/conformance.py", 'pickle.dumps({"pickled": [1, 2]}, protocol=0),'),
+    ("testing/conformance.py", 'pickle.dumps({"pickled": [1, 2]}, protocol=5),'),
+    # ... and hands the backend under test to a fresh interpreter it starts itself.
+    ("testing/conformance.py", "pickled = pickle.dumps(backend)"),
+    ("testing/conformance.py", "backend = pickle.loads(pickled)"),
+}
+
+
 def test_no_pickle_or_eval_anywhere() -> None:
     """Cached bytes are data: nothing in the package can turn them into code."""
     unsafe = re.compile(
         r"\b(pickle|marshal|shelve|dill|cloudpickle)\b|\beval\(|\bexec\(|yaml\.load\("
     )
-    offenders = [
-        f"{path.relative_to(PACKAGE)}:{number}: {line.strip()}"
+    found = {
+        (path.relative_to(PACKAGE).as_posix(), line.strip())
         for path in PACKAGE.rglob("*.py")
-        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        for line in path.read_text().splitlines()
         if unsafe.search(line) and not line.lstrip().startswith("#")
-    ]
-    assert offenders == []
+    }
+    assert found - ALLOWED_UNSAFE == set()
 
 
 @pytest.mark.redis
@@ -74,7 +88,8 @@ def test_check_scans_and_leaves_other_data_alone() -> None:
         client.set("pt2:their-cache::k:c1", b'"theirs"')
         client.config_resetstat()
         out, err = io.StringIO(), io.StringIO()
-        assert main(["check", "--url", server.url, "--examples", "10"], out=out, err=err) == 0
+        status = main(["check", "--url", server.url, "--examples", "10"], out=out, err=err)
+        assert status == 0, out.getvalue() + err.getvalue()
         stats = client.info("commandstats")
         assert "cmdstat_scan" in stats
         for command in ("keys", "flushall", "flushdb"):

@@ -7,7 +7,7 @@ import pytest
 import redis
 from redis.connection import parse_url as untyped_parse_url
 
-from remote_cache import ConfigurationError, RedisRemoteCacheBackend
+from remote_cache import BackendError, ConfigurationError, RedisRemoteCacheBackend
 from remote_cache._config import (
     RedisSettings,
     parse_redis_url,
@@ -122,8 +122,9 @@ class TestAtInTheQuery:
             ("redis://u:pw@h/?password=p@ss", "redis://u:***@h/?password=***"),
             ("redis://u:pw@h/3?client_name=@@", "redis://u:***@h/3?client_name=@@"),
             ("rediss://h/?ssl_keyfile=/k@y.pem", "rediss://h/?ssl_keyfile=/k@y.pem"),
-            ("unix:///run/a@b.sock", "unix:///run/a@b.sock"),
-            ("unix://:pw@/run/a@b.sock?db=1", "unix://:***@/run/a@b.sock?db=1"),
+            # accepted, but a socket path with an @ may be a misplaced user part: hidden
+            ("unix:///run/a@b.sock", "unix://***@b.sock"),
+            ("unix://:pw@/run/a@b.sock?db=1", "unix://:***@b.sock?db=1"),
         ],
     )
     def test_accepted_as_redis_py_reads_it(self, url: str, redacted: str) -> None:
@@ -221,3 +222,20 @@ class TestUnicodeDigitsInOptions:
     def test_port_refused(self, port: str) -> None:
         with pytest.raises(ConfigurationError):
             parse_redis_url(f"redis://h:{port}/0")
+
+
+class TestUnixPathHoldingAnAt:
+    """``unix:///:pw@/path``: a user part one slash too late is a valid socket path for urllib
+    and redis-py, but what precedes its ``@`` is hidden all the same."""
+
+    URL = "unix:///:p\u00e5ss-\u00a7@/nonexistent-dir/redis.sock"
+
+    def test_hidden_everywhere(self) -> None:
+        secret = "p\u00e5ss-\u00a7"
+        backend = RedisRemoteCacheBackend(url=self.URL, timeout=0.2, retry_after=0)
+        shown = [repr(backend), backend.description, repr(backend.settings)]
+        with pytest.raises(BackendError) as info:
+            backend.get("k")
+        shown += [str(info.value), repr(info.value)]
+        assert not [text for text in shown if secret in text], shown
+        assert "/nonexistent-dir/redis.sock" in backend.description
