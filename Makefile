@@ -60,7 +60,7 @@ FLOORS_VENV := .venv-floors
 FLOORS_STAMP := $(FLOORS_VENV)/.installed
 
 $(FLOORS_STAMP): requirements/floors.txt pyproject.toml
-	$(PYTHON) -m venv $(FLOORS_VENV)
+	$(PYTHON) -m venv --clear $(FLOORS_VENV)
 	$(FLOORS_VENV)/bin/python -m pip install --quiet -r requirements/floors.txt
 	$(FLOORS_VENV)/bin/python -m pip install --quiet --no-deps -e .
 	touch $(FLOORS_STAMP)
