@@ -70,8 +70,8 @@ exit status:
   2    bad arguments, the server cannot be reached, the backend cannot be loaded (its
        module or factory raised, even SystemExit), or an extra is missing (one line on
        stderr says which)
-  130  interrupted (Ctrl-C): one line on stderr, no report; what check wrote to a server
-       is deleted first when possible
+  130  interrupted (Ctrl-C): one line on stderr, no report (with --json, only the
+       "interrupted" document); what check wrote to a server is deleted first when possible
   141  stdout was closed before the output was written (e.g. piped into head)"""
 
 
@@ -723,8 +723,9 @@ def run_program() -> int:
 def _main(
     argv: Sequence[str] | None, out: TextIO | None, err: TextIO | None, interrupts: _Interrupts
 ) -> int:
-    out = out or sys.stdout
-    err = err or sys.stderr
+    # A stream closed when Python started (`2>&-`) is None: write that one to devnull.
+    out = out or sys.stdout or open(os.devnull, "w")  # noqa: SIM115 - lives as the process does
+    err = err or sys.stderr or open(os.devnull, "w")  # noqa: SIM115
     words = sys.argv[1:] if argv is None else list(argv)
     command = words[0] if words and words[0] in COMMANDS else None
     arguments = None

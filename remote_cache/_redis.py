@@ -226,6 +226,15 @@ class _DeadlineConnectionMixin:
         sock.settimeout(self.socket_timeout)
         return _DeadlineSocket(sock)
 
+    def _construct_command_packer(self, packer: Any) -> Any:
+        # redis-py's own serializer, not hiredis's: hiredis 3.x crashes the process
+        # (SIGSEGV) when a KeyboardInterrupt lands while it packs a command.
+        if packer is not None:
+            return packer
+        from redis.connection import PythonRespSerializer
+
+        return PythonRespSerializer(self._buffer_cutoff, self.encoder.encode)  # type: ignore[attr-defined]
+
     # Replies the server owes this connection: counted when commands are sent, paid when
     # read. An interrupt (KeyboardInterrupt, a gevent or pytest timeout) landing between a
     # send and its read, where redis-py does not disconnect, leaves some owed: the next

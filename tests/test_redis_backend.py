@@ -731,3 +731,54 @@ class TestDeadlineSocket:
         monkeypatch.setattr(_redis._call_deadline, "at", None)
         assert wrapped.recv(1) == b"y"
         assert wrapped._sock.gettimeout() == 5.0, "a client used outside a backend call"
+
+
+class TestInterruptedWhilePacking:
+    """A KeyboardInterrupt while a command is packed is a KeyboardInterrupt, not a crash.
+
+    hiredis 3.x's serializer crashes the process (SIGSEGV) when one lands inside it: our
+    connections pack with redis-py's own."""
+
+    SCRIPT = """
+import random, signal
+from remote_cache import RedisRemoteCacheBackend
+
+backend = RedisRemoteCacheBackend(url="redis://127.0.0.1:9", timeout=0.1)
+connection = backend.client().connection_pool.make_connection()
+armed = [False]
+
+def interrupt(signum, frame):
+    if armed[0]:
+        armed[0] = False
+        raise KeyboardInterrupt
+
+signal.signal(signal.SIGALRM, interrupt)
+rng, interrupted = random.Random(1), 0
+for i in range(3000):
+    try:
+        armed[0] = True
+        signal.setitimer(signal.ITIMER_REAL, rng.uniform(0, 0.0002))
+        try:
+            for _ in range(20):
+                connection.pack_commands([(b"SET", b"key%d" % i, b"v" * 200, b"EX", 60)])
+        finally:
+            armed[0] = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except KeyboardInterrupt:
+        interrupted += 1
+print("interrupted", interrupted)
+"""
+
+    def test_no_crash(self) -> None:
+        import subprocess
+        import sys
+
+        done = subprocess.run(
+            [sys.executable, "-X", "faulthandler", "-c", self.SCRIPT],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert int(done.stdout.split()[-1]) > 100  # the interrupts did land
