@@ -98,7 +98,8 @@ class RemoteCacheBackend(ABC, Generic[_T]):
 
     def put(self, key: str, data: _T) -> None:
         """Store ``data`` under ``key``, counting a put."""
-        self._refuse_large(key, data)
+        if self.max_value_bytes is not None:
+            self._refuse_large(key, data)
         start = perf_counter()
         try:
             self._put(key, data)
@@ -123,8 +124,9 @@ class RemoteCacheBackend(ABC, Generic[_T]):
 
     def put_many(self, mapping: Mapping[str, _T]) -> None:
         """Store every item of ``mapping``; a put is counted per key."""
-        for key, data in mapping.items():
-            self._refuse_large(key, data)
+        if self.max_value_bytes is not None:
+            for key, data in mapping.items():
+                self._refuse_large(key, data)
         start = perf_counter()
         try:
             if mapping:

@@ -23,7 +23,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from remote_cache._backend import RemoteCacheBackend
-from remote_cache._config import parse_redis_url, redact_url, url_secrets
+from remote_cache._config import parse_redis_url, redact_url, scrub, url_secrets
 from remote_cache._stats import CacheStat
 from remote_cache.exceptions import ConfigurationError, MissingDependencyError
 
@@ -211,12 +211,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _scrub(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
-
-
 def _inspect(
     arguments: argparse.Namespace, out: TextIO, err: TextIO, interrupts: _Interrupts
 ) -> int:
@@ -241,7 +235,7 @@ def _inspect(
 
     def unreachable(exc: Exception, operation: str) -> int:
         error = translate_redis_error(exc, backend=server, operation=operation, secrets=secrets)
-        detail = _scrub(str(error or f"{type(exc).__name__}: {exc}"), secrets)
+        detail = scrub(str(error or f"{type(exc).__name__}: {exc}"), secrets)
         print(f"remote-cache inspect: cannot reach the server: {detail}", file=err)
         return EXIT_UNUSABLE
 
@@ -583,7 +577,7 @@ def _check(arguments: argparse.Namespace, out: TextIO, err: TextIO, interrupts: 
                     checkpoint=interrupts.checkpoint,
                 )
             except ConnectionError as exc:
-                failure = f"cannot reach the server: {_scrub(str(exc), url_secrets(url or ''))}"
+                failure = f"cannot reach the server: {scrub(str(exc), url_secrets(url or ''))}"
             finally:
                 if bar is not None:
                     bar.clear()

@@ -7,7 +7,7 @@ import math
 import os
 import re
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Final, TypeVar
 from urllib.parse import unquote, unquote_plus, urlsplit
 
@@ -23,6 +23,7 @@ __all__ = [
     "redact_url",
     "resolve_max_value_bytes",
     "resolve_redis_settings",
+    "scrub",
     "url_secrets",
 ]
 
@@ -251,6 +252,13 @@ def url_secrets(url: str) -> list[str]:
         found |= _decoded_forms(candidate)
     found.discard("")
     return sorted(found, key=len, reverse=True)
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every one of ``secrets`` (``url_secrets``: longest first) as ``***``."""
+    for secret in secrets:
+        text = text.replace(secret, _HIDDEN)
+    return text
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,6 +19,7 @@ from remote_cache._config import (
     RedisSettings,
     _Unset,
     resolve_redis_settings,
+    scrub,
     url_secrets,
 )
 from remote_cache.exceptions import (
@@ -73,9 +74,7 @@ def translate_redis_error(
     """
     import redis.exceptions as rexc
 
-    message = f"{backend}: {type(exc).__name__}: {exc}"
-    for secret in secrets:
-        message = message.replace(secret, "***")
+    message = scrub(f"{backend}: {type(exc).__name__}: {exc}", secrets)
     error_class: type[BackendError]
     if isinstance(exc, (rexc.TimeoutError, TimeoutError)):
         error_class = BackendTimeoutError
@@ -563,9 +562,7 @@ def _protocol_error(
     text = str(exc)
     if len(text) > 200:
         text = text[:200] + "..."
-    message = f"{backend}: protocol error: {type(exc).__name__}: {text}"
-    for secret in secrets:
-        message = message.replace(secret, "***")
+    message = scrub(f"{backend}: protocol error: {type(exc).__name__}: {text}", secrets)
     return BackendUnavailableError(message, backend=backend, operation=operation, key=key)
 
 

@@ -31,7 +31,7 @@ from remote_cache import (
 )
 from remote_cache._breaker import CircuitBreaker
 from remote_cache._cli import DEFAULT_EXAMPLES
-from remote_cache._config import parse_redis_url, redact_url, url_secrets
+from remote_cache._config import parse_redis_url, redact_url, scrub, url_secrets
 from remote_cache._serde import JsonDataTy
 from remote_cache.testing._override import isolated_cache_stats
 from remote_cache.testing._proxy import OutageProxy
@@ -178,9 +178,7 @@ class Target:
                 self._direct.ping()
             except redis.RedisError as exc:
                 message = f"{self.description}: {type(exc).__name__}: {exc}"
-                for secret in url_secrets(self.url):
-                    message = message.replace(secret, "***")
-                raise ConnectionError(message) from None
+                raise ConnectionError(scrub(message, url_secrets(self.url))) from None
             if not self.unix:  # the proxy is TCP: a unix socket is checked without drills
                 self._proxy = OutageProxy.for_url(self.url)
             try:

@@ -871,6 +871,30 @@ class _Race:
     known: dict[bytes, str] = dataclasses.field(default_factory=dict)
     """Every value written in the run, to its key: names a reply meant for another key."""
 
+    @classmethod
+    def begin(
+        cls,
+        seed: int,
+        tag: str,
+        workers: int,
+        rounds: int,
+        signals: Any,
+        *,
+        other_processes: bool,
+    ) -> _Race:
+        """A race of ``workers``, its values drawn from ``seed`` and ``tag``; ``signals`` makes
+        the barrier and the event (the ``threading`` module, or a multiprocessing context)."""
+        return cls(
+            _torn_values(seed),
+            _pool_values(seed, tag),
+            _same_values(seed, workers),
+            rounds,
+            rounds * 4,
+            signals.Barrier(workers),
+            signals.Event(),
+            other_processes=other_processes,
+        )
+
     def learn(self, plans: list[dict[str, bytes]]) -> None:
         """Record the values written in the run, to name the key a wrong reply belongs to."""
         for key, value in (
@@ -1277,16 +1301,7 @@ def check_concurrency(
     seed_value = pick_seed(random_seed)
     replay = f"check_concurrency(make_backend, random_seed={seed_value})"
     backend = make_backend()
-    race = _Race(
-        _torn_values(seed_value),
-        _pool_values(seed_value, "conc"),
-        _same_values(seed_value, threads),
-        rounds,
-        rounds * 4,
-        threading.Barrier(threads),
-        threading.Event(),
-        other_processes=False,
-    )
+    race = _Race.begin(seed_value, "conc", threads, rounds, threading, other_processes=False)
     _prepare(backend, _Probe(backend, check, replay), race, b"same: the first value")
     plans = _plans(seed_value, "conc", threads, keys_per_writer)
     race.learn(plans)
@@ -1443,16 +1458,7 @@ def _run_processes(
     replay = f"check_concurrency(make_backend, random_seed={seed_value})"
     context: Any = multiprocessing.get_context(method)
     count = len(plans)
-    race = _Race(
-        _torn_values(seed_value + 1),
-        _pool_values(seed_value + 1, "proc"),
-        _same_values(seed_value + 1, count),
-        rounds,
-        rounds * 4,
-        context.Barrier(count),
-        context.Event(),
-        other_processes=True,
-    )
+    race = _Race.begin(seed_value + 1, "proc", count, rounds, context, other_processes=True)
     _prepare(backend, _Probe(backend, check, replay), race, b"same: the first value")
     race.learn(plans)
     children = []

@@ -518,3 +518,36 @@ class Baseline:
                 f"{threads - self.threads} thread(s) leaked ({self.threads} after the first "
                 f"schedule, {threads} now)"
             )
+
+
+# -- the calls a schedule makes (its faults are each test's own) ------------------------
+
+
+@dataclass(frozen=True)
+class Put:
+    """``cache.put(key, a new value of size characters)``."""
+
+    key: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Get:
+    """``cache.get(key)``."""
+
+    key: str
+
+
+@dataclass(frozen=True)
+class PutMany:
+    """``cache.put_many`` of a new value for each key."""
+
+    keys: tuple[str, ...]
+    size: int
+
+
+@dataclass(frozen=True)
+class GetMany:
+    """``cache.get_many(keys)``."""
+
+    keys: tuple[str, ...]

@@ -28,6 +28,10 @@ from tests.attack._harness import (
     TIMEOUT,
     Attack,
     Baseline,
+    Get,
+    GetMany,
+    Put,
+    PutMany,
 )
 from tests.attack.conftest import ADMIN_NAME, fresh_process_state
 
@@ -44,36 +48,6 @@ class ClusterAttackCache(RedisRemoteCache):
 def wire_key(key: str) -> bytes:
     """The Redis key of ``key`` in ``ClusterAttackCache("attack")``."""
     return f"pt2:attack::{key}:c1".encode()
-
-
-@dataclass(frozen=True)
-class Put:
-    """``cache.put(key, new value)``."""
-
-    key: str
-    size: int
-
-
-@dataclass(frozen=True)
-class Get:
-    """``cache.get(key)``."""
-
-    key: str
-
-
-@dataclass(frozen=True)
-class PutMany:
-    """``cache.put_many`` of a new value per key."""
-
-    keys: tuple[str, ...]
-    size: int
-
-
-@dataclass(frozen=True)
-class GetMany:
-    """``cache.get_many(keys)``."""
-
-    keys: tuple[str, ...]
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,10 @@ from tests.attack._harness import (
     TIMEOUT,
     Attack,
     Baseline,
+    Get,
+    GetMany,
+    Put,
+    PutMany,
     SharedModel,
     server_clients,
     settle,
@@ -50,36 +54,6 @@ class AttackCache(RedisRemoteCache):
 
 
 # -- the schedule's vocabulary ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Put:
-    """``cache.put(key, a new value of size characters)``."""
-
-    key: str
-    size: int
-
-
-@dataclass(frozen=True)
-class Get:
-    """``cache.get(key)``."""
-
-    key: str
-
-
-@dataclass(frozen=True)
-class PutMany:
-    """``cache.put_many`` of a new value for each key."""
-
-    keys: tuple[str, ...]
-    size: int
-
-
-@dataclass(frozen=True)
-class GetMany:
-    """``cache.get_many(keys)``."""
-
-    keys: tuple[str, ...]
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -81,7 +82,13 @@ class TestCheckEmbedded:
         failed = {c["name"]: c["detail"] for c in report["checks"] if not c["passed"]}
         assert "property: backend agrees with a dict" in failed
         assert "conformance: values, keys, overwrites, batches" in failed  # non-ASCII keys
-        assert any("returned None" in detail for detail in failed.values())
+        # The state machine's first failure names the lost write, as a miss where the model
+        # holds a value or as the counters that miss moved (which one it meets first has
+        # been seen to depend on what ran before it in the process).
+        assert any(
+            "returned None" in detail or re.search(r"cache_stats\[.*\] is wrong", detail)
+            for detail in failed.values()
+        )
         again = {c["name"]: c["detail"] for c in json.loads(second[1])["checks"]}
         for name, detail in failed.items():
             assert again[name] == detail
