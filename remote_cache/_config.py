@@ -453,12 +453,8 @@ def _parse_parts(scheme: str, userinfo: str | None, host_and_port: str, rest: st
 def _parse(url: str) -> RedisUrl:
     """``parse_redis_url`` without the name: ``_InvalidUrlError`` says why not."""
     scheme, separator, _ = url.partition("://")
+    scheme = scheme.lower()  # RFC 3986: a scheme is case-insensitive
     if not separator or scheme not in URL_SCHEMES:
-        if separator and scheme.lower() in URL_SCHEMES:
-            raise _InvalidUrlError(
-                f"write the scheme in lower case ({scheme.lower()}://): redis-py refuses "
-                f"{scheme}://"
-            )
         raise _InvalidUrlError("it must start with redis://, rediss:// or unix://")
     if _CONTROL.search(url):
         raise _InvalidUrlError(f"it holds a control character; {_PERCENT_ENCODE}")
@@ -491,7 +487,8 @@ def parse_redis_url(url: str, *, name: str = "url") -> RedisUrl:
     (``?client_name=build@ci``). A user name or password holding ``/ ? # @ [ ]`` or ``%``
     must be percent-encoded, and so must ``&`` and ``#`` in a ``?password=``; option names
     must be written as they are (never percent-encoded), and control characters anywhere
-    percent-encoded. The scheme must be in lower case: redis-py refuses ``REDIS://``.
+    percent-encoded. The scheme is read as RFC 3986 reads it, in any case (``REDIS://``);
+    ``canonical_url`` writes it in lower case, as every redis-py release accepts it.
     The error message shows the URL with its password hidden, and never quotes a piece of
     a URL whose user part may have been cut short by a raw ``/ ? #`` in a password.
     """
@@ -562,9 +559,15 @@ def _bad_url(name: str, url: str, reason: str) -> ConfigurationError:
     )
 
 
+def canonical_url(url: str) -> str:
+    """``url`` with its scheme in lower case (RFC 3986: the same URL), the rest untouched."""
+    scheme, separator, rest = url.partition("://")
+    return f"{scheme.lower()}{separator}{rest}" if separator else url
+
+
 def _parse_url(name: str, value: str) -> str:
     parse_redis_url(value, name=name)
-    return value
+    return canonical_url(value)
 
 
 def _parse_host(name: str, value: str) -> str:

@@ -172,18 +172,33 @@ class TestAtInTheQuery:
 
 
 class TestSchemeCase:
-    """redis-py refuses a scheme not in lower case, so it is refused up front, saying why."""
+    """RFC 3986: a scheme is case-insensitive. Any case is accepted; redis-py gets lower case."""
 
-    @pytest.mark.parametrize("url", ["REDIS://h", "Redis://h:1/0", "REDISS://h", "UNIX:///s.sock"])
-    def test_refused_with_a_clear_message(self, url: str) -> None:
-        with pytest.raises(ValueError, match="schemes"):
-            redis.Redis.from_url(url)  # the experiment behind the decision
-        with pytest.raises(ConfigurationError, match="write the scheme in lower case"):
-            parse_redis_url(url)
+    @pytest.mark.parametrize(
+        ("url", "canonical"),
+        [
+            ("REDIS://h", "redis://h"),
+            ("Redis://h:1/0", "redis://h:1/0"),
+            ("REDISS://h", "rediss://h"),
+            ("UNIX:///s.sock", "unix:///s.sock"),
+            ("rEdIs://Host:1/2?client_name=CI", "redis://Host:1/2?client_name=CI"),
+        ],
+    )
+    def test_accepted_and_written_in_lower_case(self, url: str, canonical: str) -> None:
+        parsed = parse_redis_url(url)
+        assert parsed == parse_redis_url(canonical)
+        settings = resolve_redis_settings(url=url)
+        assert settings.url == canonical  # what every redis-py release accepts
+        assert resolve_redis_settings(environ={"REMOTE_CACHE_REDIS_URL": url}).url == canonical
+        assert parse_url(canonical)  # redis-py reads what we hand it
 
     def test_password_hidden(self) -> None:
+        backend = RedisRemoteCacheBackend(url="REDIS://:S3CRET@h")
+        assert SECRET not in repr(backend)
+        assert SECRET not in redact_url("REDIS://:S3CRET@h")
+        assert url_secrets("REDIS://:S3CRET@h")[0] == SECRET
         with pytest.raises(ConfigurationError) as info:
-            parse_redis_url("REDIS://:S3CRET@h")
+            parse_redis_url("REDIS://:S3CRET@h:port")
         assert SECRET not in str(info.value)
 
 

@@ -233,7 +233,7 @@ def malformed_urls(draw: st.DrawFn) -> str:
     auth = f":{password}@"
     templates = {
         "no scheme": f"{auth}{host}:{number}",
-        "other scheme": f"{draw(st.sampled_from(['http', 'Redis', 'tcp', 'redis+tls', '']))}://"
+        "other scheme": f"{draw(st.sampled_from(['http', 'HTTP', 'tcp', 'redis+tls', '']))}://"
         f"{auth}{host}:{number}",
         "one slash": f"redis:/{auth}{host}:{number}",
         "port word": f"redis://{auth}{host}:{word}/0",
