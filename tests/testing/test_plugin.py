@@ -199,6 +199,42 @@ class TestRedisFixtures:
         result = run(pytester, "-v", "-m", "remote_cache_redis")
         result.assert_outcomes(passed=3)
 
+    def test_valkey_through_the_option(self, pytester: pytest.Pytester) -> None:
+        pytester.makepyfile(
+            """
+            from remote_cache import RemoteFxGraphCache
+
+            def test_on_valkey(remote_cache_redis, remote_cache_proxy):
+                assert remote_cache_redis.server.build.product == "valkey"
+                assert "valkey_version" in remote_cache_redis.client.info("server")
+                RemoteFxGraphCache("v").put("k", [1])
+                assert RemoteFxGraphCache("v").get("k") == [1]
+                remote_cache_redis.client.config_set("maxmemory", "1mb")
+                remote_cache_redis.client.acl_setuser("intruder", enabled=True, nopass=True)
+
+            def test_next_test_restored(remote_cache_redis):
+                client = remote_cache_redis.client
+                assert client.dbsize() == 0
+                assert client.config_get("maxmemory") == {"maxmemory": "0"}
+                assert [user.split()[1] for user in client.acl_list()] == ["default"]
+            """
+        )
+        run(pytester, "--remote-cache-redis-server=valkey-server").assert_outcomes(passed=2)
+
+    def test_valkey_cluster_through_the_option(self, pytester: pytest.Pytester) -> None:
+        pytester.makepyfile(
+            """
+            from remote_cache import RemoteFxGraphCache
+
+            def test_on_valkey(remote_cache_redis_cluster):
+                cluster = remote_cache_redis_cluster.cluster
+                assert {node.build.product for node in cluster.nodes} == {"valkey"}
+                RemoteFxGraphCache("c").put_many({f"k{i}": i for i in range(30)})
+                assert len(RemoteFxGraphCache("c").get_many([f"k{i}" for i in range(30)])) == 30
+            """
+        )
+        run(pytester, "--remote-cache-redis-server=valkey-server").assert_outcomes(passed=1)
+
     def test_external_server_data_survives(self, pytester: pytest.Pytester) -> None:
         with RedisServer() as server:
             client = server.client()
