@@ -15,6 +15,7 @@ from remote_cache._local import LocalCacheBackend, default_local_root, safe_name
 from remote_cache._redis import RedisRemoteCacheBackend
 from remote_cache._serde import JsonDataTy, RemoteCacheJsonSerde
 from remote_cache._stats import cache_stats
+from remote_cache._validation import check_cache_id, check_redis_cache_id
 from remote_cache.exceptions import ValueTooLargeError
 
 __all__ = [
@@ -31,18 +32,9 @@ __all__ = [
 
 log = logging.getLogger("remote_cache")
 
-# What json.loads raises for bytes that are not JSON: JSONDecodeError and
-# UnicodeDecodeError are ValueErrors; absurdly deep nesting is a RecursionError.
+# What the JSON serde raises for an entry it cannot read back (not JSON, not UTF-8, nested
+# too deep, an int too long): ValueError; a RecursionError from an overridden _decode too.
 _CORRUPT = (ValueError, RecursionError)
-
-
-def _check_cache_id(cache_id: object) -> str:
-    if not isinstance(cache_id, str) or not cache_id:
-        raise (TypeError if not isinstance(cache_id, str) else ValueError)(
-            f"Expected a non-empty str but got cache_id={cache_id!r} "
-            f"(type={type(cache_id).__name__})"
-        )
-    return cache_id
 
 
 class JsonCache(RemoteCache[JsonDataTy]):
@@ -84,18 +76,21 @@ class JsonCache(RemoteCache[JsonDataTy]):
 
     def _decode_entry(self, backend_key: str, data: Any, sample: Sample) -> JsonDataTy:
         try:
-            return self._decode(data, sample)
+            value = self._decode(data, sample)
         except _CORRUPT as exc:
-            name = type(self).__name__
-            cache_stats.corrupt(name)
-            log.warning(
-                "%s: corrupt entry %r read as a miss (%s: %s)",
-                name,
-                backend_key,
-                type(exc).__name__,
-                exc,
-            )
+            self._corrupt_entry(backend_key, f"{type(exc).__name__}: {exc}")
             return None
+        if value is None:
+            # JSON null: no put of ours writes it (None reads back as a miss), and a get
+            # cannot serve it, so it is a miss, and a corrupt entry, not a hit.
+            self._corrupt_entry(backend_key, "a stored JSON null cannot be served")
+        return value
+
+    def _corrupt_entry(self, backend_key: str, reason: str) -> None:
+        """Count and log an entry that is read as a miss (the caller counts the miss)."""
+        name = type(self).__name__
+        cache_stats.corrupt(name)
+        log.warning("%s: corrupt entry %r read as a miss (%s)", name, backend_key, reason)
 
     def _get(self, key: str, sample: Sample) -> JsonDataTy:
         backend_key = self._get_key(key)
@@ -129,6 +124,9 @@ class JsonCache(RemoteCache[JsonDataTy]):
 class RedisRemoteCache(JsonCache):
     """JSON values in Redis under upstream's keys, ``pt2:{cache_id}::{key}:c1``.
 
+    A cache id that would make those keys ambiguous (one holding ``::``, or starting or
+    ending with ``:``) is a ``ValueError`` before any I/O.
+
     The backend is a ``RedisRemoteCacheBackend`` configured from the environment, unless
     ``backend`` is given or ``backend_override_cls`` is set (then redis-py is not needed).
     """
@@ -140,7 +138,7 @@ class RedisRemoteCache(JsonCache):
         backend: RemoteCacheBackend[bytes] | None = None,
         max_value_bytes: int | _Unset | None = UNSET,
     ) -> None:
-        self.cache_id = _check_cache_id(cache_id)
+        self.cache_id = check_redis_cache_id(cache_id)
         if backend is None and type(self).backend_override_cls is None:
             backend = RedisRemoteCacheBackend(cache_id)
         super().__init__(backend, max_value_bytes=max_value_bytes)
@@ -190,7 +188,7 @@ class LocalCache(JsonCache):
         max_value_bytes: int | _Unset | None = UNSET,
         mode: int | None = None,
     ) -> None:
-        self.cache_id = _check_cache_id(cache_id)
+        self.cache_id = check_cache_id(cache_id)
         self.root = Path(root) if root is not None else default_local_root()
         if backend is None and type(self).backend_override_cls is None:
             backend = LocalCacheBackend(self.root / safe_name(cache_id), mode=mode)

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import random
+import re
 import signal
 import sys
 import threading
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from remote_cache._backend import RemoteCacheBackend
 from remote_cache._config import parse_redis_url, redact_url, scrub, url_secrets
 from remote_cache._stats import CacheStat
+from remote_cache._validation import check_redis_cache_id
 from remote_cache.exceptions import ConfigurationError, MissingDependencyError
 
 if TYPE_CHECKING:
@@ -40,6 +42,7 @@ __all__ = [
     "JSON_SCHEMA_VERSION",
     "load_backend_factory",
     "main",
+    "printable",
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_UNUSABLE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -75,6 +78,35 @@ exit status:
   141  stdout was closed before the output was written (e.g. piped into head)"""
 
 
+_UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f"  # C0 (CR, LF, ESC, BEL, ...), DEL, C1 (CSI, OSC, NEL, ...)
+    "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"  # bidi marks, embeddings, overrides
+    "\u2028\u2029"  # line and paragraph separators
+    "\ud800-\udfff]"  # lone surrogates: a UTF-8 stream cannot even write them
+)
+_NAMED_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    character = match.group()
+    named = _NAMED_ESCAPES.get(character)
+    if named is not None:
+        return named
+    code = ord(character)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` safe to show on a terminal, on one line: control characters escaped visibly.
+
+    C0 controls (``\\r``, ``\\n``, ``\\t``, ``\\x1b``, ...), DEL, C1 controls, the bidi
+    marks and overrides, U+2028/U+2029 and lone surrogates become escapes (``\\x1b``,
+    ``\\u202e``), so text from a server (keys, cache ids, error replies) can neither steer
+    the terminal nor start a new line. Everything else, non-ASCII letters included, is kept.
+    """
+    return _UNSAFE.sub(_escape, text)
+
+
 class UsageError(Exception):
     """A bad command line: reported in one line, exit status 2."""
 
@@ -100,6 +132,14 @@ def _whole_number(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def _cache_id(text: str) -> str:
+    """An argparse type: a cache id that the Redis caches accept (keys never ambiguous)."""
+    try:
+        return check_redis_cache_id(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -196,7 +236,15 @@ def _parser() -> argparse.ArgumentParser:
         "--url",
         help="redis://, rediss:// or unix:// URL of the server (default: from the environment)",
     )
-    inspect.add_argument("--cache-id", metavar="ID", help="only this cache id (taken literally)")
+    inspect.add_argument(
+        "--cache-id",
+        type=_cache_id,
+        metavar="ID",
+        help=(
+            "only this cache id (taken literally; refused when it holds '::' or starts or ends "
+            "with ':', as the caches refuse it)"
+        ),
+    )
     inspect.add_argument(
         "--cluster", action="store_true", help="the server is a Redis Cluster: scan every master"
     )
@@ -228,7 +276,7 @@ def _inspect(
             timeout=5.0,
         )
     except ConfigurationError as exc:
-        print(f"remote-cache inspect: {exc}", file=err)
+        print(f"remote-cache inspect: {printable(str(exc))}", file=err)
         return EXIT_UNUSABLE
     server = settings.describe()
     secrets = url_secrets(settings.url or "")
@@ -236,13 +284,13 @@ def _inspect(
     def unreachable(exc: Exception, operation: str) -> int:
         error = translate_redis_error(exc, backend=server, operation=operation, secrets=secrets)
         detail = scrub(str(error or f"{type(exc).__name__}: {exc}"), secrets)
-        print(f"remote-cache inspect: cannot reach the server: {detail}", file=err)
+        print(f"remote-cache inspect: cannot reach the server: {printable(detail)}", file=err)
         return EXIT_UNUSABLE
 
     try:
         client = _build_client(settings)
     except MissingDependencyError as exc:
-        print(f"remote-cache inspect: {exc}", file=err)
+        print(f"remote-cache inspect: {printable(str(exc))}", file=err)
         return EXIT_UNUSABLE
     except Exception as exc:  # noqa: BLE001 - a cluster client connects when built
         return unreachable(exc, "connect")
@@ -277,9 +325,16 @@ def _inspect(
 
 
 def _print_inventory(inventory: Inventory, server: str, out: TextIO) -> None:
-    print(f"remote-cache inspect: {server}", file=out)
+    """The table: one row per cache id, whatever bytes its id and keys hold."""
+    print(f"remote-cache inspect: {printable(server)}", file=out)
     rows = [
-        (s.cache_id, f"{s.entries:,}", f"{s.bytes:,}", f"{s.with_ttl:,}", ", ".join(s.sample_keys))
+        (
+            printable(s.cache_id),
+            f"{s.entries:,}",
+            f"{s.bytes:,}",
+            f"{s.with_ttl:,}",
+            ", ".join(map(printable, s.sample_keys)),
+        )
         for _, s in sorted(inventory.caches.items())
     ]
     rows.append(("total", f"{inventory.entries:,}", f"{inventory.bytes:,}", "", ""))
@@ -324,22 +379,24 @@ class _ProgressBar:
 
 
 def _stat_table(stats: dict[str, CacheStat], out: TextIO) -> None:
-    width = max([len("name"), *map(len, stats)])
+    names = {name: printable(name) for name in stats}  # a user's backend names them
+    width = max([len("name"), *map(len, names.values())])
     header = "  ".join(f"{column:>9}" for column in STAT_COLUMNS)
     print(f"  {'name':<{width}}  {header}", file=out)
     for name, stat in sorted(stats.items()):
         row = "  ".join(f"{getattr(stat, column):>9}" for column in STAT_COLUMNS)
-        print(f"  {name:<{width}}  {row}", file=out)
+        print(f"  {names[name]:<{width}}  {row}", file=out)
 
 
 def _print_report(report: CheckReport, out: TextIO) -> None:
-    print(f"remote-cache check: {report.target}", file=out)
+    print(f"remote-cache check: {printable(report.target)}", file=out)
     print(f"  {report.examples} examples per property, seed {report.seed}\n", file=out)
     width = max(len("check"), *(len(result.name) for result in report.results))
     print(f"  result  {'check':<{width}}  {'time':>10}  detail", file=out)
     for result in report.results:
         verdict = "n/a" if not result.applicable else "PASS" if result.passed else "FAIL"
-        first, *rest = result.detail.splitlines() or [""]
+        # Details span lines by design; each line is shown escaped (a server's \r included).
+        first, *rest = [printable(line) for line in result.detail.rstrip("\n").split("\n")]
         timing = f"{result.seconds * 1000:7.1f} ms"
         print(f"  {verdict:<6}  {result.name:<{width}}  {timing:>10}  {first}", file=out)
         for line in rest:
@@ -347,7 +404,7 @@ def _print_report(report: CheckReport, out: TextIO) -> None:
     if report.log_lines:
         print("\nLog lines (the drills provoke these on purpose):", file=out)
         for line in report.log_lines[:20]:
-            print(f"  {line}", file=out)
+            print(f"  {printable(line)}", file=out)
         if len(report.log_lines) > 20:
             print(f"  ... and {len(report.log_lines) - 20} more", file=out)
     print("\nCounters (cache_stats):", file=out)
@@ -542,7 +599,7 @@ def _check(arguments: argparse.Namespace, out: TextIO, err: TextIO, interrupts: 
 
         def unusable(message: str) -> int:
             interrupts.checkpoint()
-            print(f"remote-cache check: {message}", file=err)
+            print(f"remote-cache check: {printable(message)}", file=err)
             if arguments.json:
                 document = json_error(
                     verdict="unusable",
@@ -730,7 +787,7 @@ def _main(
                 arguments = parser.parse_args(words)
             except UsageError as exc:
                 interrupts.finish()
-                print(exc, file=err)
+                print(printable(str(exc)), file=err)
                 return EXIT_UNUSABLE
             except SystemExit as exit_:  # --help
                 interrupts.finish()

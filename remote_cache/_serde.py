@@ -66,40 +66,49 @@ _FAST_STARTS = frozenset(b'{["')  # ASCII, so never a BOM: json.loads would read
 class RemoteCacheJsonSerde(RemoteCacheSerde[JsonDataTy, bytes]):
     """JSON as upstream writes it: ``bytes(json.dumps(value), "ascii")``.
 
-    ``encode`` raises ``TypeError`` for anything JSON cannot express (sets, bytes,
-    objects, circular structures). NaN and the infinities are written as Python's json
-    writes them (``NaN``, ``Infinity``), so upstream readers read them back unchanged.
-    ``decode`` raises ``ValueError`` (``json.JSONDecodeError`` or ``UnicodeDecodeError``)
-    for bytes that are not JSON.
+    ``encode`` raises ``TypeError`` for every value it cannot write: sets, bytes, objects,
+    dict keys other than str, int, float, bool and None, circular structures, nesting deeper
+    than the interpreter's recursion limit allows, and ints longer than
+    ``sys.get_int_max_str_digits()``. Keys of those other types are written as ``json.dumps``
+    writes them (``{1: 2}`` as ``{"1": 2}``), as upstream does. NaN and the infinities are
+    written as Python's json writes them (``NaN``, ``Infinity``), so upstream readers read
+    them back unchanged. ``decode`` raises ``ValueError`` for bytes it cannot read back: not
+    JSON (``json.JSONDecodeError``), not UTF-8 (``UnicodeDecodeError``), nested too deep, or
+    holding an int too long to convert.
     """
 
     def encode(self, data: JsonDataTy) -> bytes:
-        """Return the ASCII JSON bytes of ``data``."""
-        if _encode_chunks is not None:
-            try:
-                return "".join(_encode_chunks(data, 0)).encode("ascii")
-            except RecursionError:
-                pass  # circular, or nested too deep: json.dumps tells which
+        """Return the ASCII JSON bytes of ``data``; ``TypeError`` when it has none."""
         try:
+            if _encode_chunks is not None:
+                try:
+                    return "".join(_encode_chunks(data, 0)).encode("ascii")
+                except RecursionError:
+                    pass  # circular, or nested too deep: json.dumps tells which
             return json.dumps(data).encode("ascii")
-        except ValueError as exc:  # circular reference: a value JSON cannot express
+        except ValueError as exc:  # circular, or an int too long for str()
             raise TypeError(f"value cannot be encoded as JSON: {exc}") from exc
+        except RecursionError as exc:  # caught where the stack has room again
+            raise TypeError(f"value cannot be encoded as JSON: nested too deep ({exc})") from exc
 
     def decode(self, data: bytes) -> JsonDataTy:
-        """Parse JSON ``data``, exactly as ``json.loads`` does."""
+        """Parse JSON ``data`` as ``json.loads`` does; ``ValueError`` when it cannot."""
         # The common case, an object, array or string starting at byte 0, skips json.loads'
         # encoding sniffing and whitespace regexes. Anything else, or anything that does not
         # parse to the last byte, goes to json.loads, which decides (and raises) as always.
-        if data and data[0] in _FAST_STARTS and (len(data) < 2 or data[1]):
-            try:
-                text = data.decode("utf-8", "surrogatepass")
-                value, end = _scan_once(text, 0)
-            except (StopIteration, ValueError, RecursionError):
-                pass
-            else:
-                if end == len(text):
-                    return value  # type: ignore[no-any-return]
-        return json.loads(data)  # type: ignore[no-any-return]
+        try:
+            if data and data[0] in _FAST_STARTS and (len(data) < 2 or data[1]):
+                try:
+                    text = data.decode("utf-8", "surrogatepass")
+                    value, end = _scan_once(text, 0)
+                except (StopIteration, ValueError, RecursionError):
+                    pass
+                else:
+                    if end == len(text):
+                        return value  # type: ignore[no-any-return]
+            return json.loads(data)  # type: ignore[no-any-return]
+        except RecursionError as exc:  # caught where the stack has room again
+            raise ValueError(f"JSON nested too deep to decode ({exc})") from exc
 
 
 class RemoteCachePassthroughSerde(RemoteCacheSerde[_T, _T]):

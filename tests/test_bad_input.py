@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,8 @@ from remote_cache import (
     LocalCache,
     RedisRemoteCache,
     RedisRemoteCacheBackend,
+    RemoteCache,
+    RemoteCacheJsonSerde,
     RemoteFxGraphCache,
     ValueTooLargeError,
     cache_stats,
@@ -62,6 +66,103 @@ class TestUnencodable:
         got = cache.get("k")
         assert math.isnan(got[0])
         assert got[1:] == [math.inf, -math.inf]
+
+
+INT_DIGITS_LIMIT = 4300
+"""Python's default limit on the digits of an int converted to or from text."""
+
+
+@pytest.fixture
+def int_digits_limit() -> Iterator[int]:
+    """The default int digits limit in force for the test, whatever the environment sets."""
+    previous = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(INT_DIGITS_LIMIT)
+    try:
+        yield INT_DIGITS_LIMIT
+    finally:
+        sys.set_int_max_str_digits(previous)
+
+
+def nested(depth: int) -> list[Any]:
+    """A list ``depth`` lists deep."""
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def circular_dict() -> dict[str, Any]:
+    """A dict that holds itself."""
+    looped: dict[str, Any] = {}
+    looped["self"] = looped
+    return looped
+
+
+class TestBeyondJson:
+    """Every value JSON cannot take is one TypeError, counted, with nothing written."""
+
+    @pytest.mark.parametrize(
+        "make",
+        [lambda: nested(100_000), lambda: {"a": nested(100_000)}, lambda: 10**INT_DIGITS_LIMIT,
+         lambda: [1, -(10**5000)], lambda: {10**INT_DIGITS_LIMIT: 1}, circular_dict,
+         lambda: {"a": [circular_dict()]}],
+        ids=["deep-100000", "deep-100000-inside", "int-4301-digits", "int-5001-digits-inside",
+             "int-key", "circular-dict", "circular-inside"],
+    )  # fmt: skip
+    def test_type_error_counted_nothing_written(self, make: Any, int_digits_limit: int) -> None:
+        backend = InMemoryBackend()
+        cache = RemoteFxGraphCache("bad", backend=backend)
+        with pytest.raises(TypeError, match="cannot be encoded as JSON"):
+            cache.put("k", make())
+        with pytest.raises(TypeError, match="cannot be encoded as JSON"):
+            cache.put_many({"ok": 1, "bad": make()})
+        assert backend.store == {}
+        assert cache_stats["RemoteFxGraphCache"].exception == 2
+        assert cache_stats["RemoteFxGraphCache"].put == 0
+
+    def test_moderate_nesting_still_encodes(self) -> None:
+        value = nested(100)
+        assert RemoteCacheJsonSerde().encode(value) == b"[" * 101 + b"]" * 101
+
+    def test_non_str_keys_are_written_as_upstream_writes_them(self) -> None:
+        """json.dumps turns int, float, bool and None keys into text: so do we (and upstream)."""
+        backend = InMemoryBackend()
+        cache = RemoteFxGraphCache("keys", backend=backend)
+        cache.put("k", {3: "a", 2.5: "b", False: "c", None: "d"})  # type: ignore[dict-item]
+        assert (
+            backend.store["pt2:keys::k:c1"] == b'{"3": "a", "2.5": "b", "false": "c", "null": "d"}'
+        )
+        assert cache.get("k") == {"3": "a", "2.5": "b", "false": "c", "null": "d"}
+
+
+UNREADABLE = {
+    "deep-100000": b"[" * 100_000 + b"]" * 100_000,
+    "deep-unclosed": b"[" * 100_000,
+    "int-5000-digits": b"1" * 5000,
+    "int-inside": b'{"a": [' + b"9" * 4301 + b"]}",
+}
+
+
+class TestUnreadableEntries:
+    """A stored entry too deep or with an int too long is a corrupt miss, never a crash."""
+
+    @pytest.mark.parametrize("stored", UNREADABLE.values(), ids=UNREADABLE.keys())
+    def test_corrupt_miss(self, stored: bytes, int_digits_limit: int) -> None:
+        backend = InMemoryBackend({"pt2:deep::k:c1": stored})
+        cache = RedisRemoteCache("deep", backend=backend)
+        assert cache.get("k") is None
+        assert cache.get_many(["k"]) == {}
+        stat = cache_stats["RedisRemoteCache"]
+        assert (stat.miss, stat.corrupt, stat.exception) == (2, 2, 0)
+
+    @pytest.mark.parametrize("stored", UNREADABLE.values(), ids=UNREADABLE.keys())
+    def test_serde_raises_value_error(self, stored: bytes, int_digits_limit: int) -> None:
+        """The serde's one error for bytes it cannot read back, also through a plain cache."""
+        with pytest.raises(ValueError, match=r"too deep|digits"):
+            RemoteCacheJsonSerde().decode(stored)
+        cache = RemoteCache(InMemoryBackend({"k": stored}), RemoteCacheJsonSerde())
+        with pytest.raises(ValueError, match=r"too deep|digits"):
+            cache.get("k")
 
 
 class TestMaxValueBytes:
@@ -126,7 +227,7 @@ class TestOnRealStores:
     @pytest.mark.parametrize(
         ("stored", "corrupt"),
         [(b"\xff\xfe not utf-8", True), (b'{"truncated": ', True), (b"", True),
-         (b"[" * 100_000, True), (b"\x00\x01\x02", True), (b"null", False),
+         (b"[" * 100_000, True), (b"\x00\x01\x02", True), (b"null", True),
          (b'{"a": 1} trailing', True), (b"\xef\xbb\xbf[1]", False)],
         ids=["not-utf8", "truncated", "empty", "too-deep", "binary", "null", "trailing", "bom"],
     )  # fmt: skip

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -149,7 +152,9 @@ class TestJsonDecodeIsJsonLoads:
     def outcome(call: Any) -> tuple[str, str]:
         try:
             return ("value", json.dumps(call()))
-        except (ValueError, RecursionError) as exc:
+        except RecursionError as exc:  # the serde's one error is ValueError: this one too
+            return ("error", f"ValueError: JSON nested too deep to decode ({exc})")
+        except ValueError as exc:
             return ("error", f"{type(exc).__name__}: {exc}")
 
     @given(
@@ -170,3 +175,74 @@ class TestJsonDecodeIsJsonLoads:
     def test_same_as_json_loads(self, data: bytes) -> None:
         ours = self.outcome(lambda: SERDE.decode(data))
         assert ours == self.outcome(lambda: json.loads(data))
+
+    @given(st.integers(min_value=100_000, max_value=200_000), st.sampled_from([b"[", b'{"a": ']))
+    def test_too_deep_is_a_value_error(self, depth: int, opening: bytes) -> None:
+        closing = b"]" if opening == b"[" else b"}"
+        with pytest.raises(ValueError, match="nested too deep"):
+            SERDE.decode(opening * depth + b"1" + closing * depth)
+
+
+def deep(depth: int) -> list[Any]:
+    """A list ``depth`` lists deep."""
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def circular() -> list[Any]:
+    """A list that holds itself."""
+    looped: list[Any] = []
+    looped.append(looped)
+    return looped
+
+
+# What JSON cannot take: each is refused wherever it sits in a value.
+unencodable = st.one_of(
+    st.integers(min_value=100_000, max_value=150_000).map(deep),  # too deep on any CPython
+    st.integers(min_value=4_301, max_value=6_000).map(lambda digits: 10 ** (digits - 1)),
+    st.integers(min_value=4_301, max_value=6_000).map(lambda digits: {-(10 ** (digits - 1)): 0}),
+    st.builds(circular),
+    st.builds(object),
+    st.binary(),
+    st.frozensets(st.integers()),
+    st.tuples(st.integers(), st.integers()).map(lambda pair: {pair: 1}),
+)
+
+
+def place(value: JsonDataTy, bad: object, where: int) -> object:
+    """``bad`` put beside ``value``: alone, in a list, or under a dict key."""
+    return [bad, [value, bad], {"v": value, "bad": bad}][where % 3]
+
+
+class TestJsonSerdeRefusals:
+    """One error for every value JSON cannot take: TypeError, never anything else."""
+
+    @pytest.fixture(autouse=True)
+    def default_int_digits_limit(self) -> Iterator[None]:
+        previous = sys.get_int_max_str_digits()
+        sys.set_int_max_str_digits(4_300)
+        try:
+            yield
+        finally:
+            sys.set_int_max_str_digits(previous)
+
+    @given(json_data(allow_nan=True), unencodable, st.integers(0, 2))
+    def test_type_error_wherever_it_sits(self, value: JsonDataTy, bad: object, where: int) -> None:
+        with pytest.raises(
+            TypeError, match=r"cannot be encoded as JSON|not JSON serializable|keys"
+        ):
+            SERDE.encode(place(value, bad, where))  # type: ignore[arg-type]
+
+    @given(st.recursive(st.one_of(json_data(max_leaves=5), unencodable), lambda children: st.one_of(
+        st.lists(children, max_size=3), st.dictionaries(st.text(max_size=3), children, max_size=3)
+    ), max_leaves=6))  # fmt: skip
+    def test_upstream_bytes_or_type_error(self, value: object) -> None:
+        try:
+            data = SERDE.encode(value)  # type: ignore[arg-type]
+        except TypeError:
+            with pytest.raises((TypeError, ValueError, RecursionError)):
+                json.dumps(value)
+        else:
+            assert data == bytes(json.dumps(value), "ascii")

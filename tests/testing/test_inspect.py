@@ -11,6 +11,7 @@ import pytest
 from remote_cache._cli import main
 from remote_cache.testing import RedisClusterFixture, RedisServer
 from remote_cache.testing._processes import free_port
+from tests.testing.test_terminal_output import HOSTILE, unsafe_in
 
 pytestmark = pytest.mark.redis
 
@@ -146,3 +147,34 @@ class TestInspect:
         inventory = json.loads(out)
         assert inventory["entries"] == sum(LAYOUT.values())
         assert inventory["other_keys"] == 11
+
+
+class TestHostileKeys:
+    """Keys and cache ids holding escape sequences are shown escaped: one stored id, one row."""
+
+    def test_table_has_no_control_characters(self, redis_server: RedisServer) -> None:
+        client = redis_server.client()
+        cache_ids = ["fx-graph-v1", *HOSTILE]
+        for cache_id in cache_ids:
+            for key in HOSTILE:
+                client.set(f"pt2:{cache_id}::{key}:c1".encode("utf-8", "surrogatepass"), b"v")
+        client.set(b"pt2:raw\x1b[2J\xff::\x9b\x07:c1", b"v")  # not UTF-8 at all
+        status, out, err = run("inspect", "--url", redis_server.url, "--samples", "20")
+        assert status == 0, err
+        assert unsafe_in(out + err) == []
+        lines = out.splitlines()
+        assert len(lines) == 2 + len(cache_ids) + 1 + 1  # title, header, ids, raw id, total
+        assert lines[-1].split()[:2] == ["total", f"{len(HOSTILE) * len(cache_ids) + 1}"]
+        assert "\\x1b]0;pwned\\x07" in out
+        assert "raw\\x1b[2J\\xff" in out
+
+    def test_ambiguous_cache_id_refused(self, redis_server: RedisServer) -> None:
+        client = redis_server.client()
+        client.set("pt2:a::b::x:c1", b"cache a's key b::x")
+        for cache_id in ("a::b", "a:", ":a", ""):
+            status, out, err = run("inspect", "--url", redis_server.url, "--cache-id", cache_id)
+            assert status == 2
+            assert out == ""
+            assert "--cache-id" in err
+            assert repr(cache_id) in err
+            assert err.count("\n") == 1
