@@ -12,6 +12,7 @@ This is the only module of the package that imports torch.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -96,14 +97,22 @@ def torch_cache_classes() -> list[type[Any]]:
     return [getattr(torch_remote_cache, name) for name in TORCH_CACHE_CLASSES]
 
 
+_AOT_MODULE = "torch._functorch._aot_autograd.autograd_cache"
+
+
 def clear_memoized_caches() -> None:
     """Forget the cache objects torch keeps per process (AOTAutograd's remote cache).
 
     The next compile then builds them again, with the backend in force at that time.
+    A module not imported yet, or that another thread is still importing (in
+    ``sys.modules`` before its class is defined), has memoized nothing: there is
+    nothing to clear, and its cache is built at first use, after its import completes,
+    with the backend in force then. It is not imported here: that would cost a process
+    that never compiles the import, and wait on another thread's import.
     """
-    module = sys.modules.get("torch._functorch._aot_autograd.autograd_cache")
-    if module is not None:
-        module.AOTAutogradCache.get_remote_cache.cache_clear()
+    cls = getattr(sys.modules.get(_AOT_MODULE), "AOTAutogradCache", None)
+    if cls is not None:
+        cls.get_remote_cache.cache_clear()
 
 
 def _our_class(name: str) -> type[RemoteCache[Any]]:
@@ -144,9 +153,10 @@ class FailOpenTorchBackend:
         log.warning("%s: corrupt entry %r read as a miss (%s)", self.name, key, reason)
 
     def get(self, key: str) -> Any:
-        """The stored bytes under ``key``, or None (not stored, failed, or corrupt).
+        """The stored bytes under ``key``, or None (not stored, failed, corrupt, or null).
 
-        A ``bytearray`` or ``memoryview`` is given to torch as ``bytes``.
+        A ``bytearray`` or ``memoryview`` is given to torch as ``bytes``; a stored JSON
+        ``null``, which torch reads as a miss, is a miss.
         """
         try:
             data = self.backend.get(key)
@@ -162,10 +172,12 @@ class FailOpenTorchBackend:
                 self._corrupt(key, f"the backend returned a {type(data).__name__}")
                 return None
             try:
-                json.loads(data)
+                decoded = json.loads(data)
             except _CORRUPT as exc:
                 self._corrupt(key, f"{type(exc).__name__}: {exc}")
                 return None
+            if decoded is None:
+                data = None  # torch decodes a stored JSON null to None: a miss
         cache_stats.get(self.name, data)
         _note_recovery(self.name, GET)
         return data
@@ -259,14 +271,37 @@ class TorchBridge:
         return factory
 
     def _install(self) -> None:
+        """Set the overrides and drop torch's memoized caches, all or nothing.
+
+        Whatever raises on the way (even ``KeyboardInterrupt``), the overrides already set
+        are undone and the bridge is forgotten before the exception leaves.
+        """
+        try:
+            with _lock:
+                self.installed = True
+                _installed.append(self)
+                for cls in self.classes:
+                    factory = staticmethod(self._factory(cls.__name__))
+                    self._layers.append(push_override(cls, factory))
+            clear_memoized_caches()
+        except BaseException:
+            self._undo()
+            with contextlib.suppress(Exception):  # the first exception is the one to see
+                clear_memoized_caches()
+            raise
+
+    def _undo(self) -> bool:
+        """Pop this bridge's overrides and forget it; False when it was not installed."""
         with _lock:
-            self._layers = [
-                push_override(cls, staticmethod(self._factory(cls.__name__)))
-                for cls in self.classes
-            ]
-            _installed.append(self)
-            self.installed = True
-        clear_memoized_caches()
+            if not self.installed:
+                return False
+            for layer in reversed(self._layers):
+                pop_override(layer)
+            self._layers = []
+            if self in _installed:
+                _installed.remove(self)
+            self.installed = False
+        return True
 
     def uninstall(self) -> None:
         """Give torch's classes back exactly what they had; idempotent.
@@ -274,15 +309,8 @@ class TorchBridge:
         Bridges and ``override_backends`` blocks may be undone in any order: once all are
         undone, each class has exactly what it had before them.
         """
-        with _lock:
-            if not self.installed:
-                return
-            for layer in reversed(self._layers):
-                pop_override(layer)
-            self._layers = []
-            _installed.remove(self)
-            self.installed = False
-        clear_memoized_caches()
+        if self._undo():
+            clear_memoized_caches()
 
     def __enter__(self) -> TorchBridge:
         return self
