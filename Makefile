@@ -80,6 +80,8 @@ $(FLOORS_STAMP): requirements/floors.txt pyproject.toml
 	$(FLOORS_VENV)/bin/python -m pip install --quiet --no-deps -e .
 	touch $(FLOORS_STAMP)
 
+# Every redis-py internal we use is checked there too (tests/test_redis_internals.py), and
+# the handshake with every URL option (tests/test_redis_handshake.py).
 # The state machine's own tests (tests/testing/test_stateful.py) are left to the main run:
 # test_conformance.py runs the machine on every backend, and the planted-defect searches take
 # minutes with the older Hypothesis.
@@ -87,7 +89,8 @@ floors: $(FLOORS_STAMP) redis-server
 	HYPOTHESIS_PROFILE=dev $(FLOORS_VENV)/bin/python -m pytest -p no:cacheprovider -q -n 2 \
 	  -W ignore::pytest.PytestConfigWarning \
 	  tests/testing/test_backends.py tests/testing/test_conformance.py \
-	  tests/testing/test_defect_catalogue.py
+	  tests/testing/test_defect_catalogue.py tests/test_redis_internals.py \
+	  tests/test_redis_handshake.py
 
 # Writes docs/benchmarks.md and docs/benchmarks.png. The comparison with PyTorch 2.13 runs
 # when torch is installed: $(BIN)/python -m pip install torch==2.13.0

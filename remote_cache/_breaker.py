@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 import time
 import weakref
 from collections.abc import Callable, Hashable
 
 from remote_cache._fork import after_fork_in_child
+from remote_cache._guard import Guard
 
 __all__ = ["DEFAULT_LEASE", "CircuitBreaker", "breaker_for", "reset_breakers"]
 
@@ -36,7 +36,10 @@ class CircuitBreaker:
 
     Thread-safe, and fork-safe: in a forked child every breaker keeps its state, gets a new
     lock, and forgets a probe that a thread of the parent had under way. A closed breaker
-    answers without taking its lock.
+    answers without taking its lock. Re-entrant: a call made by code that interrupts this
+    thread inside the breaker's lock (a signal handler, a ``__del__``) never waits for it:
+    ``admit`` skips that call (None), and a report it makes is applied when the interrupted
+    frame leaves the lock. ``reentered`` counts the calls skipped so.
     """
 
     def __init__(
@@ -45,7 +48,7 @@ class CircuitBreaker:
         self._clock = clock
         self.lease = lease
         """Seconds a probe may go without reporting before it counts as lost."""
-        self._lock = threading.Lock()
+        self._lock = Guard()
         self._opened_at: float | None = None
         self._probe = 0  # the number of the probe under way; 0: none
         self._probe_at = 0.0  # when it was handed out
@@ -53,6 +56,11 @@ class CircuitBreaker:
         self.failures = 0
         """Transport failures recorded while the breaker was closed or probing."""
         _every_breaker.add(self)
+
+    @property
+    def reentered(self) -> int:
+        """Calls skipped because this thread was already inside the breaker (a signal handler)."""
+        return self._lock.refused
 
     @property
     def is_open(self) -> bool:
@@ -75,42 +83,60 @@ class CircuitBreaker:
             return 0
         if retry_after is None:
             return None
-        with self._lock:
-            if self._opened_at is None:
-                return 0
-            now = self._clock()
-            if self._probe and now - self._probe_at < (self.lease if lease is None else lease):
-                return None
-            if now - self._opened_at < retry_after:
-                return None
-            self._probes += 1
-            self._probe = self._probes
-            self._probe_at = now
-            return self._probe
+        if not self._lock.enter():
+            return None  # re-entered from a hook of this thread: skipped, never waited for
+        try:
+            return self._admit(retry_after, lease)
+        finally:
+            self._lock.leave()
+
+    def _admit(self, retry_after: float, lease: float | None) -> int | None:
+        """``admit``'s decision; hold the lock."""
+        if self._opened_at is None:
+            return 0
+        now = self._clock()
+        if self._probe and now - self._probe_at < (self.lease if lease is None else lease):
+            return None
+        if now - self._opened_at < retry_after:
+            return None
+        self._probes += 1
+        self._probe = self._probes
+        self._probe_at = now
+        return self._probe
 
     def record_success(self) -> bool:
-        """Close the breaker; return True when it was open (the server came back)."""
+        """Close the breaker; return True when it was open (the server came back).
+
+        Made from inside the breaker's lock (a signal handler), it is applied when the
+        interrupted frame leaves the lock, and returns False.
+        """
         if self._opened_at is None:
             return False
-        with self._lock:
-            was_open = self._opened_at is not None
-            self._opened_at = None
-            self._probe = 0
-            return was_open
+        return self._report(self._close)
+
+    def _close(self) -> bool:
+        was_open = self._opened_at is not None
+        self._opened_at = None
+        self._probe = 0
+        return was_open
 
     def record_failure(self, probe: int | None = None) -> bool:
         """Open the breaker; return True when it was closed (a new outage began).
 
         Frees the probe slot when ``probe`` (a number from ``admit``) holds it, or when
         ``probe`` is None; a failure of another call leaves a probe under way to report.
+        Made from inside the breaker's lock (a signal handler), it is applied when the
+        interrupted frame leaves the lock, and returns False.
         """
-        with self._lock:
-            was_closed = self._opened_at is None
-            self._opened_at = self._clock()
-            if probe is None or probe == self._probe:
-                self._probe = 0
-            self.failures += 1
-            return was_closed
+        return self._report(lambda: self._open(probe))
+
+    def _open(self, probe: int | None) -> bool:
+        was_closed = self._opened_at is None
+        self._opened_at = self._clock()
+        if probe is None or probe == self._probe:
+            self._probe = 0
+        self.failures += 1
+        return was_closed
 
     def release_probe(self, probe: int | None = None) -> None:
         """Free the probe slot without a verdict: the next call after the cool-down probes.
@@ -120,16 +146,32 @@ class CircuitBreaker:
         """
         if self._opened_at is None:
             return
-        with self._lock:
-            if probe is None or probe == self._probe:
-                self._probe = 0
+        self._report(lambda: self._free_probe(probe))
+
+    def _free_probe(self, probe: int | None) -> bool:
+        if probe is None or probe == self._probe:
+            self._probe = 0
+        return False
+
+    def _report(self, change: Callable[[], bool]) -> bool:
+        """Apply ``change`` under the lock, or defer it when this thread holds the lock."""
+        if not self._lock.enter():
+            self._lock.defer(change)
+            return False
+        try:
+            return change()
+        finally:
+            self._lock.leave()
 
     def reset(self) -> None:
         """Close the breaker and forget its failures."""
-        with self._lock:
-            self._opened_at = None
-            self._probe = 0
-            self.failures = 0
+        self._report(self._forget)
+
+    def _forget(self) -> bool:
+        self._opened_at = None
+        self._probe = 0
+        self.failures = 0
+        return False
 
     def __repr__(self) -> str:
         state = "closed" if self._opened_at is None else "open"
@@ -137,7 +179,8 @@ class CircuitBreaker:
 
 
 _every_breaker: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
-_registry_lock = threading.Lock()
+_registry_lock = Guard()
+"""Serializes ``reset_breakers``; ``breaker_for`` needs no lock (see there)."""
 _registry: dict[Hashable, CircuitBreaker] = {}
 
 
@@ -145,24 +188,26 @@ def breaker_for(server: Hashable) -> CircuitBreaker:
     """Return the process-wide breaker of ``server``, creating it on first use."""
     breaker = _registry.get(server)
     if breaker is None:
-        with _registry_lock:
-            breaker = _registry.setdefault(server, CircuitBreaker())
+        # One atomic dict operation (the key is a tuple of built-in values): threads, and a
+        # signal handler landing anywhere here, all get the same breaker, without a lock
+        # that a handler could find held by the frame it interrupted.
+        breaker = _registry.setdefault(server, CircuitBreaker())
     return breaker
 
 
 def reset_breakers() -> None:
     """Close every process-wide breaker (for tests, and after reconfiguring servers)."""
     with _registry_lock:
-        for breaker in _registry.values():
+        for breaker in list(_registry.values()):
             breaker.reset()
 
 
 def _after_fork_in_child() -> None:
     """New locks for a forked child: a thread that held one in the parent does not exist here."""
     global _registry_lock  # noqa: PLW0603 - the parent's may be held by a thread not here
-    _registry_lock = threading.Lock()
+    _registry_lock = Guard()
     for breaker in list(_every_breaker):
-        breaker._lock = threading.Lock()
+        breaker._lock = Guard()
         breaker._probe = 0  # the parent's probe will never report here
 
 

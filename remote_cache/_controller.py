@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Generic, TypeVar
 
 from remote_cache._backend import RemoteCacheBackend
+from remote_cache._fork import after_fork_in_child
+from remote_cache._guard import Guard
 from remote_cache._serde import RemoteCacheSerde
 from remote_cache._stats import cache_stats
 from remote_cache._validation import check_keys, check_mapping, reject_key
@@ -28,22 +29,40 @@ GET, PUT = "get", "put"
 
 # The caches whose backend is failing now, each with the kinds of call that failed: one log
 # line per outage, not per call. A server that reads but cannot write (out of memory) is in
-# an outage until a write works again; a working read does not end it.
+# an outage until a write works again; a working read does not end it. A Guard, not a lock:
+# a signal handler whose call fails while this thread is in here hands its note over to the
+# interrupted frame instead of waiting for it forever.
 _failing: dict[str, set[str]] = {}
-_failing_lock = threading.Lock()
+_failing_lock = Guard()
 
 
 def _note_failure(name: str, exc: BaseException, kind: str) -> None:
     """Record that a ``kind`` call (``GET`` or ``PUT``) of cache ``name`` failed; the
-    first failure of an outage logs one warning."""
-    with _failing_lock:
-        kinds = _failing.get(name)
-        if kinds is not None:
-            kinds.add(kind)
-            return
-        _failing[name] = {kind}
+    first failure of an outage logs one warning, for each cache name.
+
+    A call an open breaker skipped (``CircuitOpenError``) starts an outage of its cache
+    too: a cache sharing a breaker with the one that found the server dead warns once.
+    """
+    _failing_lock.run_or_defer(lambda: _record_failure(name, exc, kind))
+
+
+def _record_failure(name: str, exc: BaseException, kind: str) -> None:
+    """``_note_failure`` under ``_failing_lock``."""
+    kinds = _failing.get(name)
+    if kinds is not None:
+        kinds.add(kind)
+        return
+    _failing[name] = {kind}
     if isinstance(exc, CircuitOpenError):
-        return  # the backend logged the outage when it opened the breaker
+        log.warning(
+            "%s: backend skipped on %s, it failed recently (%s: %s); "
+            "failing open until it recovers",
+            name,
+            kind,
+            type(exc).__name__,
+            exc,
+        )
+        return
     log.warning(
         "%s: backend failed on %s (%s: %s); failing open until it recovers",
         name,
@@ -56,16 +75,30 @@ def _note_failure(name: str, exc: BaseException, kind: str) -> None:
 def _note_recovery(name: str, kind: str) -> None:
     """Record that a ``kind`` call of cache ``name`` worked; the outage ends (one info
     line) when every kind of call that failed in it has worked again."""
-    with _failing_lock:
-        kinds = _failing.get(name)
-        if kinds is None or kind not in kinds:
-            return
-        kinds.discard(kind)
-        if kinds:
-            return
-        del _failing[name]
+    if name not in _failing:
+        return  # the common case, without the lock: no outage of this cache
+    _failing_lock.run_or_defer(lambda: _record_recovery(name, kind))
+
+
+def _record_recovery(name: str, kind: str) -> None:
+    """``_note_recovery`` under ``_failing_lock``."""
+    kinds = _failing.get(name)
+    if kinds is None or kind not in kinds:
+        return
+    kinds.discard(kind)
+    if kinds:
+        return
+    del _failing[name]
     log.info("%s: backend works again", name)
 
+
+def _after_fork_in_child() -> None:
+    """A new lock for a forked child: a thread that held it in the parent does not exist here."""
+    global _failing_lock  # noqa: PLW0603 - the parent's may be held by a thread not here
+    _failing_lock = Guard()
+
+
+after_fork_in_child(_after_fork_in_child)
 
 _GET_HOOKS = frozenset({"_get", "_backend_get", "_decode"})
 _PUT_HOOKS = frozenset({"_put", "_backend_put", "_encode"})

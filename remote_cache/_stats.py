@@ -11,6 +11,8 @@ import threading
 import weakref
 from collections.abc import Iterator
 
+from remote_cache._guard import Guard, ReenteredError
+
 __all__ = ["CacheStat", "CacheStats", "cache_stats", "dump_cache_stats"]
 
 log = logging.getLogger("remote_cache")
@@ -104,10 +106,16 @@ class CacheStats:
     other threads record may include some fields of a call in flight and not others; calls
     in flight during ``reset()`` may be counted on either side of it. A forked child starts
     with the parent's counts and a lock of its own (see ``_before_fork``).
+
+    Recording is safe from a signal handler, a ``__del__`` or a tracing hook that interrupts
+    this thread anywhere, in the cache or in the registry: it takes no lock, and creating a
+    thread's shard or a name's counters publishes them with one atomic dict operation. A read
+    (``snapshot()``, ``reset()``) made from such a hook while the interrupted frame is itself
+    reading raises ``ReenteredError`` (a ``RuntimeError``) instead of waiting for it forever.
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = Guard()
         self._local = threading.local()
         self._base: dict[str, CacheStat] = {}
         """Counts no thread writes to any more: swapped in, or left by threads that ended."""
@@ -123,21 +131,40 @@ class CacheStats:
         try:
             shard: dict[str, CacheStat] = self._local.stats
         except AttributeError:
-            shard = {}
-            owner = _Owner()
-            with self._locked():
-                self._shards[weakref.ref(owner, self._thread_ended)] = shard
-            self._local.owner = owner
-            self._local.stats = shard
+            shard = self._new_shard()
         stat = shard.get(name)
         if stat is None:
-            stat = shard[name] = CacheStat()
+            # setdefault, not an assignment: a signal handler that counted under ``name``
+            # while CacheStat() ran keeps its counters.
+            stat = shard.setdefault(name, CacheStat())
         return stat
+
+    def _new_shard(self) -> dict[str, CacheStat]:
+        """This thread's shard, created and registered once, with no lock.
+
+        Each step is one atomic dict operation, so a signal handler (or a ``__del__``) of
+        this thread landing anywhere here, or another thread reading, never waits and never
+        loses counts: the first shard published in this thread's storage is the one kept;
+        another made meanwhile is empty, and folded when its owner dies on return.
+        """
+        owner, shard = _Owner(), dict[str, CacheStat]()
+        self._shards[weakref.ref(owner, self._thread_ended)] = shard
+        _, kept = self._local.__dict__.setdefault("owned", (owner, shard))
+        self._local.stats = kept
+        stats: dict[str, CacheStat] = kept
+        return stats
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        """Hold the lock; on the way out, fold the shards of threads that ended meanwhile."""
-        self._lock.acquire()
+        """Hold the lock; on the way out, fold the shards of threads that ended meanwhile.
+
+        Raises ``ReenteredError`` when this thread holds it already (a read from a signal
+        handler that interrupted a read), rather than waiting for itself forever.
+        """
+        if not self._lock.enter():
+            raise ReenteredError(
+                "cache_stats read from a signal handler (or __del__) that interrupted a read"
+            )
         try:
             self._fold_ended()
             yield
@@ -145,18 +172,10 @@ class CacheStats:
             self._release()
 
     def _release(self) -> None:
-        # A thread that ended while we held the lock left its shard in ``_ended`` (its
-        # callback cannot wait: it may run in a forked child that inherited the lock held).
-        # It appended before trying the lock, and we look after releasing, so none is missed.
-        while True:
-            self._lock.release()
-            if not self._ended or not self._lock.acquire(blocking=False):
-                return
-            try:
-                self._fold_ended()
-            except BaseException:
-                self._lock.release()
-                raise
+        # A thread that ended while we held the lock left its shard in ``_ended`` and a fold
+        # for us to run (its callback cannot wait: it may run in a forked child that
+        # inherited the lock held); the guard runs it as it leaves, or right after.
+        self._lock.leave()
 
     def _fold_ended(self) -> None:
         """Add the shards of ended threads into the common counts. Hold the lock."""
@@ -168,11 +187,13 @@ class CacheStats:
     def _thread_ended(self, owner: weakref.ref[_Owner]) -> None:
         """A thread's local storage was freed: fold its shard now, or leave it to the holder."""
         self._ended.append(owner)
-        if self._lock.acquire(blocking=False):
-            try:
-                self._fold_ended()
-            finally:
-                self._release()
+        if not self._lock.enter(timeout=0):
+            self._lock.defer(self._fold_ended)
+            return
+        try:
+            self._fold_ended()
+        finally:
+            self._release()
 
     def _shard_count(self) -> int:
         """How many shards are kept: one per live thread that recorded something."""
@@ -183,7 +204,7 @@ class CacheStats:
         """Take the lock, so that a child inherits consistent counts and an unheld lock."""
         # Critical sections are short; the wait is bounded in case the forking thread itself
         # holds the lock (a signal handler that forks), where waiting would never end.
-        self._held_for_fork = self._lock.acquire(timeout=_FORK_WAIT_SECONDS)
+        self._held_for_fork = self._lock.enter(timeout=_FORK_WAIT_SECONDS)
 
     def _after_fork_in_parent(self) -> None:
         if self._held_for_fork:
@@ -195,7 +216,7 @@ class CacheStats:
         # the old one. The other threads' shards were queued as ended when the child freed
         # their thread states, before this handler ran; fold them now.
         self._held_for_fork = False
-        self._lock = threading.Lock()
+        self._lock = Guard()
         with self._locked():
             pass
 

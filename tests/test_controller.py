@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 from unittest import mock
@@ -15,6 +16,8 @@ from remote_cache import (
     BackendUnavailableError,
     CircuitOpenError,
     RedisRemoteCache,
+    RedisRemoteCacheBackend,
+    RemoteAOTAutogradCache,
     RemoteCache,
     RemoteCacheBackend,
     RemoteCacheJsonSerde,
@@ -22,7 +25,8 @@ from remote_cache import (
     RemoteFxGraphCache,
     cache_stats,
 )
-from remote_cache._caches import JsonCache
+from remote_cache._caches import JsonCache, LocalCache
+from remote_cache.testing import RedisServer
 
 
 class DictBackend(RemoteCacheBackend[Any]):
@@ -275,11 +279,14 @@ class TestFailPolicy:
         assert sum("failing open" in m for m in messages) == 2
         assert sum("works again" in m for m in messages) == 1
 
-    def test_circuit_open_not_logged_again(self, caplog_rc: pytest.LogCaptureFixture) -> None:
+    def test_circuit_open_logged_once_per_outage(self, caplog_rc: pytest.LogCaptureFixture) -> None:
         cache = JsonCache(RaisingBackend(CircuitOpenError("skipped")))
         assert cache.get("k") is None
-        assert caplog_rc.records == []
-        assert cache_stats["backend:RaisingBackend"].skipped == 1
+        assert cache.get("k") is None
+        messages = [r.getMessage() for r in caplog_rc.records]
+        assert len(messages) == 1, messages
+        assert "JsonCache: backend skipped on get" in messages[0]
+        assert cache_stats["backend:RaisingBackend"].skipped == 2
         assert cache_stats["backend:RaisingBackend"].exception == 0
 
     def test_other_errors_are_not_swallowed(self) -> None:
@@ -306,6 +313,28 @@ class TestCorrupt:
         warnings = [r for r in caplog_rc.records if r.levelno == logging.WARNING]
         assert len(warnings) == 2
         assert all(r.exc_info is None and "corrupt entry 'k'" in r.getMessage() for r in warnings)
+
+    @pytest.mark.parametrize("cache_class", [RemoteFxGraphCache, RedisRemoteCache, LocalCache])
+    def test_stored_null_is_a_corrupt_miss(
+        self, cache_class: type[JsonCache], caplog_rc: pytest.LogCaptureFixture
+    ) -> None:
+        """A stored JSON null cannot be served (None is a miss): a miss and corrupt, never a hit."""
+        from remote_cache.testing import InMemoryBackend
+
+        backend = InMemoryBackend()
+        cache = cache_class("nulls", backend=backend)  # type: ignore[call-arg]
+        cache.put("good", 1)
+        cache.put("k", 2)
+        for backend_key in backend.entries:  # whatever the key format, overwrite k's entry
+            if backend.entries[backend_key] == b"2":
+                backend.store[backend_key] = b"null"
+        assert cache.get("k") is None
+        assert cache.get_many(["k", "good"]) == {"good": 1}
+        stat = cache_stats[cache_class.__name__]
+        assert (stat.hit, stat.miss, stat.corrupt) == (1, 2, 2)
+        warnings = [r.getMessage() for r in caplog_rc.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 2, warnings
+        assert all("JSON null" in message for message in warnings)
 
     def test_plain_json_cache_still_raises(self) -> None:
         cache = RemoteCache(DictBackend({"k": b"garbage"}), RemoteCacheJsonSerde())
@@ -448,6 +477,39 @@ class TestOutageLogging:
         assert [r.getMessage() for r in caplog_rc.records][1:] == [
             "RemoteFxGraphCache: backend works again"
         ]
+
+    @pytest.mark.redis
+    def test_caches_sharing_a_breaker_each_warn_and_recover(
+        self, redis_server: RedisServer, caplog_rc: pytest.LogCaptureFixture
+    ) -> None:
+        """Two caches on one dead server: each warns once, though the shared breaker skipped
+        every call of the second, and each logs its recovery once, at INFO."""
+
+        def backend() -> RedisRemoteCacheBackend:
+            return RedisRemoteCacheBackend(url=redis_server.url, timeout=0.5, retry_after=0.1)
+
+        graphs = RemoteFxGraphCache("shared", backend=backend())
+        autograd = RemoteAOTAutogradCache("shared", backend=backend())
+        assert graphs.backend.breaker is autograd.backend.breaker
+        redis_server.kill()
+        try:
+            for _ in range(3):
+                assert graphs.get("k") is None
+                assert autograd.get("k") is None
+                autograd.put("k", {"v": 1})
+            assert cache_stats["backend:RedisRemoteCacheBackend"].skipped == 8
+        finally:
+            redis_server.restart()
+        time.sleep(0.15)  # the cool-down: the next call probes
+        assert graphs.get("k") is None
+        assert autograd.get("k") is None
+        autograd.put("k", {"v": 1})
+        records = [(r.levelno, r.getMessage()) for r in caplog_rc.records if r.levelno > 10]
+        for name in ("RemoteFxGraphCache", "RemoteAOTAutogradCache"):
+            mine = [(level, text) for level, text in records if text.startswith(f"{name}:")]
+            assert [level for level, _ in mine] == [logging.WARNING, logging.INFO], records
+            assert "failing open until it recovers" in mine[0][1]
+            assert mine[1][1] == f"{name}: backend works again"
 
     def test_an_outage_of_both_kinds_ends_when_both_work(
         self, caplog_rc: pytest.LogCaptureFixture

@@ -4,7 +4,6 @@ the user part does not end, Unicode digits; each is refused or read as redis-py 
 from __future__ import annotations
 
 import pytest
-import redis
 from redis.connection import parse_url as untyped_parse_url
 
 from remote_cache import BackendError, ConfigurationError, RedisRemoteCacheBackend

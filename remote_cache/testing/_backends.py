@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple, cast
 
 from remote_cache import BackendUnavailableError, RemoteCacheBackend
+from remote_cache._guard import Guard
 
 __all__ = [
     "BackendCall",
@@ -88,39 +88,38 @@ class FailingBackend(RemoteCacheBackend[Any]):
 
 
 class InMemoryBackend(RemoteCacheBackend[Any]):
-    """A thread-safe dict. Pass one ``store`` to several backends to share what they hold."""
+    """A thread-safe dict. Pass one ``store`` to several backends to share what they hold.
+
+    It takes no lock: each call is one atomic operation on the dict (its keys are ``str``),
+    so a signal handler that calls it while this thread is inside it never waits.
+    """
 
     def __init__(self, store: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.store: dict[str, Any] = {} if store is None else store
-        self._lock = threading.Lock()
 
     @property
     def entries(self) -> dict[str, Any]:
         """A copy of what is stored: backend keys to stored data."""
-        with self._lock:
-            return dict(self.store)
+        return self.store.copy()
 
     def clear(self) -> None:
         """Forget everything stored."""
-        with self._lock:
-            self.store.clear()
+        self.store.clear()
 
     def _get(self, key: str) -> Any:
         return self.store.get(key)
 
     def _put(self, key: str, data: Any) -> None:
-        with self._lock:
-            self.store[key] = data
+        self.store[key] = data
 
     def _get_many(self, keys: list[str]) -> dict[str, Any]:
-        store = self.store
-        with self._lock:
-            return {key: store[key] for key in keys if store.get(key) is not None}
+        # One copy, then reads of the copy: every value of one batch comes from one moment.
+        store = self.store.copy()
+        return {key: store[key] for key in keys if store.get(key) is not None}
 
     def _put_many(self, mapping: Mapping[str, Any]) -> None:
-        with self._lock:
-            self.store.update(mapping)
+        self.store.update(dict(mapping))  # one atomic update: all of the batch or none of it
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({len(self.store)} entries)"
@@ -143,7 +142,8 @@ class BackendCall(NamedTuple):
 
 
 class RecordingBackend(RemoteCacheBackend[Any]):
-    """Wraps ``inner`` and records every call in ``calls``, in order (thread-safe)."""
+    """Wraps ``inner`` and records every call in ``calls``, in order (thread-safe; an
+    append takes no lock, so a signal handler's call is recorded too)."""
 
     def __init__(
         self, inner: RemoteCacheBackend[Any], calls: list[BackendCall] | None = None
@@ -151,7 +151,6 @@ class RecordingBackend(RemoteCacheBackend[Any]):
         super().__init__()
         self.inner = inner
         self.calls: list[BackendCall] = [] if calls is None else calls
-        self._lock = threading.Lock()
 
     def _record(self, op: str, key: Any, data: Any, call: Callable[[], Any]) -> Any:
         started = time.perf_counter()
@@ -164,8 +163,7 @@ class RecordingBackend(RemoteCacheBackend[Any]):
         return result
 
     def _append(self, call: BackendCall) -> None:
-        with self._lock:
-            self.calls.append(call)
+        self.calls.append(call)  # atomic
 
     def ops(self) -> list[str]:
         """The operation of each call, in order."""
@@ -270,7 +268,10 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
     (``fail_nth``, ``fail_every``, ``fail_randomly``, ``fail_window``, ``fail_always``,
     ``add_latency``) add plans at any time; ``clear()`` removes them. A failed call never
     reaches ``inner``. ``injected`` counts the failures raised, per operation in
-    ``injected_by_operation``; ``last_error`` is the latest one. Thread-safe.
+    ``injected_by_operation``; ``last_error`` is the latest one. Thread-safe. A call made
+    by a signal handler (or a ``__del__``) while this thread is evaluating the plans never
+    waits for it: it raises a ``BackendUnavailableError`` at once, counted in ``reentered``,
+    not in the plans nor in ``injected``.
     """
 
     def __init__(
@@ -288,7 +289,12 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
         self.injected_by_operation: dict[str, int] = dict.fromkeys(OPERATIONS, 0)
         self.last_error: BaseException | None = None
         self._sleep = sleep
-        self._lock = threading.Lock()
+        self._lock = Guard()
+
+    @property
+    def reentered(self) -> int:
+        """Calls refused because this thread was inside the backend's lock (a signal handler)."""
+        return self._lock.refused
 
     @property
     def injected(self) -> int:
@@ -312,14 +318,12 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
         """Add ``plan``; return it (its ``calls`` and ``triggered`` count what it saw)."""
         if not isinstance(plan, FaultPlan):
             raise TypeError(f"Expected a FaultPlan but got {plan!r}")
-        with self._lock:
-            self.plans.append(plan)
+        self._lock.run_or_defer(lambda: self.plans.append(plan))
         return plan
 
     def clear(self) -> None:
         """Remove every plan and end ``down()``."""
-        with self._lock:
-            self.plans.clear()
+        self._lock.run_or_defer(self.plans.clear)
         self.up()
 
     def fail_always(
@@ -375,24 +379,38 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
             self._inject(self.down_error, operation, key)
         if not self.plans:
             return
-        delay, error = 0.0, None
-        with self._lock:
-            for plan in self.plans:
-                if plan.matches(operation) and plan.fires():
-                    delay += plan.latency
-                    if plan.error is not None and error is None:
-                        error = plan.error
+        if not self._lock.enter():
+            raise BackendUnavailableError(
+                f"re-entered: {operation} called while this thread was evaluating the plans",
+                backend="simulated", operation=operation, key=key if isinstance(key, str) else None,
+            )  # fmt: skip
+        try:
+            delay, error = self._fire(operation)
+        finally:
+            self._lock.leave()
         if delay:
             self._sleep(delay)
         if error is not None:
             self._inject(error, operation, key)
 
+    def _fire(self, operation: str) -> tuple[float, SideEffect | None]:
+        """The delay and the error of the plans that fire on this call. Hold the lock."""
+        delay, error = 0.0, None
+        for plan in self.plans:
+            if plan.matches(operation) and plan.fires():
+                delay += plan.latency
+                if plan.error is not None and error is None:
+                    error = plan.error
+        return delay, error
+
     def _inject(self, side_effect: SideEffect, operation: str, key: Any) -> None:
         error = _make_error(side_effect, operation, key)
-        with self._lock:
-            self.injected_by_operation[operation] += 1
-            self.last_error = error
+        self._lock.run_or_defer(lambda: self._count(operation, error))
         raise error
+
+    def _count(self, operation: str, error: BaseException) -> None:
+        self.injected_by_operation[operation] += 1
+        self.last_error = error
 
     def _get(self, key: str) -> Any:
         self._before("get", key)
