@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Mapping, Sized
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -21,6 +22,12 @@ from remote_cache._config import (
     resolve_redis_settings,
     scrub,
     url_secrets,
+)
+from remote_cache._redis_internals import (
+    is_connected,
+    python_command_packer,
+    quiet_handshake_options,
+    renew_cluster_locks,
 )
 from remote_cache.exceptions import (
     BackendCommandError,
@@ -70,13 +77,17 @@ def translate_redis_error(
     Transport failures (refused, reset, timeout, TLS, authentication, cluster down) become
     ``BackendUnavailableError`` (``BackendTimeoutError`` for timeouts); errors the server
     answered a command with (OOM, READONLY, WRONGTYPE, NOPERM) become
-    ``BackendCommandError``. Returns None for anything else, which is a bug to re-raise.
+    ``BackendCommandError``. A pool of this process with every connection in use
+    (``MaxConnectionsError``) is neither: a plain ``BackendError``, which opens no breaker.
+    Returns None for anything else, which is a bug to re-raise.
     """
     import redis.exceptions as rexc
 
     message = scrub(f"{backend}: {type(exc).__name__}: {exc}", secrets)
     error_class: type[BackendError]
-    if isinstance(exc, (rexc.TimeoutError, TimeoutError)):
+    if isinstance(exc, rexc.MaxConnectionsError):
+        error_class = BackendError  # a connection limit of our own, not the server's
+    elif isinstance(exc, (rexc.TimeoutError, TimeoutError)):
         error_class = BackendTimeoutError
     elif isinstance(exc, rexc.AuthenticationWrongNumberOfArgsError):
         error_class = BackendUnavailableError
@@ -185,10 +196,100 @@ class _DeadlineSocket:
 
     def sendall(self, data: Any, flags: int = 0) -> None:
         self._arm()  # a timeout bounds the whole of a sendall, not each chunk
-        self._sock.sendall(data, flags)
+        try:
+            self._sock.sendall(data, flags)
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            refusal = _error_reply_waiting(self._sock)
+            if refusal is None:
+                raise
+            from redis.exceptions import ResponseError
+
+            # Not an OSError: redis-py then drops the connection and raises it as it is.
+            raise ResponseError(f"the server refused the command: {refusal}") from exc
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
+
+
+def _error_reply_waiting(sock: socket.socket) -> str | None:
+    """The error reply waiting unread in ``sock``, if the server sent one, else None.
+
+    A server that refuses a command while it is still arriving (a value over its
+    ``proto-max-bulk-len``) replies with an error and closes the connection with the rest
+    of the command unread, so the kernel resets it and the send fails; the error reply
+    stays readable. Looked at without taking it (``MSG_PEEK``) nor waiting. A TLS socket
+    cannot peek: None.
+    """
+    try:
+        waiting = sock.recv(4096, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (OSError, ValueError):  # ValueError: an SSLSocket takes no flags
+        return None
+    for line in waiting.split(b"\r\n")[:-1]:  # complete lines: replies to SET are one each
+        if line.startswith(b"-"):
+            return line[1:201].decode("utf-8", "replace")
+    return None
+
+
+class _PoolFull(Exception):
+    """Every connection a pool may open (``max_connections``) is open and in use."""
+
+
+class _WaitingPoolMixin:
+    """Mixed into a redis-py ``ConnectionPool``: a call waits for a free connection.
+
+    When all ``max_connections`` connections are in use, a backend call waits until one is
+    released or its deadline passes, and only then raises ``MaxConnectionsError``: the limit
+    is this process's own, so it says nothing about the server. Outside a backend call it
+    raises at once, as redis-py does.
+    """
+
+    max_connections: int
+    _created_connections: int
+    _available_connections: list[Any]
+    _freed: threading.Condition
+    _waiting: int = 0  # threads waiting for a connection: releases notify only when some are
+
+    def reset(self) -> None:
+        # Called when the pool is made, and again in a forked child, where a thread of the
+        # parent may have held the old condition's lock.
+        self._freed = threading.Condition()  # an RLock: a signal handler may re-enter
+        self._waiting = 0
+        super().reset()  # type: ignore[misc]
+
+    def make_connection(self) -> Any:
+        if self._created_connections >= self.max_connections:
+            raise _PoolFull
+        return super().make_connection()  # type: ignore[misc]
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        while True:
+            try:
+                return super().get_connection(*args, **kwargs)  # type: ignore[misc]
+            except _PoolFull:
+                self._wait_for_a_release()
+
+    def _wait_for_a_release(self) -> None:
+        """Wait until a connection is released or the call's deadline passes (then raise)."""
+        left = _time_left()
+        if left is None or left <= 0:
+            from redis.exceptions import MaxConnectionsError
+
+            raise MaxConnectionsError(
+                f"all {self.max_connections} connections of this process's pool are in use"
+            )
+        with self._freed:
+            self._waiting += 1
+            try:
+                if not self._available_connections:
+                    self._freed.wait(left)
+            finally:
+                self._waiting -= 1
+
+    def release(self, connection: Any) -> None:
+        super().release(connection)  # type: ignore[misc]
+        if self._waiting:
+            with self._freed:
+                self._freed.notify()
 
 
 def _shorter(configured: float | None, left: float) -> float:
@@ -228,19 +329,18 @@ class _DeadlineConnectionMixin:
     def _construct_command_packer(self, packer: Any) -> Any:
         # redis-py's own serializer, not hiredis's: hiredis 3.x crashes the process
         # (SIGSEGV) when a KeyboardInterrupt lands while it packs a command.
-        if packer is not None:
-            return packer
-        from redis.connection import PythonRespSerializer
-
-        return PythonRespSerializer(self._buffer_cutoff, self.encoder.encode)  # type: ignore[attr-defined]
+        return packer if packer is not None else python_command_packer(self)
 
     # Replies the server owes this connection: counted when commands are sent, paid when
     # read. An interrupt (KeyboardInterrupt, a gevent or pytest timeout) landing between a
     # send and its read, where redis-py does not disconnect, leaves some owed: the next
     # command on the connection would read them as its own replies (another key's value),
-    # so the connection is dropped first.
+    # so the connection is dropped first. The handshake is left out of the count: redis-py 8
+    # sends several of its commands before reading their replies, and a connect that fails
+    # in any way disconnects (``_handshake``), so it never leaves a reply owed.
     _owed: int = 0
     _sending: int = 0
+    _handshaking: bool = False
 
     def send_command(self, *args: Any, **kwargs: Any) -> None:
         self._sending = 1
@@ -253,18 +353,23 @@ class _DeadlineConnectionMixin:
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         count, self._sending = self._sending, 0
+        if self._handshaking:
+            super().send_packed_command(command, check_health=check_health)  # type: ignore[misc]
+            return
         if self._owed:
             self.disconnect()
-        if getattr(self, "_sock", None) is None:
+        if not is_connected(self):
             self.connect()  # here, so that its handshake's replies are counted on their own
         if check_health:
-            self.check_health()  # type: ignore[attr-defined]
+            self.check_health()
         self._owed += count  # before the bytes leave: an interrupt from here on drops it
         super().send_packed_command(command, check_health=False)  # type: ignore[misc]
 
     _error_reply: type[Exception]  # redis-py's ResponseError, set by ``_with_deadline``
 
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        if self._handshaking:
+            return super().read_response(*args, **kwargs)  # type: ignore[misc]
         try:
             response = super().read_response(*args, **kwargs)  # type: ignore[misc]
         except self._error_reply:  # an error reply, read whole
@@ -277,20 +382,34 @@ class _DeadlineConnectionMixin:
         self._owed = 0
         super().disconnect(*args, **kwargs)  # type: ignore[misc]
 
+    def check_health(self) -> None:
+        # Never inside the handshake: the connection has just been opened, and redis-py 5
+        # sends its PING before HELLO's AUTH, which a server with a password refuses.
+        if not self._handshaking:
+            super().check_health()  # type: ignore[misc]
+
     def connect(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return super().connect(*args, **kwargs)  # type: ignore[misc]
-        except BaseException:
-            self.disconnect()
-            raise
+        return self._handshake(super().connect, *args, **kwargs)  # type: ignore[misc]
 
     def connect_check_health(self, *args: Any, **kwargs: Any) -> Any:
-        # redis-py 8 connects through this one too (redis-py 5 has only ``connect``).
+        # redis-py 6 and later connect through this one too (redis-py 5 has only ``connect``).
+        return self._handshake(super().connect_check_health, *args, **kwargs)  # type: ignore[misc]
+
+    def _handshake(self, connect: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``connect`` (socket, TLS, Redis handshake) outside the owed-reply count.
+
+        A connect that fails in any way, even with an exception redis-py does not expect,
+        disconnects: no half-set-up connection, and no reply of the handshake left owed.
+        """
+        outer = self._handshaking  # connects nest in redis-py 8: connect_check_health in connect
         try:
-            return super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
+            self._handshaking = True
+            return connect(*args, **kwargs)
         except BaseException:
             self.disconnect()
             raise
+        finally:
+            self._handshaking = outer
 
 
 _deadline_classes: dict[type, type] = {}
@@ -333,7 +452,7 @@ def _deadline_pool_class() -> type:
 
         _pool_class = type(
             "DeadlineConnectionPool",
-            (ConnectionPool,),
+            (_WaitingPoolMixin, ConnectionPool),
             {"__init__": __init__, "__module__": __name__},
         )
     return _pool_class
@@ -342,24 +461,15 @@ def _deadline_pool_class() -> type:
 def _handshake_options(*, tls: bool = False) -> dict[str, Any]:
     """Options that spare the handshake's optional round trips, for the installed redis-py.
 
-    ``CLIENT SETINFO`` (two round trips) is off: redis-py 8 takes ``driver_info=None``,
-    redis-py 5 to 7 ``lib_name=None`` and ``lib_version=None`` (redis-py 8 warns on those).
-    Without TLS, RESP2 spares the ``HELLO`` round trip (the replies we read are the same in
-    RESP3). With TLS, redis-py 8 finds a new connection unready when nothing was read from
-    it since the TLS handshake (the server's session tickets wait in the socket), so the
-    protocol stays redis-py's choice and ``HELLO`` reads them.
+    ``CLIENT SETINFO`` (two round trips) and ``CLIENT MAINT_NOTIFICATIONS`` (redis-py 7 and
+    later, in RESP3) are off (``quiet_handshake_options``). Without TLS, RESP2 spares the
+    ``HELLO`` round trip (the replies we read are the same in RESP3). With TLS, redis-py 8
+    finds a new connection unready when nothing was read from it since the TLS handshake
+    (the server's session tickets wait in the socket), so the protocol stays redis-py's
+    choice and ``HELLO`` reads them. A URL's own ``protocol`` wins over both.
     """
-    import inspect
-
-    from redis.connection import AbstractConnection
-
-    parameters = inspect.signature(AbstractConnection.__init__).parameters
     options: dict[str, Any] = {} if tls else {"protocol": 2}
-    if "driver_info" in parameters:
-        options["driver_info"] = None
-    elif "lib_name" in parameters:
-        options["lib_name"] = options["lib_version"] = None
-    return options
+    return {**options, **quiet_handshake_options()}
 
 
 _clients_lock = threading.Lock()  # guards the two dicts below; never held while connecting
@@ -409,7 +519,7 @@ def _build_client(settings: RedisSettings) -> Any:
     else:
         pool = pool_class(host=settings.host, port=settings.port, **options)
     client = redis.Redis(connection_pool=pool)
-    client.auto_close_connection_pool = True  # close() closes the pool, as from_url's does
+    client.auto_close_connection_pool = True  # close() closes the pool (not on redis-py 5.0)
     return client
 
 
@@ -468,6 +578,9 @@ def close_shared_clients() -> None:
     for client in clients:
         try:
             client.close()
+            pool = getattr(client, "connection_pool", None)
+            if pool is not None:  # redis-py 5.0's close() leaves the pool's connections open
+                pool.disconnect()
         except Exception:
             log.debug("closing a Redis client failed", exc_info=True)
 
@@ -480,15 +593,7 @@ def _disown(client: Any) -> None:
     clients need nothing: redis-py's pools see the new process id and let go of the
     parent's sockets without shutting them down.
     """
-    manager = getattr(client, "nodes_manager", None)
-    if manager is None or not hasattr(client, "_lock"):
-        return
-    lock = threading.RLock()
-    client._lock = lock
-    if hasattr(manager, "_lock"):
-        manager._lock = lock
-    if hasattr(manager, "_initialization_lock"):
-        manager._initialization_lock = threading.RLock()
+    renew_cluster_locks(client, threading.RLock)
 
 
 def _after_fork_in_child() -> None:
@@ -588,6 +693,11 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
     ``BackendError``; a server that does not speak Redis (a reply of the wrong shape, or
     one redis-py fails on with any exception) is a protocol error, raised as
     ``BackendUnavailableError``: a transport failure.
+    The deadline covers the whole reply: one not in full by then is a timeout. A value
+    the server refuses mid-send (over its ``proto-max-bulk-len``: it replies an error and
+    resets the connection) is a ``BackendCommandError``; every connection of this
+    process's pool in use (``max_connections``) until the deadline a plain
+    ``BackendError``; neither opens the breaker.
     Transport failures open a circuit breaker, and while it is open calls
     raise ``CircuitOpenError`` without touching the network (nor connecting, nor looking a
     cluster's slots up) until ``retry_after`` seconds have passed; then one probe goes
@@ -738,7 +848,12 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
         command: Callable[[Any], Any],
         breaker: CircuitBreaker | None = None,
     ) -> Any:
-        """Run ``command(client)`` behind the breaker, translating failures."""
+        """Run ``command(client)`` behind the breaker, translating failures.
+
+        The call, reply included, ends by its deadline: a reply that has not arrived in full
+        by then is a timeout, even when it did arrive before the next read would have
+        waited (clients of our own; ``client=`` and ``client_factory`` keep their timeouts).
+        """
         breaker = breaker or self._breaker
         # An interrupt landing between `admit` and `try` loses the probe: its lease frees it.
         probe = breaker.admit(self._retry_after, self._probe_lease)
@@ -749,6 +864,9 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
                 operation=operation,
                 key=key,
             )
+        # A call nested in another of this thread (a signal handler, a ``__del__``) gives
+        # the outer call its deadline back when it ends.
+        outer_deadline = getattr(_call_deadline, "at", None)
         try:
             client = self._client
             stale = client is None or self._generation != _fork.generation
@@ -758,10 +876,12 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
                 client = self.client()
             # The whole call (connect, handshake, command, reply) ends by this deadline: a
             # cluster client too, which connects while it is built.
-            _call_deadline.at = time.monotonic() + self.settings.timeout
+            deadline = _call_deadline.at = time.monotonic() + self.settings.timeout
             if stale and self._cluster:
                 client = self.client()
             result = command(client)
+            if self._shared and time.monotonic() > deadline:
+                raise _deadline_passed()  # the last read began in time, the reply ended late
         except Exception as exc:
             error = translate_redis_error(
                 exc,
@@ -776,11 +896,7 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
                 key=key,
                 secrets=self._secrets,
             )
-            if isinstance(error, BackendUnavailableError):
-                if breaker.record_failure(probe):
-                    log.debug("%s: circuit breaker opened", self._description)
-            else:
-                breaker.record_success()
+            self._report_failure(breaker, probe, error)
             raise error from exc
         except BaseException as exc:
             # An interrupt (KeyboardInterrupt, a gevent or pytest timeout) says nothing about
@@ -791,10 +907,25 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
             traceback.clear_frames(exc.__traceback__)
             raise
         finally:
-            _call_deadline.at = None
+            _call_deadline.at = outer_deadline
         if breaker.is_open and breaker.record_success():
             log.debug("%s: circuit breaker closed", self._description)
         return result
+
+    def _report_failure(self, breaker: CircuitBreaker, probe: int, error: BackendError) -> None:
+        """Tell the breaker what a failed call says about the server.
+
+        A transport failure opens it; an error reply closes it (the server answered); a
+        limit of this process's own (every pooled connection in use) says nothing: a probe
+        it ended lets the next call probe.
+        """
+        if isinstance(error, BackendUnavailableError):
+            if breaker.record_failure(probe):
+                log.debug("%s: circuit breaker opened", self._description)
+        elif isinstance(error, BackendCommandError):
+            breaker.record_success()
+        else:
+            breaker.release_probe(probe)
 
     def _get(self, key: str) -> bytes | None:
         name = _wire_key(key)
@@ -854,6 +985,56 @@ class _Redirected(Exception):
     """A slot moved while a batch was under way (MOVED or ASK)."""
 
 
+_stale_slot_maps: weakref.WeakSet[Any] = weakref.WeakSet()
+"""Cluster clients whose slot map a failed batch found stale and could not read again yet."""
+
+
+def _refresh_slot_map(client: Any) -> bool:
+    """Read the cluster's slot map again, through redis-py's own ``NodesManager.initialize()``.
+
+    True if it was read. Never raises for a failure (the batch's own error is what the
+    caller reports): the client stays marked, and its next batch reads the map first.
+    """
+    with contextlib.suppress(TypeError):  # a client that takes no weak reference
+        _stale_slot_maps.add(client)
+    try:
+        client.nodes_manager.initialize()
+    except Exception as exc:  # noqa: BLE001 - no node answered in time: the next batch asks
+        log.debug("cluster slot map not refreshed: %s: %s", type(exc).__name__, exc)
+        return False
+    _stale_slot_maps.discard(client)
+    return True
+
+
+def _is_node_failure(exc: Exception) -> bool:
+    """Whether ``exc`` says a node is gone or the slot map is wrong, not the request.
+
+    A connection that failed or timed out, a cluster reporting itself down (CLUSTERDOWN,
+    during a failover), a slot no node serves in the client's map. This process's own
+    pool limit (``MaxConnectionsError``) says nothing about the node.
+    """
+    from redis.exceptions import (
+        ClusterDownError,
+        ConnectionError,
+        MaxConnectionsError,
+        SlotNotCoveredError,
+        TimeoutError,
+    )
+
+    if isinstance(exc, MaxConnectionsError):
+        return False
+    return isinstance(exc, (ConnectionError, TimeoutError, ClusterDownError, SlotNotCoveredError))
+
+
+def _plan(client: Any, names: Mapping[bytes, Any]) -> dict[str, tuple[Any, list[bytes]]]:
+    """The keys grouped by the master the client's slot map gives them: name -> (node, keys)."""
+    by_node: dict[str, tuple[Any, list[bytes]]] = {}
+    for name in names:
+        node = client.get_node_from_key(name)
+        by_node.setdefault(node.name, (node, []))[1].append(name)
+    return by_node
+
+
 def _cluster_round_trip(client: Any, commands: Mapping[bytes, tuple[Any, ...]]) -> list[Any]:
     """Send each key's command to the master of its slot, every master at once; the replies.
 
@@ -862,20 +1043,53 @@ def _cluster_round_trip(client: Any, commands: Mapping[bytes, tuple[Any, ...]]) 
     key. Raises ``_Redirected`` when a slot moved (the caller then goes through redis-py,
     which follows redirections and refreshes its slot map), the first other error reply as
     redis-py raises it, and transport errors as they come.
+
+    A node failure (``_is_node_failure``: a master down, a failover under way) makes the
+    client read the slot map again, as redis-py does after a single command's failure;
+    when the new map sends the keys to other masters (a replica was promoted), the batch
+    is sent once more, within the same deadline. A map that could not be read is read
+    before the client's next batch.
     """
+    if client in _stale_slot_maps:
+        _refresh_slot_map(client)
+    routes: dict[str, list[bytes]] | None = None
+    try:
+        plan = _plan(client, commands)
+        routes = _routes(plan)
+        return _send_and_read(client, commands, plan)
+    except Exception as exc:
+        if not _is_node_failure(exc) or not _refresh_slot_map(client):
+            raise
+        failed = exc
+    try:
+        plan = _plan(client, commands)
+    except Exception:  # noqa: BLE001 - the new map lacks a slot: the first error tells more
+        raise failed from None
+    if _routes(plan) == routes:
+        raise failed  # the same masters for the same keys: it would fail the same way
+    return _send_and_read(client, commands, plan)
+
+
+def _routes(plan: dict[str, tuple[Any, list[bytes]]]) -> dict[str, list[bytes]]:
+    """Which keys go to which master (by name), to tell whether a new slot map changed it."""
+    return {name: names for name, (_, names) in plan.items()}
+
+
+def _send_and_read(
+    client: Any,
+    commands: Mapping[bytes, tuple[Any, ...]],
+    plan: dict[str, tuple[Any, list[bytes]]],
+) -> list[Any]:
+    """Write every master's commands, then read every reply (see ``_cluster_round_trip``)."""
     from redis.exceptions import AskError, ResponseError
 
-    by_node: dict[str, tuple[Any, list[bytes]]] = {}
-    for name in commands:
-        node = client.get_node_from_key(name)
-        by_node.setdefault(node.name, (node, []))[1].append(name)
     sent: list[tuple[Any, Any, list[bytes]]] = []
     replies: dict[bytes, Any] = {}
     errors: list[ResponseError] = []
     try:
-        for node, names in by_node.values():
+        for node, names in plan.values():
             pool = client.get_redis_connection(node).connection_pool
-            connection = pool.get_connection()
+            connection = _checkout(pool)
             sent.append((pool, connection, names))
             connection.send_packed_command(
                 connection.pack_commands([commands[name] for name in names])
@@ -900,6 +1114,31 @@ def _cluster_round_trip(client: Any, commands: Mapping[bytes, tuple[Any, ...]]) 
             raise _Redirected
         raise errors[0]
     return [replies[name] for name in commands]
+
+
+def _checkout(pool: Any) -> Any:
+    """A connection from a node's pool.
+
+    redis-py before 5.3 requires a command name (unused since), which 5.3 and later
+    deprecate with a warning: one is passed only to the releases that require it.
+    """
+    if _pool_wants_command_name():
+        return pool.get_connection("GET")
+    return pool.get_connection()
+
+
+def _pool_wants_command_name() -> bool:
+    """Whether the installed redis-py is older than 5.3 (read once)."""
+    global _wants_command_name  # noqa: PLW0603 - the installed version never changes
+    if _wants_command_name is None:
+        from redis import __version__
+
+        major, minor = (int(part) for part in __version__.split(".")[:2])
+        _wants_command_name = (major, minor) < (5, 3)
+    return _wants_command_name
+
+
+_wants_command_name: bool | None = None
 
 
 def _cluster_set_many(client: Any, items: Mapping[bytes, bytes], expire: int | None) -> None:
