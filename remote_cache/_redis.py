@@ -23,6 +23,7 @@ from remote_cache._config import (
     scrub,
     url_secrets,
 )
+from remote_cache._guard import Guard, ReenteredError
 from remote_cache._redis_internals import (
     is_connected,
     python_command_packer,
@@ -78,15 +79,16 @@ def translate_redis_error(
     ``BackendUnavailableError`` (``BackendTimeoutError`` for timeouts); errors the server
     answered a command with (OOM, READONLY, WRONGTYPE, NOPERM) become
     ``BackendCommandError``. A pool of this process with every connection in use
-    (``MaxConnectionsError``) is neither: a plain ``BackendError``, which opens no breaker.
+    (``MaxConnectionsError``), or a call re-entering the thread's own client build
+    (``ReenteredError``), is neither: a plain ``BackendError``, which opens no breaker.
     Returns None for anything else, which is a bug to re-raise.
     """
     import redis.exceptions as rexc
 
     message = scrub(f"{backend}: {type(exc).__name__}: {exc}", secrets)
     error_class: type[BackendError]
-    if isinstance(exc, rexc.MaxConnectionsError):
-        error_class = BackendError  # a connection limit of our own, not the server's
+    if isinstance(exc, (rexc.MaxConnectionsError, ReenteredError)):
+        error_class = BackendError  # a limit of our own process, not the server's
     elif isinstance(exc, (rexc.TimeoutError, TimeoutError)):
         error_class = BackendTimeoutError
     elif isinstance(exc, rexc.AuthenticationWrongNumberOfArgsError):
@@ -472,7 +474,7 @@ def _handshake_options(*, tls: bool = False) -> dict[str, Any]:
     return {**options, **quiet_handshake_options()}
 
 
-_clients_lock = threading.Lock()  # guards the two dicts below; never held while connecting
+_clients_lock = Guard()  # guards the two dicts below; never held while connecting
 _clients: dict[tuple[object, ...], Any] = {}
 _builds: dict[tuple[object, ...], _Build] = {}
 
@@ -480,12 +482,13 @@ _builds: dict[tuple[object, ...], _Build] = {}
 class _Build:
     """Serializes building one identity's client; how many attempts ended, how the last did."""
 
-    __slots__ = ("attempts", "failure", "lock")
+    __slots__ = ("attempts", "builder", "failure", "lock")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.attempts = 0
         self.failure: str | None = None
+        self.builder: int | None = None  # the thread building now, while it holds the lock
 
 
 def _build_client(settings: RedisSettings) -> Any:
@@ -543,11 +546,16 @@ def _shared_client(settings: RedisSettings, identity: tuple[object, ...] | None 
         build = _builds.get(identity)
         if build is None:
             build = _builds[identity] = _Build()
+    if build.builder == threading.get_ident():
+        # A signal handler (or a __del__) of the thread that is building it: waiting would
+        # wait for the frame it interrupted.
+        raise ReenteredError("called while this thread builds the client, from a signal handler?")
     attempts = build.attempts
     left = _time_left()
     wait = settings.timeout if left is None else max(0.0, min(settings.timeout, left))
     if not build.lock.acquire(timeout=wait):
         raise TimeoutError(f"another thread has been connecting for {wait:.3g} s")
+    build.builder = threading.get_ident()
     try:
         client = _clients.get(identity)
         if client is not None:
@@ -566,6 +574,7 @@ def _shared_client(settings: RedisSettings, identity: tuple[object, ...] | None 
             _clients[identity] = client
         return client
     finally:
+        build.builder = None
         build.lock.release()
 
 
@@ -599,7 +608,7 @@ def _disown(client: Any) -> None:
 def _after_fork_in_child() -> None:
     """A forked child builds clients of its own: the parent's connections are not its to use."""
     global _clients_lock  # noqa: PLW0603 - the parent's may be held by a thread not here
-    _clients_lock = threading.Lock()
+    _clients_lock = Guard()
     for client in _clients.values():
         with contextlib.suppress(Exception):  # a redis-py without these attributes: nothing to do
             _disown(client)

@@ -299,3 +299,36 @@ class TestFakes:
         assert report["reentered"] == 1
         assert report["cache"]["fail_open"] == 1
         assert report["stored"] == 1
+
+
+class TestClientBuild:
+    """A handler landing while its thread builds the shared Redis client fails open at once."""
+
+    def test_handler_during_the_build_does_not_wait_for_it(self) -> None:
+        report = run_child(
+            """
+            from remote_cache import _redis
+            real_build = _redis._build_client
+            timings = []
+            def build(settings):  # runs while this thread holds the build lock
+                started = time.monotonic()
+                alarm()
+                timings.append(time.monotonic() - started)
+                return real_build(settings)
+            _redis._build_client = build
+            backend = RedisRemoteCacheBackend(url=dead_url(), timeout=2.0, retry_after=30.0)
+            cache = RedisRemoteCache("sig", backend=backend)
+            on_alarm(lambda: report.setdefault("inner", cache.get("from-handler")))
+            assert cache.get("k") is None  # the outer call: refused by the dead server
+            report["waited"] = timings[0]
+            report["backend"] = stat("backend:RedisRemoteCacheBackend")
+            report["breaker_open"] = backend.breaker.is_open
+            """
+        )
+        assert report["handled"] == 1
+        assert report["errors"] == []
+        assert report["inner"] is None  # a miss, failed open
+        assert report["waited"] < 0.5, "the handler waited for the frame it interrupted"
+        # Both calls failed: the inner one on our own build lock, the outer on the server.
+        assert report["backend"]["exception"] == 2
+        assert report["breaker_open"]  # opened by the dead server, not by the re-entry

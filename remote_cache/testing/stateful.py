@@ -114,9 +114,10 @@ class _Entry:
         if self.raw is None:
             return self.value, False
         try:
-            return json.loads(self.raw), False
+            value = json.loads(self.raw)
         except _CORRUPT:
             return None, True
+        return value, value is None  # a stored null cannot be served: a corrupt miss
 
 
 class _Sample:
