@@ -14,7 +14,6 @@ import io
 import json
 import os
 import random
-import re
 import signal
 import sys
 import threading
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from remote_cache._backend import RemoteCacheBackend
 from remote_cache._config import parse_redis_url, redact_url, scrub, url_secrets
 from remote_cache._stats import CacheStat
+from remote_cache._text import printable
 from remote_cache._validation import check_redis_cache_id
 from remote_cache.exceptions import ConfigurationError, MissingDependencyError
 
@@ -76,35 +76,6 @@ exit status:
   130  interrupted (Ctrl-C): one line on stderr, no report (with --json, only the
        "interrupted" document); what check wrote to a server is deleted first when possible
   141  stdout was closed before the output was written (e.g. piped into head)"""
-
-
-_UNSAFE = re.compile(
-    "[\x00-\x1f\x7f-\x9f"  # C0 (CR, LF, ESC, BEL, ...), DEL, C1 (CSI, OSC, NEL, ...)
-    "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"  # bidi marks, embeddings, overrides
-    "\u2028\u2029"  # line and paragraph separators
-    "\ud800-\udfff]"  # lone surrogates: a UTF-8 stream cannot even write them
-)
-_NAMED_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
-
-
-def _escape(match: re.Match[str]) -> str:
-    character = match.group()
-    named = _NAMED_ESCAPES.get(character)
-    if named is not None:
-        return named
-    code = ord(character)
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
-
-
-def printable(text: str) -> str:
-    """``text`` safe to show on a terminal, on one line: control characters escaped visibly.
-
-    C0 controls (``\\r``, ``\\n``, ``\\t``, ``\\x1b``, ...), DEL, C1 controls, the bidi
-    marks and overrides, U+2028/U+2029 and lone surrogates become escapes (``\\x1b``,
-    ``\\u202e``), so text from a server (keys, cache ids, error replies) can neither steer
-    the terminal nor start a new line. Everything else, non-ASCII letters included, is kept.
-    """
-    return _UNSAFE.sub(_escape, text)
 
 
 class UsageError(Exception):

@@ -11,6 +11,7 @@ from remote_cache._fork import after_fork_in_child
 from remote_cache._guard import Guard
 from remote_cache._serde import RemoteCacheSerde
 from remote_cache._stats import cache_stats
+from remote_cache._text import printable
 from remote_cache._validation import check_keys, check_mapping, reject_key
 from remote_cache.exceptions import BackendError, CircuitOpenError
 
@@ -60,7 +61,7 @@ def _record_failure(name: str, exc: BaseException, kind: str) -> None:
             name,
             kind,
             type(exc).__name__,
-            exc,
+            printable(str(exc)),
         )
         return
     log.warning(
@@ -68,7 +69,7 @@ def _record_failure(name: str, exc: BaseException, kind: str) -> None:
         name,
         kind,
         type(exc).__name__,
-        exc,
+        printable(str(exc)),  # it may quote a server's reply: no terminal controls, one line
     )
 
 

@@ -450,6 +450,20 @@ class TestHotPathShortcuts:
 class TestOutageLogging:
     """An outage is logged once, and its end once, per cache and kind of call that failed."""
 
+    def test_a_server_reply_in_the_warning_cannot_steer_a_terminal(
+        self, caplog_rc: pytest.LogCaptureFixture
+    ) -> None:
+        from remote_cache.testing import FaultInjectingBackend, InMemoryBackend
+
+        hostile = "ERR \x1b]0;pwned\x07\r\nWARNING forged line\u202e"
+        injector = FaultInjectingBackend(InMemoryBackend())
+        injector.fail_always(error=BackendCommandError(hostile))
+        assert RemoteFxGraphCache("hostile", backend=injector).get("k") is None
+        [message] = [r.getMessage() for r in caplog_rc.records]
+        assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in message), message
+        assert "\u202e" not in message
+        assert "\\x1b]0;pwned\\x07\\r\\nWARNING forged line\\u202e" in message
+
     def test_failing_puts_with_working_gets_log_once(
         self, caplog_rc: pytest.LogCaptureFixture
     ) -> None:
