@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from redis.crc import key_slot
@@ -14,7 +15,8 @@ from remote_cache import (
     RemoteFxGraphCache,
     cache_stats,
 )
-from remote_cache.testing import RedisClusterFixture, RedisClusterServer
+from remote_cache.exceptions import BackendError
+from remote_cache.testing import RedisClusterFixture, RedisClusterServer, RedisServerError
 from remote_cache.testing.conformance import check_backend
 
 pytestmark = pytest.mark.redis
@@ -247,6 +249,128 @@ class TestSlotMigration:
         self._assert_batches_work(backend, b"-moved")
         assert _master_port(backend, KEYS[0]) == own_cluster.nodes[target].port
         assert backend.breaker.failures == 0
+
+
+@pytest.fixture(scope="module")
+def replicated_cluster() -> Iterator[RedisClusterServer]:
+    """3 masters with a replica each; a short node timeout, so a failover takes 1 to 2 s."""
+    with RedisClusterServer(replicas=1, node_timeout_ms=500) as cluster:
+        yield cluster
+
+
+def _restart_dead(cluster: RedisClusterServer) -> None:
+    """Bring back every node a test killed (a failed-over master returns as a replica)."""
+    for index, node in enumerate(cluster.nodes):
+        if not node.running:
+            cluster.restart(index)
+
+
+class TestFailover:
+    """A master dies and its replica takes over: batches reach the new master within about
+    one cool-down of the promotion, with no single-key call needed to refresh the slot map."""
+
+    RETRY_AFTER = 0.2
+    RECOVERY = 3.0
+
+    def _backend(self, cluster: RedisClusterServer) -> tuple[RedisRemoteCacheBackend, dict]:
+        _restart_dead(cluster)
+        cluster.flush()
+        backend = RedisRemoteCacheBackend(
+            url=cluster.url, cluster=True, timeout=0.5, retry_after=self.RETRY_AFTER
+        )
+        stored = {key: key.encode() for key in KEYS}
+        backend.put_many(stored)
+        return backend, stored
+
+    def _fail_over_while(self, cluster: RedisClusterServer, call: Callable[[], object]) -> int:
+        """Fail over the master of ``KEYS[0]`` while ``call`` runs again and again (each
+        call may fail: a master is down); the index of the killed master."""
+        victim = cluster.node_for_key(KEYS[0])
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            promotion = pool.submit(cluster.failover, victim)
+            failures = 0
+            while not promotion.done():
+                try:
+                    call()
+                except BackendError:
+                    failures += 1
+                time.sleep(0.02)
+            promoted = promotion.result()
+        assert failures  # the calls met the dead master: the breaker opened
+        assert cluster.node_for_key(KEYS[0]) == promoted
+        return victim
+
+    def _until_it_works(self, call: Callable[[], object]) -> tuple[object, float]:
+        """Call ``call`` until it raises no ``BackendError``: its result and the seconds it took."""
+        started = time.monotonic()
+        while True:
+            try:
+                return call(), time.monotonic() - started
+            except BackendError:
+                if time.monotonic() - started > self.RECOVERY:
+                    raise
+                time.sleep(0.02)
+
+    def test_get_many_reads_every_key_after_the_promotion(
+        self, replicated_cluster: RedisClusterServer
+    ) -> None:
+        backend, stored = self._backend(replicated_cluster)
+        victim = self._fail_over_while(replicated_cluster, lambda: backend.get_many(KEYS))
+        try:
+            found, seconds = self._until_it_works(lambda: backend.get_many(KEYS))
+            assert found == stored  # the replica had every key: all 60 read back
+            assert seconds < self.RETRY_AFTER + 0.3  # the first probe after the cool-down
+            assert backend.get_many(KEYS) == stored  # and it stays so
+        finally:
+            replicated_cluster.restart(victim)
+
+    def test_put_many_stores_after_the_promotion(
+        self, replicated_cluster: RedisClusterServer
+    ) -> None:
+        backend, _ = self._backend(replicated_cluster)
+        fresh = {key: b"after " + key.encode() for key in KEYS}
+        victim = self._fail_over_while(replicated_cluster, lambda: backend.put_many(fresh))
+        try:
+            _, seconds = self._until_it_works(lambda: backend.put_many(fresh))
+            assert seconds < self.RETRY_AFTER + 0.3
+            assert backend.get_many(KEYS) == fresh
+            client = replicated_cluster.client()
+            try:
+                assert [client.get(key) for key in KEYS] == [fresh[key] for key in KEYS]
+            finally:
+                client.close()
+        finally:
+            replicated_cluster.restart(victim)
+
+    def test_single_gets_reach_the_promoted_node(
+        self, replicated_cluster: RedisClusterServer
+    ) -> None:
+        """The dead master's breaker does not skip keys the promoted node now serves."""
+        backend, stored = self._backend(replicated_cluster)
+        victim = self._fail_over_while(replicated_cluster, lambda: backend.get(KEYS[0]))
+        try:
+            # redis-py refreshes its map after a single command's failure, at its own pace.
+            value, _ = self._until_it_works(lambda: backend.get(KEYS[0]))
+            assert value == stored[KEYS[0]]
+            assert [backend.get(key) for key in KEYS] == [stored[key] for key in KEYS]
+        finally:
+            replicated_cluster.restart(victim)
+
+    def test_failover_refuses_what_it_cannot_do(
+        self, replicated_cluster: RedisClusterServer
+    ) -> None:
+        _restart_dead(replicated_cluster)
+        master = replicated_cluster.master_indexes()[0]
+        (replica,) = replicated_cluster.replicas_of(master)
+        with pytest.raises(RedisServerError, match="not a running master"):
+            replicated_cluster.failover(replica)
+        replicated_cluster.kill(replica)
+        try:
+            with pytest.raises(RedisServerError, match="no running replica"):
+                replicated_cluster.failover(master)
+            assert replicated_cluster.nodes[master].running  # refused before killing anything
+        finally:
+            replicated_cluster.restart(replica)
 
 
 def test_cluster_needs_three_masters() -> None:

@@ -147,6 +147,8 @@ class Attack:
         self.calls = 0
         self.last_read: Any = None
         """What the last completed single-key get returned."""
+        self.last_found: Any = None
+        """What the last completed ``get_many`` returned."""
         self._serial = 0
         self._started = time.monotonic()
 
@@ -342,6 +344,7 @@ class Attack:
         )
         for key in keys:
             self._check_value(f"{describe}[{key}]", key, found.get(key))
+        self.last_found = found
         return outcome
 
     def put_many(self, keys: list[str], size: int) -> str:
@@ -390,6 +393,21 @@ class Attack:
                 return time.monotonic() - started
             if time.monotonic() - started > limit:
                 raise self.fail(f"the cache did not work again within {limit:.1f}s of the end")
+            time.sleep(0.02)
+
+    def recover_batches(self, keys: list[str], limit: float = RECOVERY) -> float:
+        """Seconds until a ``put_many`` of new values for ``keys`` and a ``get_many`` reading
+        every one of them back both work again (after the faults)."""
+        started = time.monotonic()
+        while True:
+            if (
+                self.put_many(keys, 16) == "ok"
+                and self.get_many(keys) == "ok"
+                and self.last_found == {key: self.model.acked.get(key) for key in keys}
+            ):
+                return time.monotonic() - started
+            if time.monotonic() - started > limit:
+                raise self.fail(f"batches did not work again within {limit:.1f}s of the end")
             time.sleep(0.02)
 
     def check_totals(self) -> None:

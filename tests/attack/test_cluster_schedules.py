@@ -1,10 +1,12 @@
-"""Random schedules on Redis Cluster: slots migrating under the calls, and a dead cluster.
+"""Random schedules on Redis Cluster: slots migrating, masters failing over, a dead cluster.
 
 Slot migrations are no fault: the cluster is healthy while a slot moves (``CLUSTER SETSLOT
 IMPORTING/MIGRATING``, ``MIGRATE``, ``SETSLOT NODE``), so every call must succeed and every
 get return exactly the last value put, batches included, during and after the move. A
-cluster that never answers must cost at most one timeout per call, nothing while its
-breaker is open, and never hold up calls to a healthy server.
+master killed while calls run, its replica promoted: calls fail open while it is down, no
+get reads a wrong value, and once the replica serves its slots batches work again within
+about one cool-down. A cluster that never answers must cost at most one timeout per call,
+nothing while its breaker is open, and never hold up calls to a healthy server.
 """
 
 from __future__ import annotations
@@ -195,6 +197,149 @@ class TestSlotMigrations:
             attack.check_totals()
         finally:
             slots.finish()
+        close_shared_clients()
+
+
+@dataclass(frozen=True)
+class Failover:
+    """Kill the master serving ``key`` once its replica caught up; the replica takes over
+    while the next steps run (``start_failover``)."""
+
+    key: str
+
+
+@dataclass(frozen=True)
+class AwaitPromotion:
+    """Wait until every failover under way has ended (``wait_for_failover``)."""
+
+
+@dataclass(frozen=True)
+class RestartDead:
+    """Start every killed node again (a failed-over master comes back as a replica)."""
+
+
+failover_steps = st.one_of(
+    st.builds(Put, keys, st.sampled_from(SIZES)),
+    st.builds(Get, keys),
+    st.builds(PutMany, key_lists, st.sampled_from(SIZES)),
+    st.builds(GetMany, key_lists),
+    st.builds(Failover, keys),
+    st.just(AwaitPromotion()),
+    st.just(RestartDead()),
+)
+
+MAX_FAILOVERS = 2
+PROMOTION_LIMIT = 10.0
+"""Seconds a failover may take (1 to 2 s measured, with a 500 ms node timeout)."""
+"""Failovers per schedule (each takes 1 to 2 s): later ``Failover`` steps are noted, not run."""
+
+
+@pytest.fixture(scope="module")
+def failover_cluster() -> Any:
+    """3 masters with a replica each, of the module's own; a failover takes 1 to 2 s."""
+    with RedisClusterServer(replicas=1, node_timeout_ms=500) as cluster:
+        yield cluster
+
+
+class Failovers:
+    """Runs a schedule's faults on a cluster with replicas: failovers, their end, restarts."""
+
+    def __init__(self, cluster: RedisClusterServer, attack: Attack) -> None:
+        self.cluster = cluster
+        self.attack = attack
+        self.started = 0
+        self.pending: list[int] = []
+
+    def start(self, key: str) -> None:
+        """Fail over the master of ``key`` (not waiting for the promotion)."""
+        # Two masters down at once leave too few to agree that either failed: one at a time.
+        self.await_promotions()
+        if self.started >= MAX_FAILOVERS:
+            self.attack.note(f"FAILOVER of {key}'s master: not run (enough this schedule)")
+            return
+        master = self.cluster.node_for_key(wire_key(key))
+        if not self.cluster.replicas_of(master):
+            self.attack.note(f"FAILOVER of node {master}: not run (no replica left)")
+            return
+        self.cluster.start_failover(master, timeout=PROMOTION_LIMIT)
+        self.started += 1
+        self.pending.append(master)
+        self.attack.note(f"FAILOVER node {master} killed, its replica to take over")
+
+    def await_promotions(self) -> None:
+        """Wait until every failover under way has ended."""
+        while self.pending:
+            master = self.pending.pop()
+            promoted = self.cluster.wait_for_failover(master, timeout=PROMOTION_LIMIT)
+            self.attack.note(f"FAILOVER node {master}: node {promoted} promoted")
+
+    def restart_dead(self) -> None:
+        """Start every dead node again once no failover is under way."""
+        self.await_promotions()
+        for index, node in enumerate(self.cluster.nodes):
+            if not node.running:
+                self.cluster.restart(index)
+                self.attack.note(f"RESTART node {index}")
+
+
+def _restart_dead(cluster: RedisClusterServer) -> None:
+    for index, node in enumerate(cluster.nodes):
+        if not node.running:
+            cluster.restart(index)
+
+
+class TestFailovers:
+    """A master killed and its replica promoted, calls running all along: no wrong value,
+    every call bounded, counters exact; once promoted, batches work again within about one
+    cool-down, without a single-key call to refresh the slot map."""
+
+    @settings(
+        max_examples=4,
+        deadline=None,
+        database=None,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(
+        first=st.builds(Failover, keys),
+        plan=st.lists(failover_steps, min_size=1, max_size=12),
+    )
+    def test_schedule(
+        self, failover_cluster: RedisClusterServer, first: Failover, plan: list[Any]
+    ) -> None:
+        _restart_dead(failover_cluster)
+        failover_cluster.flush()
+        fresh_process_state()
+        backend = RedisRemoteCacheBackend(
+            url=failover_cluster.url, cluster=True, timeout=TIMEOUT, retry_after=RETRY_AFTER
+        )
+        attack = Attack(ClusterAttackCache("attack", backend=backend))
+        faults = Failovers(failover_cluster, attack)
+        try:
+            attack.put_many(list(KEYS), SIZES[0])
+            for step in [first, *plan]:
+                if isinstance(step, Failover):
+                    faults.start(step.key)
+                elif isinstance(step, AwaitPromotion):
+                    faults.await_promotions()
+                elif isinstance(step, RestartDead):
+                    faults.restart_dead()
+                elif isinstance(step, Put):
+                    attack.put(step.key, step.size)
+                elif isinstance(step, Get):
+                    attack.get(step.key)
+                elif isinstance(step, PutMany):
+                    attack.put_many(list(step.keys), step.size)
+                else:
+                    attack.get_many(list(step.keys))
+            faults.await_promotions()
+            # Batches first: no single-key call may be what refreshes the slot map.
+            attack.recover_batches(list(KEYS), limit=RETRY_AFTER + BOUND + 0.5)
+            faults.restart_dead()
+            attack.recover()
+            attack.check_totals()
+        finally:
+            _restart_dead(failover_cluster)
         close_shared_clients()
 
 
