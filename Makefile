@@ -81,7 +81,7 @@ $(FLOORS_STAMP): requirements/floors.txt pyproject.toml
 	touch $(FLOORS_STAMP)
 
 # Every redis-py internal we use is checked there too (tests/test_redis_internals.py), and
-# the handshake with every URL option (tests/test_redis_handshake.py).
+# the handshake with every URL option (tests/test_redis_handshake.py) and the cluster paths.
 # The state machine's own tests (tests/testing/test_stateful.py) are left to the main run:
 # test_conformance.py runs the machine on every backend, and the planted-defect searches take
 # minutes with the older Hypothesis.
@@ -90,7 +90,7 @@ floors: $(FLOORS_STAMP) redis-server
 	  -W ignore::pytest.PytestConfigWarning \
 	  tests/testing/test_backends.py tests/testing/test_conformance.py \
 	  tests/testing/test_defect_catalogue.py tests/test_redis_internals.py \
-	  tests/test_redis_handshake.py
+	  tests/test_redis_handshake.py tests/test_redis_cluster.py
 
 # Writes docs/benchmarks.md and docs/benchmarks.png. The comparison with PyTorch 2.13 runs
 # when torch is installed: $(BIN)/python -m pip install torch==2.13.0

@@ -25,7 +25,9 @@ from remote_cache._config import (
 )
 from remote_cache._guard import Guard, ReenteredError
 from remote_cache._redis_internals import (
+    checkout,
     is_connected,
+    no_cluster_retries,
     python_command_packer,
     quiet_handshake_options,
     renew_cluster_locks,
@@ -516,7 +518,9 @@ def _build_client(settings: RedisSettings) -> Any:
         # pools from ``connection_pool_class`` only for clients made from a URL).
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
         url = settings.url or f"redis://{host}:{settings.port}"
-        return RedisCluster.from_url(url, connection_pool_class=pool_class, **options)
+        cluster = RedisCluster.from_url(url, connection_pool_class=pool_class, **options)
+        no_cluster_retries(cluster)
+        return cluster
     if settings.url:
         pool = pool_class.from_url(settings.url, **options)  # type: ignore[attr-defined]
     else:
@@ -1098,7 +1102,7 @@ def _send_and_read(
     try:
         for node, names in plan.values():
             pool = client.get_redis_connection(node).connection_pool
-            connection = _checkout(pool)
+            connection = checkout(pool)
             sent.append((pool, connection, names))
             connection.send_packed_command(
                 connection.pack_commands([commands[name] for name in names])
@@ -1123,31 +1127,6 @@ def _send_and_read(
             raise _Redirected
         raise errors[0]
     return [replies[name] for name in commands]
-
-
-def _checkout(pool: Any) -> Any:
-    """A connection from a node's pool.
-
-    redis-py before 5.3 requires a command name (unused since), which 5.3 and later
-    deprecate with a warning: one is passed only to the releases that require it.
-    """
-    if _pool_wants_command_name():
-        return pool.get_connection("GET")
-    return pool.get_connection()
-
-
-def _pool_wants_command_name() -> bool:
-    """Whether the installed redis-py is older than 5.3 (read once)."""
-    global _wants_command_name  # noqa: PLW0603 - the installed version never changes
-    if _wants_command_name is None:
-        from redis import __version__
-
-        major, minor = (int(part) for part in __version__.split(".")[:2])
-        _wants_command_name = (major, minor) < (5, 3)
-    return _wants_command_name
-
-
-_wants_command_name: bool | None = None
 
 
 def _cluster_set_many(client: Any, items: Mapping[bytes, bytes], expire: int | None) -> None:

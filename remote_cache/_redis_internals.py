@@ -12,6 +12,7 @@ rather than in a user's build.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass
 from typing import Any, Final
@@ -21,6 +22,7 @@ __all__ = [
     "Internal",
     "checkout",
     "is_connected",
+    "no_cluster_retries",
     "python_command_packer",
     "quiet_handshake_options",
     "renew_cluster_locks",
@@ -99,8 +101,8 @@ INTERNALS: Final[tuple[Internal, ...]] = (
     ),
     Internal(
         "ConnectionPool.get_connection(command_name)",
-        "redis-py 5.0 requires command_name (and ignores it); later releases make it "
-        "optional, and 8 warns when it is given.",
+        "redis-py before 5.3 requires command_name (and ignores it); later releases make "
+        "it optional, and warn when it is given.",
         "Batches on a cluster take one connection per master (checkout).",
     ),
     Internal(
@@ -114,9 +116,23 @@ INTERNALS: Final[tuple[Internal, ...]] = (
         "of failing at once.",
     ),
     Internal(
+        "RedisCluster.cluster_error_retry_attempts (redis-py before 6)",
+        "How many times execute_command and a pipeline (which copies it when made) retry a "
+        "command that failed on a connection error, re-reading the slot map each time (3); "
+        "later releases have no such attribute and retry as the client's retry says.",
+        "A cluster call tries once, so that a dead master costs one timeout "
+        "(no_cluster_retries).",
+    ),
+    Internal(
         "NodesManager.initialize()",
         "Reads the cluster's slot map again from the startup nodes, replacing the cached one.",
         "Cluster batches refresh the slot map after a connection error (a failover).",
+    ),
+    Internal(
+        "RedisCluster.get_node_from_key(key), RedisCluster.get_redis_connection(node)",
+        "The master that the cached slot map gives a key's slot, and that node's client, "
+        "whose connection_pool is one of ours (connection_pool_class).",
+        "Cluster batches: one MGET or pipeline per master, in one round trip.",
     ),
     Internal(
         "Redis.auto_close_connection_pool",
@@ -166,14 +182,26 @@ def quiet_handshake_options() -> dict[str, Any]:
 
 def checkout(pool: Any) -> Any:
     """A connection from ``pool`` (``get_connection``, as the installed redis-py calls it)."""
+    if _get_connection_wants_a_command_name():
+        return pool.get_connection("_")  # redis-py before 5.3: required, and ignored
+    return pool.get_connection()
+
+
+@functools.cache
+def _get_connection_wants_a_command_name() -> bool:
+    """Whether the installed redis-py's ``get_connection`` requires ``command_name``."""
     from redis.connection import ConnectionPool
 
     # redis-py's own signature: a subclass of ours may take ``*args``.
     parameters = inspect.signature(ConnectionPool.get_connection).parameters
     command_name = parameters.get("command_name")
-    if command_name is not None and command_name.default is inspect.Parameter.empty:
-        return pool.get_connection("_")  # redis-py 5.0: required, and ignored
-    return pool.get_connection()
+    return command_name is not None and command_name.default is inspect.Parameter.empty
+
+
+def no_cluster_retries(client: Any) -> None:
+    """Make a cluster client try each command once, as ``Retry(..., 0)`` does on redis-py 6+."""
+    if hasattr(client, "cluster_error_retry_attempts"):
+        client.cluster_error_retry_attempts = 0
 
 
 def renew_cluster_locks(client: Any, new_lock: Any) -> None:

@@ -398,6 +398,47 @@ class TestClusterClient:
         renew_cluster_locks(client, threading.RLock)
         assert not hasattr(client, "nodes_manager")
 
+    def test_key_to_master_and_its_pool(self, cluster_client: Any) -> None:
+        node = cluster_client.get_node_from_key(b"k")
+        assert node.server_type == "primary"
+        assert cluster_client.keyslot(b"k") in [
+            slot
+            for slot, nodes in cluster_client.nodes_manager.slots_cache.items()
+            if nodes[0].name == node.name
+        ]
+        pool = cluster_client.get_redis_connection(node).connection_pool
+        assert isinstance(pool, _deadline_pool_class())
+        connection = checkout(pool)
+        try:
+            connection.send_command("SET", b"k", b"v")
+            assert connection.read_response() in (b"OK", "OK", True)
+        finally:
+            pool.release(connection)
+
+    def test_one_attempt_per_command(self, cluster: RedisClusterServer) -> None:
+        import redis
+
+        from remote_cache._config import RedisSettings
+        from remote_cache._redis import _build_client
+
+        cluster_client = _build_client(RedisSettings(url=cluster.url, cluster=True))
+        attempts = []
+        node = cluster_client.get_node_from_key(b"k")
+        real = cluster_client._execute_command
+
+        def failing(target: Any, *args: Any, **kwargs: Any) -> Any:
+            attempts.append(target.name)
+            raise redis.exceptions.ConnectionError("refused")
+
+        cluster_client._execute_command = failing
+        try:
+            with pytest.raises(redis.exceptions.ConnectionError):
+                cluster_client.get(b"k")
+        finally:
+            cluster_client._execute_command = real
+            cluster_client.close()
+        assert attempts == [node.name]
+
     def test_node_pools(self, cluster_client: Any) -> None:
         nodes = cluster_client.get_nodes()
         assert len(nodes) == 3
