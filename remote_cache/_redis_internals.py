@@ -120,8 +120,7 @@ INTERNALS: Final[tuple[Internal, ...]] = (
         "How many times execute_command and a pipeline (which copies it when made) retry a "
         "command that failed on a connection error, re-reading the slot map each time (3); "
         "later releases have no such attribute and retry as the client's retry says.",
-        "A cluster call tries once, so that a dead master costs one timeout "
-        "(no_cluster_retries).",
+        "A cluster call tries once, so that a dead master costs one timeout (no_cluster_retries).",
     ),
     Internal(
         "NodesManager.initialize()",

@@ -139,7 +139,7 @@ def module_cluster(binary: str, request: pytest.FixtureRequest) -> Iterator[Redi
     if server_build(binary) == server_build(
         request.config.getoption("--remote-cache-redis-server")
     ):
-        yield request.getfixturevalue("_remote_cache_redis_cluster_server")
+        yield request.getfixturevalue("_remote_cache_redis_clusters").get(0)
         return
     with RedisClusterServer(binary=binary) as started:
         yield started

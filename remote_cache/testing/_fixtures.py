@@ -570,6 +570,17 @@ class RedisClusterFixture:
         """Start master ``index`` again, with its slots and without its data."""
         self.cluster.restart(index)
 
+    def failover(self, index: int) -> int:
+        """Kill master ``index`` and wait until its replica serves its slots; the replica's
+        index. Needs ``@pytest.mark.remote_cache_cluster(replicas=1)`` (roles are put back
+        after the test)."""
+        if not self.cluster.replicas:
+            raise RuntimeError(
+                "failover() needs replicas: mark the test "
+                "@pytest.mark.remote_cache_cluster(replicas=1)"
+            )
+        return self.cluster.failover(index)
+
     def node_for_key(self, key: str | bytes) -> int:
         """The index of the master serving ``key`` (a backend key, as stored)."""
         return self.cluster.node_for_key(key)

@@ -330,6 +330,61 @@ class RedisClusterServer:
         self.nodes[index].restart()
         self.wait_ready()
 
+    def restore(self) -> None:
+        """Bring the cluster back to its first layout: every node running, ``nodes[:masters]``
+        the masters (a node that took over hands its slots back with ``CLUSTER FAILOVER``).
+
+        Data stays as it is; raises ``RedisServerError`` when that does not happen within
+        ``startup_timeout`` seconds.
+        """
+        for index, node in enumerate(self.nodes):
+            if not node.running:
+                self.nodes[index].restart()
+        self._failing_over.clear()
+        self.wait_ready()
+        for index in range(self.masters):
+            if _text(self._ask(index, "ROLE")[0]) != "master":
+                self._take_slots_back(index)
+
+    def _take_slots_back(self, index: int) -> None:
+        """Make replica ``index`` the master of its master's slots again.
+
+        A coordinated ``CLUSTER FAILOVER`` first (no write lost); one the master aborts (its
+        replica was not yet known to be in sync) is asked again, then forced.
+        """
+        self._wait_until(self._link_up(index), self.startup_timeout, "no replica link")
+        deadline = time.monotonic() + self.startup_timeout
+        for option in ((), (), ("FORCE",), ("FORCE",), ("TAKEOVER",)):
+            self._ask(index, "CLUSTER", "FAILOVER", *option)
+            limit = min(max(3 * self.node_timeout, 1.0), deadline - time.monotonic())
+            try:
+                self._wait_until(self._master_again(index), limit, f"node {index} took no slots")
+            except RedisServerError:
+                if time.monotonic() >= deadline:
+                    raise
+                continue
+            return
+        raise RedisServerError(f"node {index} took no slots back")
+
+    def _link_up(self, index: int) -> Callable[[], str | None]:
+        """A check: replica ``index`` is in sync with its master."""
+
+        def check() -> str | None:
+            status = self._info(index, "INFO", "replication").get("master_link_status")
+            return None if status == "up" else f"node {index}: master link {status}"
+
+        return check
+
+    def _master_again(self, index: int) -> Callable[[], str | None]:
+        """A check: node ``index`` is a master and every running node agrees on the map."""
+
+        def check() -> str | None:
+            if _text(self._ask(index, "ROLE")[0]) != "master":
+                return f"node {index} is not a master yet"
+            return self._agreed()
+
+        return check
+
     def stop(self) -> None:
         """Stop every node and remove their folders."""
         for node in self.nodes:

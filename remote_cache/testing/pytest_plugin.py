@@ -47,11 +47,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the ``remote_cache_redis`` marker."""
+    """Register the ``remote_cache_redis`` and ``remote_cache_cluster`` markers."""
     config.addinivalue_line(
         "markers",
         "remote_cache_redis: the test uses a real Redis server (set by the remote_cache_redis "
         "and remote_cache_proxy fixtures)",
+    )
+    config.addinivalue_line(
+        "markers",
+        "remote_cache_cluster(replicas=N): the remote_cache_redis_cluster fixture gives N "
+        "replicas per master (0, 1 or 2), for failover(i)",
     )
 
 
@@ -190,46 +195,86 @@ def remote_cache_proxy(remote_cache_redis: RedisFixture) -> Iterator[OutageProxy
             yield proxy
 
 
+class _Clusters:
+    """The session's local Redis Clusters, one per number of replicas, started when first asked."""
+
+    def __init__(self, binary: str | None) -> None:
+        self.binary = binary
+        self.started: dict[int, RedisClusterServer] = {}
+
+    def get(self, replicas: int) -> RedisClusterServer:
+        """The cluster with ``replicas`` replicas per master, started on first use."""
+        from remote_cache.testing._redis_cluster import RedisClusterServer
+
+        cluster = self.started.get(replicas)
+        if cluster is None:
+            try:
+                cluster = RedisClusterServer(replicas=replicas, binary=self.binary)
+            except FileNotFoundError as exc:
+                pytest.fail(
+                    f"the remote_cache_redis_cluster fixture needs redis-server: {exc}",
+                    pytrace=False,
+                )
+            self.started[replicas] = cluster.start()
+        return cluster
+
+    def stop(self) -> None:
+        """Stop every cluster started."""
+        for cluster in self.started.values():
+            cluster.stop()
+
+
 @pytest.fixture(scope="session")
-def _remote_cache_redis_cluster_server(
-    request: pytest.FixtureRequest,
-) -> Iterator[RedisClusterServer]:
-    """One local Redis Cluster (3 masters) per session and xdist worker."""
+def _remote_cache_redis_clusters(request: pytest.FixtureRequest) -> Iterator[_Clusters]:
+    """Local Redis Clusters (3 masters) per session and xdist worker, stopped at its end."""
     from remote_cache.exceptions import MissingDependencyError
     from remote_cache.testing._fixtures import _require_redis
-    from remote_cache.testing._redis_cluster import RedisClusterServer
 
     try:
         _require_redis("the remote_cache_redis_cluster fixture")
     except MissingDependencyError as exc:
         pytest.fail(str(exc), pytrace=False)
-
+    clusters = _Clusters(request.config.getoption("--remote-cache-redis-server"))
     try:
-        cluster = RedisClusterServer(binary=request.config.getoption("--remote-cache-redis-server"))
-    except FileNotFoundError as exc:
+        yield clusters
+    finally:
+        clusters.stop()
+
+
+def _replicas_asked(request: pytest.FixtureRequest) -> int:
+    """The ``replicas`` of the test's ``remote_cache_cluster`` marker (0 without one)."""
+    marker = request.node.get_closest_marker("remote_cache_cluster")
+    if marker is None:
+        return 0
+    if marker.args or set(marker.kwargs) - {"replicas"}:
         pytest.fail(
-            f"the remote_cache_redis_cluster fixture needs redis-server: {exc}", pytrace=False
+            "remote_cache_cluster takes only replicas=N, e.g. "
+            "@pytest.mark.remote_cache_cluster(replicas=1)",
+            pytrace=False,
         )
-    with cluster:
-        yield cluster
+    replicas = marker.kwargs.get("replicas", 0)
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or not 0 <= replicas <= 2:
+        pytest.fail(
+            f"remote_cache_cluster(replicas={replicas!r}): expected 0, 1 or 2", pytrace=False
+        )
+    return replicas
 
 
 @pytest.fixture
 def remote_cache_redis_cluster(
-    _remote_cache_redis_cluster_server: RedisClusterServer,
+    request: pytest.FixtureRequest, _remote_cache_redis_clusters: _Clusters
 ) -> Iterator[RedisClusterFixture]:
     """A local Redis Cluster, emptied for the test; Redis caches built in the test use it.
 
-    Caches see ``REMOTE_CACHE_REDIS_URL`` and ``REMOTE_CACHE_REDIS_CLUSTER=1``; a master the
-    test kills is restarted afterwards.
+    Caches see ``REMOTE_CACHE_REDIS_URL`` and ``REMOTE_CACHE_REDIS_CLUSTER=1``. Three
+    masters; ``@pytest.mark.remote_cache_cluster(replicas=1)`` gives each a replica, for
+    ``failover(i)``. Whatever the test killed or failed over is put back afterwards.
     """
     from remote_cache.testing._fixtures import RedisClusterFixture, redis_environment
 
-    cluster = _remote_cache_redis_cluster_server
-    if not cluster.running:  # an earlier test killed a master and failed before restarting it
-        for index, node in enumerate(cluster.nodes):
-            if not node.running:
-                cluster.restart(index)
+    cluster = _remote_cache_redis_clusters.get(_replicas_asked(request))
+    if not cluster.running:  # an earlier test failed before its cluster was put back
+        cluster.restore()
     cluster.flush()
     client = cluster.client()
     try:
@@ -237,9 +282,7 @@ def remote_cache_redis_cluster(
             yield RedisClusterFixture(cluster, client)
     finally:
         client.close()
-        for index, node in enumerate(cluster.nodes):
-            if not node.running:
-                cluster.restart(index)
+        cluster.restore()
 
 
 if TYPE_CHECKING:

@@ -235,6 +235,48 @@ class TestRedisFixtures:
         )
         run(pytester, "--remote-cache-redis-server=valkey-server").assert_outcomes(passed=1)
 
+    def test_cluster_with_replicas_fails_over_and_is_put_back(
+        self, pytester: pytest.Pytester
+    ) -> None:
+        pytester.makepyfile(
+            """
+            import pytest
+            from remote_cache import RemoteFxGraphCache
+
+            KEYS = [f"k{i}" for i in range(30)]
+
+            @pytest.mark.remote_cache_cluster(replicas=1)
+            def test_failover(remote_cache_redis_cluster):
+                cluster = remote_cache_redis_cluster
+                cache = RemoteFxGraphCache("c")
+                cache.put_many({key: key for key in KEYS})
+                victim = cluster.node_for_key("pt2:c::k0:c1")
+                promoted = cluster.failover(victim)
+                assert cluster.node_for_key("pt2:c::k0:c1") == promoted != victim
+                assert cluster.cluster.master_indexes() == sorted({0, 1, 2} - {victim} | {promoted})
+
+            @pytest.mark.remote_cache_cluster(replicas=1)
+            def test_layout_put_back(remote_cache_redis_cluster):
+                cluster = remote_cache_redis_cluster.cluster
+                assert cluster.running
+                assert cluster.master_indexes() == [0, 1, 2]
+                assert sorted(i for m in range(3) for i in cluster.replicas_of(m)) == [3, 4, 5]
+                assert RemoteFxGraphCache("c").get_many(KEYS) == {}  # emptied
+
+            def test_no_replicas_by_default(remote_cache_redis_cluster):
+                assert len(remote_cache_redis_cluster.cluster.nodes) == 3
+                with pytest.raises(RuntimeError, match="remote_cache_cluster.replicas=1"):
+                    remote_cache_redis_cluster.failover(0)
+
+            @pytest.mark.remote_cache_cluster(replicas="one")
+            def test_bad_marker(remote_cache_redis_cluster):
+                pass
+            """
+        )
+        result = run(pytester)
+        result.assert_outcomes(passed=3, errors=1)
+        result.stdout.fnmatch_lines(["*remote_cache_cluster(replicas='one'): expected 0, 1 or 2*"])
+
     def test_external_server_data_survives(self, pytester: pytest.Pytester) -> None:
         with RedisServer() as server:
             client = server.client()
