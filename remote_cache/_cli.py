@@ -27,7 +27,11 @@ from remote_cache._config import parse_redis_url, redact_url, scrub, url_secrets
 from remote_cache._stats import CacheStat
 from remote_cache._text import printable
 from remote_cache._validation import check_redis_cache_id
-from remote_cache.exceptions import ConfigurationError, MissingDependencyError
+from remote_cache.exceptions import (
+    BackendCommandError,
+    ConfigurationError,
+    MissingDependencyError,
+)
 
 if TYPE_CHECKING:
     from remote_cache._inspect import Inventory
@@ -255,7 +259,11 @@ def _inspect(
     def unreachable(exc: Exception, operation: str) -> int:
         error = translate_redis_error(exc, backend=server, operation=operation, secrets=secrets)
         detail = scrub(str(error or f"{type(exc).__name__}: {exc}"), secrets)
-        print(f"remote-cache inspect: cannot reach the server: {printable(detail)}", file=err)
+        if isinstance(error, BackendCommandError):  # reached, and it said no (NOPERM...)
+            what = f"the server refused {operation}"
+        else:
+            what = "cannot reach the server"
+        print(f"remote-cache inspect: {what}: {printable(detail)}", file=err)
         return EXIT_UNUSABLE
 
     try:

@@ -445,6 +445,9 @@ def _parse_parts(scheme: str, userinfo: str | None, host_and_port: str, rest: st
     else:
         host, port, db = _parse_address(scheme, host_and_port, path)
     options = _options(query, scheme)
+    for name, given in (("username", username), ("password", password)):
+        if given is not None and name in options:  # redis-py would drop the query's silently
+            raise _InvalidUrlError(f"the {name} is given twice: in the user part and as ?{name}=")
     if "db" in options:
         db = int(options["db"])
     return RedisUrl(scheme, host, port, socket, db, username, password, options)

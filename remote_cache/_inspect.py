@@ -59,7 +59,9 @@ class Inventory:
 
 
 def _text(raw: bytes) -> str:
-    return raw.decode("utf-8", "backslashreplace")
+    """``raw`` as text, one to one: a byte that is not UTF-8 becomes a lone surrogate, which
+    ``printable`` shows as ``\\udcXX`` and JSON as ``"\\udcXX"``, never as text."""
+    return raw.decode("utf-8", "surrogateescape")
 
 
 def _pattern(cache_id: str | None) -> str:
@@ -93,7 +95,8 @@ def inspect_redis(
 
     Walks the key space with SCAN (never KEYS, which blocks the server), and reads each
     page's value lengths and TTLs in one pipeline. ``progress(keys_seen)`` is called per
-    page. Writes nothing.
+    page. Writes nothing. Raises the server's error reply when it refuses one of those
+    commands (an ACL user without them), other than for a key that is not a string.
     """
     inventory = Inventory(server=server)
     seen = 0
@@ -103,6 +106,9 @@ def inspect_redis(
             pipeline.strlen(key)
             pipeline.pttl(key)
         replies = pipeline.execute(raise_on_error=False)
+        refused = [r for r in replies if isinstance(r, Exception) and "WRONGTYPE" not in str(r)]
+        if refused:  # e.g. NOPERM: an ACL user without STRLEN or PTTL
+            raise refused[0]
         for index, key in enumerate(page):
             length, ttl = replies[2 * index], replies[2 * index + 1]
             if ttl == -2:  # expired or deleted between SCAN and now

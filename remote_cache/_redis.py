@@ -275,6 +275,7 @@ class _WaitingPoolMixin:
     def _wait_for_a_release(self) -> None:
         """Wait until a connection is released or the call's deadline passes (then raise)."""
         left = _time_left()
+        _call_deadline.waited = True  # the server will not have had the whole timeout
         if left is None or left <= 0:
             from redis.exceptions import MaxConnectionsError
 
@@ -360,7 +361,7 @@ class _DeadlineConnectionMixin:
         if self._handshaking:
             super().send_packed_command(command, check_health=check_health)  # type: ignore[misc]
             return
-        if self._owed:
+        if self._owed or self._refused is not None:
             self.disconnect()
         if not is_connected(self):
             self.connect()  # here, so that its handshake's replies are counted on their own
@@ -371,19 +372,34 @@ class _DeadlineConnectionMixin:
 
     _error_reply: type[Exception]  # redis-py's ResponseError, set by ``_with_deadline``
 
+    # A server that refuses a command as it arrives (a value over its proto-max-bulk-len)
+    # answers "Protocol error" and closes the connection, the rest of what was sent
+    # unread: the replies to the commands after it never come, and reading them would meet
+    # the reset, which is no outage. They are answered here as that refusal, and the
+    # connection is dropped before its next command.
+    _refused: str | None = None
+
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
         if self._handshaking:
             return super().read_response(*args, **kwargs)  # type: ignore[misc]
+        if self._refused is not None:
+            self._owed = max(0, self._owed - 1)
+            raise self._error_reply(
+                f"not run: the server closed the connection after {self._refused}"
+            )
         try:
             response = super().read_response(*args, **kwargs)  # type: ignore[misc]
-        except self._error_reply:  # an error reply, read whole
+        except self._error_reply as exc:  # an error reply, read whole
             self._owed = max(0, self._owed - 1)
+            if str(exc).startswith(("Protocol error", "ERR Protocol error")):
+                self._refused = str(exc)[:200]
             raise
         self._owed = max(0, self._owed - 1)
         return response
 
     def disconnect(self, *args: Any, **kwargs: Any) -> None:
         self._owed = 0
+        self._refused = None
         super().disconnect(*args, **kwargs)  # type: ignore[misc]
 
     def check_health(self) -> None:
@@ -880,6 +896,8 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
         # A call nested in another of this thread (a signal handler, a ``__del__``) gives
         # the outer call its deadline back when it ends.
         outer_deadline = getattr(_call_deadline, "at", None)
+        outer_waited = getattr(_call_deadline, "waited", False)
+        _call_deadline.waited = False
         try:
             client = self._client
             stale = client is None or self._generation != _fork.generation
@@ -895,6 +913,18 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
             result = command(client)
             if self._shared and time.monotonic() > deadline:
                 raise _deadline_passed()  # the last read began in time, the reply ended late
+        except RecursionError as exc:
+            # The caller's stack was nearly full (deep recursion, nested signal handlers):
+            # nothing the server did. Fails this call alone; the next one probes if it was
+            # the probe.
+            breaker.release_probe(probe)
+            raise BackendError(
+                f"{self._description}: the calling thread's stack is too deep to make the call "
+                "(RecursionError)",
+                backend=self._description,
+                operation=operation,
+                key=key,
+            ) from exc
         except Exception as exc:
             error = translate_redis_error(
                 exc,
@@ -909,6 +939,15 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
                 key=key,
                 secrets=self._secrets,
             )
+            if isinstance(error, BackendTimeoutError) and _call_deadline.waited:
+                # Part of the deadline went waiting for one of this process's pooled
+                # connections: the server was not given the whole timeout.
+                error = BackendError(
+                    f"{error} (after waiting for a pooled connection of this process)",
+                    backend=self._description,
+                    operation=operation,
+                    key=key,
+                )
             self._report_failure(breaker, probe, error)
             raise error from exc
         except BaseException as exc:
@@ -921,6 +960,7 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
             raise
         finally:
             _call_deadline.at = outer_deadline
+            _call_deadline.waited = outer_waited
         if breaker.is_open and breaker.record_success():
             log.debug("%s: circuit breaker closed", self._description)
         return result

@@ -107,11 +107,14 @@ class CacheStats:
     in flight during ``reset()`` may be counted on either side of it. A forked child starts
     with the parent's counts and a lock of its own (see ``_before_fork``).
 
-    Recording is safe from a signal handler, a ``__del__`` or a tracing hook that interrupts
-    this thread anywhere, in the cache or in the registry: it takes no lock, and creating a
+    Recording is safe from a signal handler or a ``__del__`` that interrupts this thread
+    anywhere, in the cache or in the registry: it takes no lock, and creating a
     thread's shard or a name's counters publishes them with one atomic dict operation. A read
     (``snapshot()``, ``reset()``) made from such a hook while the interrupted frame is itself
     reading raises ``ReenteredError`` (a ``RuntimeError``) instead of waiting for it forever.
+    A counter is one ``+= 1``, which CPython 3.11 and later never splits for a signal; a
+    tracing hook with opcode events (``f_trace_opcodes``) that itself calls a cache can land
+    inside it, and that count is lost.
     """
 
     def __init__(self) -> None:

@@ -156,7 +156,8 @@ class FailOpenTorchBackend:
         """The stored bytes under ``key``, or None (not stored, failed, corrupt, or null).
 
         A ``bytearray`` or ``memoryview`` is given to torch as ``bytes``; a stored JSON
-        ``null``, which torch reads as a miss, is a miss.
+        ``null``, which torch reads as a miss, is a corrupt miss (``corrupt`` and ``miss``),
+        as in our own JSON caches.
         """
         try:
             data = self.backend.get(key)
@@ -176,8 +177,14 @@ class FailOpenTorchBackend:
             except _CORRUPT as exc:
                 self._corrupt(key, f"{type(exc).__name__}: {exc}")
                 return None
-            if decoded is None:
-                data = None  # torch decodes a stored JSON null to None: a miss
+            if decoded is None:  # torch decodes it to None: a corrupt miss, as in our caches
+                cache_stats.corrupt(self.name)
+                log.warning(
+                    "%s: corrupt entry %r read as a miss (a stored JSON null cannot be served)",
+                    self.name,
+                    key,
+                )
+                data = None
         cache_stats.get(self.name, data)
         _note_recovery(self.name, GET)
         return data

@@ -189,6 +189,9 @@ class TestRedaction:
 
 
 MALFORMED_URLS = [
+    ("redis://alice:A@h:1/0?username=bob&password=B", "the username is given twice"),
+    ("redis://:A@h:1/0?password=B", "the password is given twice"),
+    ("redis://alice@h:1/0?username=bob", "the username is given twice"),
     ("host:6379", "must start with redis://"),
     ("redis:/h", "must start with redis://"),
     ("redis://", "the host is missing"),

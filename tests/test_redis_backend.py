@@ -9,6 +9,7 @@ import logging
 import signal
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +39,7 @@ from remote_cache._redis import (
     _shared_client,
     translate_redis_error,
 )
+from remote_cache.testing import RedisServer
 
 # What each of these classes means, whatever the redis-py release: the server or the link to
 # it is unusable (a transport failure, which opens the breaker), or the server refused one
@@ -856,3 +858,44 @@ class TestNestedCallDeadline:
         assert after is not None, "the nested call cleared the outer call's deadline"
         assert 0 < after <= before <= 1, "the outer call keeps its own deadline, not the inner's"
         assert _time_left() is None, "no deadline once the outer call is over"
+
+
+class TestCallersStackTooDeep:
+    """A RecursionError inside a call is the caller's stack, not the server: no breaker."""
+
+    def test_fails_the_call_alone(self, redis_server: RedisServer) -> None:
+        redis_server.client().set("k", b"v")
+        backend = RedisRemoteCacheBackend(url=redis_server.url, timeout=1, retry_after=30)
+
+        def at_depth(depth: int) -> object:
+            if depth > 0:
+                return at_depth(depth - 1)
+            try:
+                return backend.get("k")
+            except BackendError as exc:
+                return exc
+
+        limit = sys.getrecursionlimit()
+        outcomes = []
+        try:
+            sys.setrecursionlimit(200)
+            for headroom in range(15, 90, 5):  # from too shallow to enough
+                here = len(inspect_stack_depth())
+                outcomes.append(at_depth(max(0, 200 - here - headroom)))
+        finally:
+            sys.setrecursionlimit(limit)
+        errors = [o for o in outcomes if isinstance(o, BackendError)]
+        assert errors, "no depth made the call fail: the test does not reach the case"
+        assert all(type(e) is BackendError and "stack" in str(e) for e in errors), errors
+        assert not backend.breaker.is_open
+        assert backend.get("k") == b"v"
+
+
+def inspect_stack_depth() -> list[object]:
+    """The frames of the calling thread's stack."""
+    frames = []
+    frame = sys._getframe(1)
+    while frame is not None:
+        frames.append(frame)
+        frame = frame.f_back  # type: ignore[assignment]
+    return frames

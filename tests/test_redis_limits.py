@@ -20,6 +20,7 @@ from remote_cache import (
     RemoteFxGraphCache,
     cache_stats,
 )
+from remote_cache.testing import OutageProxy, RedisClusterFixture
 from remote_cache.testing._redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -54,6 +55,38 @@ class TestLocalPoolLimit:
         assert not backend.breaker.is_open
         stats = cache_stats[BACKEND_STATS]
         assert (stats.hit, stats.skipped, stats.exception) == (300, 0, 0)
+
+    def test_waiting_for_a_connection_then_timing_out_opens_no_breaker(
+        self, redis_server: RedisServer
+    ) -> None:
+        # Each reply takes 0.3 s: a call that waits its turn behind two others reaches the
+        # server with too little of its 1 s deadline left, and times out there.
+        redis_server.client().set("k", b"v")
+        with OutageProxy.for_url(redis_server.url) as proxy:
+            proxy.latency(0.3)
+            backend = RedisRemoteCacheBackend(
+                url=f"{proxy.url}?max_connections=2", timeout=1.0, retry_after=30
+            )
+            results: Counter[object] = Counter()
+
+            def read() -> None:
+                for _ in range(3):
+                    try:
+                        results[backend.get("k")] += 1
+                    except BackendTimeoutError:
+                        results["timeout"] += 1  # would say the server failed
+                    except BackendError:
+                        results["waited"] += 1
+
+            threads = [threading.Thread(target=read) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=30)
+        assert results["waited"], results  # the case happened
+        assert results["timeout"] == 0, results
+        assert not backend.breaker.is_open
+        assert cache_stats[BACKEND_STATS].skipped == 0
 
     @pytest.fixture
     def all_in_use(
@@ -158,6 +191,24 @@ class TestValueOverServerLimit:
         assert backend.get("big") is None
         assert cache_stats[BACKEND_STATS].skipped == 0
 
+    JUST_OVER = b"y" * ((1 << 20) + 100)  # sent whole, as a rule: then read, it is refused
+
+    @pytest.mark.parametrize("expire", [None, 60], ids=["mset", "pipeline"])
+    def test_replies_after_the_refusal_are_no_outage(
+        self, small_limit_server: RedisServer, expire: int | None
+    ) -> None:
+        # When the whole batch was sent before the server refused it, the refusal comes back
+        # as replies are read, and the replies after it meet the server's close.
+        backend = RedisRemoteCacheBackend(
+            url=small_limit_server.url, timeout=1, retry_after=30, expire=expire
+        )
+        for round_number in range(30):
+            with pytest.raises(BackendCommandError, match="invalid bulk length"):
+                backend.put_many({"a-before": b"a", "big": self.JUST_OVER, "z-after": b"z"})
+            assert not backend.breaker.is_open, round_number
+            assert backend.get("a-before") in (None, b"a")  # at once, on a new connection
+        assert cache_stats[BACKEND_STATS].skipped == 0
+
     def test_a_fail_open_cache_drops_it_and_counts_it(
         self, small_limit_server: RedisServer, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -170,6 +221,30 @@ class TestValueOverServerLimit:
         stats = cache_stats["RemoteFxGraphCache"]
         assert (stats.fail_open, stats.put, stats.hit) == (4, 1, 4)
         assert cache_stats[BACKEND_STATS].skipped == 0
+
+
+class TestValueOverTheLimitOnACluster:
+    """The same refusal in a cluster batch (one slot, so one pipeline) opens no breaker."""
+
+    def test_same_slot_batch(self, remote_cache_redis_cluster: RedisClusterFixture) -> None:
+        cluster = remote_cache_redis_cluster.cluster
+        clients = [node.client() for node in cluster.nodes]
+        try:
+            for client in clients:
+                client.config_set("proto-max-bulk-len", "1mb")
+            backend = RedisRemoteCacheBackend(
+                url=cluster.url, cluster=True, timeout=1, retry_after=30
+            )
+            big = b"y" * ((1 << 20) + 100)
+            for round_number in range(10):
+                with pytest.raises(BackendCommandError, match="invalid bulk length"):
+                    backend.put_many({"{t}a": b"a", "{t}big": big, "{t}z": b"z"})
+                assert backend.get_many(["{t}a", "{t}z"]) is not None, round_number
+            assert cache_stats[BACKEND_STATS].skipped == 0
+        finally:
+            for client in clients:
+                client.config_set("proto-max-bulk-len", "512mb")
+                client.close()
 
 
 class TestReplyDeadline:

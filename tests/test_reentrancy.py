@@ -332,3 +332,48 @@ class TestClientBuild:
         # Both calls failed: the inner one on our own build lock, the outer on the server.
         assert report["backend"]["exception"] == 2
         assert report["breaker_open"]  # opened by the dead server, not by the re-entry
+
+
+class TestFakeredis:
+    """The harness's fakeredis servers refuse a handler of the thread inside them at once."""
+
+    def test_handler_while_the_main_thread_is_inside_fakeredis(self) -> None:
+        report = run_child(
+            """
+            import fakeredis
+            from remote_cache.testing._fakeredis import ReentryRefusingLock, new_fake_server
+
+            fire = {"left": 3}
+            class AlarmInside(ReentryRefusingLock):
+                def acquire(self, blocking=True, timeout=-1):
+                    got = super().acquire(blocking, timeout)
+                    if got and fire["left"] and not inside:
+                        fire["left"] -= 1
+                        alarm()  # the handler runs while this thread holds the lock
+                    return got
+
+            server = new_fake_server()
+            server.lock = AlarmInside()
+            backend = RedisRemoteCacheBackend(
+                client=fakeredis.FakeRedis(server=server), retry_after=30
+            )
+            cache = RedisRemoteCache("sig", backend=backend)
+            inner = []
+            on_alarm(lambda: inner.append(cache.get("k")))
+            started = time.monotonic()
+            cache.put("k", {"v": 1})
+            for _ in range(3):
+                assert cache.get("k") == {"v": 1}
+            report["seconds"] = time.monotonic() - started
+            report["inner"] = inner
+            report["breaker_open"] = backend.breaker.is_open
+            report["cache"] = stat("RedisRemoteCache")
+            """
+        )
+        assert report["handled"] == 3
+        assert report["errors"] == []
+        assert report["inner"] == [None, None, None]  # failed open, at once
+        assert report["seconds"] < 5
+        assert not report["breaker_open"]
+        assert report["cache"]["hit"] == 3
+        assert report["cache"]["miss"] == 3

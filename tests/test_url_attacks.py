@@ -118,7 +118,7 @@ class TestAtInTheQuery:
             ("redis://h:6379/?password=p@ss", "redis://h:6379/?password=***"),
             ("redis://h/?client_name=build@ci", "redis://h/?client_name=build@ci"),
             ("redis://h?client_name=a@b&db=2", "redis://h?client_name=a@b&db=2"),
-            ("redis://u:pw@h/?password=p@ss", "redis://u:***@h/?password=***"),
+            ("redis://u@h/?password=p@ss", "redis://u@h/?password=***"),
             ("redis://u:pw@h/3?client_name=@@", "redis://u:***@h/3?client_name=@@"),
             ("rediss://h/?ssl_keyfile=/k@y.pem", "rediss://h/?ssl_keyfile=/k@y.pem"),
             # accepted, but a socket path with an @ may be a misplaced user part: hidden

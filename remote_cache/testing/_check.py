@@ -33,6 +33,7 @@ from remote_cache._breaker import CircuitBreaker
 from remote_cache._cli import DEFAULT_EXAMPLES
 from remote_cache._config import parse_redis_url, redact_url, scrub, url_secrets
 from remote_cache._serde import JsonDataTy
+from remote_cache.testing._fakeredis import new_fake_server
 from remote_cache.testing._override import isolated_cache_stats
 from remote_cache.testing._proxy import OutageProxy
 
@@ -166,7 +167,7 @@ class Target:
         if self.url is None:
             import fakeredis
 
-            self._fake_server = fakeredis.FakeServer()
+            self._fake_server = new_fake_server()
             self._direct = fakeredis.FakeRedis(server=self._fake_server)
             yield self
             return
@@ -437,7 +438,7 @@ def _fresh_backends(target: Target) -> Callable[[], RemoteCacheBackend[bytes]]:
         if target.url is None:
             import fakeredis
 
-            client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+            client = fakeredis.FakeRedis(server=new_fake_server())
             return RedisRemoteCacheBackend(client=client, retry_after=0, breaker=target.breaker)
         return _PrefixedBackend(target.backend(), f"pt2:{target.run_id}-p{next(counter)}:")
 

@@ -24,6 +24,7 @@ from remote_cache.testing._backends import (
     InMemoryBackend,
     RecordingBackend,
 )
+from remote_cache.testing._fakeredis import new_fake_server
 from remote_cache.testing._override import override_backends
 from remote_cache.testing._redis_cluster import RedisClusterServer
 from remote_cache.testing._redis_server import RedisServer
@@ -194,7 +195,7 @@ class FakeRedisFixture:
     def __init__(self) -> None:
         import fakeredis
 
-        self.server = fakeredis.FakeServer()
+        self.server = new_fake_server()
         self.client = fakeredis.FakeRedis(server=self.server)
 
     def make_client(self, settings: Any = None) -> Any:

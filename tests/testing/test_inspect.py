@@ -128,6 +128,24 @@ class TestInspect:
             assert status == 2
             assert "secret" not in out + err
 
+    def test_user_without_pttl_is_told_so(self, redis_server: RedisServer) -> None:
+        admin = redis_server.client()
+        fill(admin)
+        admin.execute_command(
+            "ACL", "SETUSER", "scanner", "on", ">scan-pass", "~*", "+scan", "+strlen", "+ping"
+        )
+        try:
+            url = redis_server.url.replace("redis://", "redis://scanner:scan-pass@", 1)
+            status, out, err = run("inspect", "--url", url)
+        finally:
+            admin.execute_command("ACL", "DELUSER", "scanner")
+        assert status == 2
+        assert out == ""
+        assert "the server refused scan" in err
+        assert "NoPermissionError" in err or "NOPERM" in err
+        assert "scan-pass" not in err
+        assert "TypeError" not in err
+
     def test_unreachable(self) -> None:
         status, _, err = run("inspect", "--url", f"redis://127.0.0.1:{free_port()}/0")
         assert status == 2
@@ -166,7 +184,7 @@ class TestHostileKeys:
         assert len(lines) == 2 + len(cache_ids) + 1 + 1  # title, header, ids, raw id, total
         assert lines[-1].split()[:2] == ["total", f"{len(HOSTILE) * len(cache_ids) + 1}"]
         assert "\\x1b]0;pwned\\x07" in out
-        assert "raw\\x1b[2J\\xff" in out
+        assert "raw\\x1b[2J\\udcff" in out  # the byte 0xff, not the text "\\xff"
 
     def test_ambiguous_cache_id_refused(self, redis_server: RedisServer) -> None:
         client = redis_server.client()
