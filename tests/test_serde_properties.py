@@ -228,6 +228,9 @@ class TestJsonSerdeRefusals:
         finally:
             sys.set_int_max_str_digits(previous)
 
+    # Each bad value is one of a few kinds, some costly to build (100,000 levels deep): a few
+    # dozen examples meet every kind in every place.
+    @settings(max_examples=40)
     @given(json_data(allow_nan=True), unencodable, st.integers(0, 2))
     def test_type_error_wherever_it_sits(self, value: JsonDataTy, bad: object, where: int) -> None:
         with pytest.raises(
@@ -235,6 +238,7 @@ class TestJsonSerdeRefusals:
         ):
             SERDE.encode(place(value, bad, where))  # type: ignore[arg-type]
 
+    @settings(max_examples=40)
     @given(st.recursive(st.one_of(json_data(max_leaves=5), unencodable), lambda children: st.one_of(
         st.lists(children, max_size=3), st.dictionaries(st.text(max_size=3), children, max_size=3)
     ), max_leaves=6))  # fmt: skip
