@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 COVERAGE_FLOOR ?= 95
 
-.PHONY: demo test lint typecheck unit example bench redis-server clean floors lock latest
+.PHONY: demo test lint typecheck unit example examples-beside-the-suite bench redis-server clean \
+	floors lock latest
 
 # Exact versions from requirements/lock.txt (make lock), so that a release elsewhere never
 # changes what make test runs; make latest tries the newest releases, make floors the lowest.
@@ -60,13 +61,17 @@ unit: $(STAMP) redis-server
 
 # The sample downstream project (fixtures loaded from the installed package) and the sample
 # third-party backend (the conformance and property suite run against it).
-example: $(STAMP) redis-server
+example: $(STAMP) redis-server examples-beside-the-suite
 	cd docs/examples/tinycompiler && ../../../$(BIN)/python -m pytest -p no:cacheprovider -q
+
+# make test leaves the tinycompiler project to the suite, which runs it as its users do
+# (tests/testing/test_plugin.py: pytest in a subprocess, with and without xdist).
+examples-beside-the-suite: $(STAMP) redis-server
 	cd docs/examples/sqlite_backend && ../../../$(BIN)/python -m pytest -p no:cacheprovider -q
 	$(BIN)/python -m pip install --quiet -c $(LOCK) $(TORCH)  # the torch user's project (CPU wheel)
 	cd docs/examples/torch_project && ../../../$(BIN)/python -m pytest -p no:cacheprovider -q
 
-test: lint typecheck example unit floors
+test: lint typecheck examples-beside-the-suite unit floors
 
 # The lowest versions pyproject.toml declares (requirements/floors.txt) in a second virtual
 # environment, where the harness and conformance tests run once. pytest 8.0 predates the
