@@ -240,20 +240,27 @@ class TestShortLivedThreads:
         run_raw_threads(SHORT_LIVED // 2)
         assert wait_for(lambda: cache_stats._shard_count() == live)
         gc.collect()
-        tracemalloc.start()
-        try:
-            only_ours = [tracemalloc.Filter(True, stats_module.__file__)]
-            before = tracemalloc.take_snapshot().filter_traces(only_ours)
-            run_threading_threads(SHORT_LIVED // 2)
-            run_raw_threads(SHORT_LIVED // 2)
-            assert wait_for(lambda: cache_stats._shard_count() == live)
-            gc.collect()
-            after = tracemalloc.take_snapshot().filter_traces(only_ours)
-        finally:
-            tracemalloc.stop()
-        grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
-        assert grown / SHORT_LIVED < 16, f"{grown / SHORT_LIVED:.0f} bytes per ended thread"
-        assert_exact(50 + SHORT_LIVED // 2 + SHORT_LIVED)
+        # A container that grows once (more threads alive at a time on a loaded machine than
+        # in the warm-up) is not growth per ended thread; a leak grows in every round.
+        per_thread = []
+        for _ in range(3):
+            tracemalloc.start()
+            try:
+                only_ours = [tracemalloc.Filter(True, stats_module.__file__)]
+                before = tracemalloc.take_snapshot().filter_traces(only_ours)
+                run_threading_threads(SHORT_LIVED // 2)
+                run_raw_threads(SHORT_LIVED // 2)
+                assert wait_for(lambda: cache_stats._shard_count() == live)
+                gc.collect()
+                after = tracemalloc.take_snapshot().filter_traces(only_ours)
+            finally:
+                tracemalloc.stop()
+            grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+            per_thread.append(grown / SHORT_LIVED)
+            if per_thread[-1] < 16:
+                break
+        assert per_thread[-1] < 16, f"bytes per ended thread, round by round: {per_thread}"
+        assert_exact(50 + SHORT_LIVED // 2 + SHORT_LIVED * len(per_thread))
 
 
 class TestDump:
