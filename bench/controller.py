@@ -1,8 +1,10 @@
 """The controller's overhead against PyTorch 2.13's ``RemoteCache``, same in-memory backend.
 
 Both sides get a backend that keeps bytes in a dict and a 250-byte value, so what differs is
-the controller: key checks, serde, stats, samples. Without torch the comparison is skipped
-and our own figures are still printed.
+the controller: key checks, serde, stats, samples. A plain subclass of ``RemoteCache`` is
+measured with each serde, and the shipped ``RemoteFxGraphCache`` (JSON, upstream's keys,
+corrupt entries as misses) against PyTorch's own ``RemoteFxGraphCache``: what users get.
+Without torch the comparison is skipped and our own figures are still printed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from remote_cache import (
     RemoteCacheBackend,
     RemoteCacheJsonSerde,
     RemoteCachePassthroughSerde,
+    RemoteFxGraphCache,
 )
 
 ROUNDS = 9
@@ -27,7 +30,11 @@ TARGETS = {
     ("passthrough", "put"): 2.0,
     ("json", "get"): 1.3,
     ("json", "put"): 1.5,
+    ("RemoteFxGraphCache", "get"): 1.5,
+    ("RemoteFxGraphCache", "put"): 1.5,
 }
+SUBJECTS = ("passthrough", "json", "RemoteFxGraphCache")
+"""A plain cache with each serde, then the shipped cache."""
 
 
 class DictBackend(RemoteCacheBackend[Any]):
@@ -84,9 +91,15 @@ def _torch_caches() -> dict[str, Any] | None:
     class TorchBenchCache(upstream.RemoteCache[Any]):  # type: ignore[misc]
         pass
 
+    class TorchFxGraphCache(upstream.RemoteFxGraphCache):  # type: ignore[misc]
+        """Upstream's own class; the override is how its tests give it a backend."""
+
+        backend_override_cls = TorchDictBackend
+
     return {
         "passthrough": TorchBenchCache(TorchDictBackend(), upstream.RemoteCachePassthroughSerde()),
         "json": TorchBenchCache(TorchDictBackend(), upstream.RemoteCacheJsonSerde()),
+        "RemoteFxGraphCache": TorchFxGraphCache("bench"),
     }
 
 
@@ -95,10 +108,11 @@ def measure() -> list[dict[str, Any]]:
     ours = {
         "passthrough": BenchCache(DictBackend(), RemoteCachePassthroughSerde()),
         "json": BenchCache(DictBackend(), RemoteCacheJsonSerde()),
+        "RemoteFxGraphCache": RemoteFxGraphCache("bench", backend=DictBackend()),
     }
     theirs = _torch_caches()
     rows = []
-    for serde in ("passthrough", "json"):
+    for serde in SUBJECTS:
         value = RAW if serde == "passthrough" else VALUE
         mine = _loops(ours[serde], value)
         upstream = _loops(theirs[serde], value) if theirs else {}
@@ -124,7 +138,10 @@ def measure() -> list[dict[str, Any]]:
 def main() -> list[dict[str, Any]]:
     """Print the table; return the rows."""
     rows = measure()
-    print(f"controller vs PyTorch 2.13 RemoteCache (median of {ROUNDS} rounds x {NUMBER})")
+    print(
+        "controller vs PyTorch 2.13 RemoteCache, and RemoteFxGraphCache vs its own "
+        f"(median of {ROUNDS} rounds x {NUMBER})"
+    )
     if rows[0]["torch"] is None:
         print("  torch is not importable (pip install torch==2.13.0): ours only")
     for row in rows:
@@ -135,7 +152,7 @@ def main() -> list[dict[str, Any]]:
             else ""
         )
         print(
-            f"  {row['serde']:<11} {row['operation']}  ours {row['ours'] / 1e3:7.0f}k/s  "
+            f"  {row['serde']:<18} {row['operation']}  ours {row['ours'] / 1e3:7.0f}k/s  "
             f"{torch_part}"
         )
     return rows

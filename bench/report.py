@@ -81,8 +81,10 @@ def markdown(results: dict[str, Any], info: dict[str, str]) -> str:
         "## Controller against PyTorch 2.13's `RemoteCache`",
         "",
         "Same dict-backed backend on both sides, a 250-byte value; operations per second.",
+        "`passthrough` and `json`: a plain `RemoteCache` subclass with that serde on each side;",
+        "`RemoteFxGraphCache`: the shipped cache (JSON, upstream's keys) against PyTorch's own.",
         "",
-        "| serde | operation | ours | PyTorch 2.13 | ratio | target | |",
+        "| cache or serde | operation | ours | PyTorch 2.13 | ratio | target | |",
         "|---|---|---:|---:|---:|---:|---|",
     ]
     for row in results["controller"]:

@@ -101,47 +101,8 @@ def _after_fork_in_child() -> None:
 
 after_fork_in_child(_after_fork_in_child)
 
-_GET_HOOKS = frozenset({"_get", "_backend_get", "_decode"})
-_PUT_HOOKS = frozenset({"_put", "_backend_put", "_encode"})
-_SAMPLE_HOOKS = frozenset({"_create_sample", "_log_sample"})
-_HOOKS = _GET_HOOKS | _PUT_HOOKS | _SAMPLE_HOOKS
-# (flag, the hooks it depends on, its value when any of them is overridden)
-_SHORTCUTS = (
-    ("_direct_get", _GET_HOOKS, False),
-    ("_direct_put", _PUT_HOOKS, False),
-    ("_samples", _SAMPLE_HOOKS, True),
-)
-_original_hooks: dict[str, object] = {}
 
-
-def _refresh(cls: type) -> None:
-    """Recompute ``cls``'s shortcut flags, and its subclasses': which hooks are not ours."""
-    if not _original_hooks:  # RemoteCache itself is being defined
-        return
-    for flag, hooks, when_patched in _SHORTCUTS:
-        overridden = any(getattr(cls, hook) is not _original_hooks[hook] for hook in hooks)
-        type.__setattr__(cls, flag, when_patched if overridden else not when_patched)
-    subclass: type
-    for subclass in type.__subclasses__(cls):
-        _refresh(subclass)
-
-
-class _CacheType(type):
-    """The metaclass of caches: patching a hook on a class (``mock.patch.object``) updates
-    the hot path's shortcuts of that class and its subclasses."""
-
-    def __setattr__(cls, name: str, value: Any) -> None:
-        super().__setattr__(name, value)
-        if name in _HOOKS:
-            _refresh(cls)
-
-    def __delattr__(cls, name: str) -> None:
-        super().__delattr__(name)
-        if name in _HOOKS:
-            _refresh(cls)
-
-
-class RemoteCache(Generic[_T], metaclass=_CacheType):
+class RemoteCache(Generic[_T]):
     """A cache of ``_T`` values over a backend: ``get``, ``put``, ``get_many``, ``put_many``.
 
     Subclass it rather than use it directly: stats are counted under the concrete class's
@@ -150,40 +111,14 @@ class RemoteCache(Generic[_T], metaclass=_CacheType):
     test harnesses use it. ``fail_open`` decides what a ``BackendError`` does: False
     (upstream's behaviour) re-raises it; True turns a failed get into a miss and drops a
     failed put, counting ``fail_open`` and logging one line per outage.
+
+    Every call goes through the hooks below (``get`` calls ``_get``, which calls
+    ``_backend_get`` and ``_decode``; ``put`` likewise), looked up afresh on each call, so a
+    hook overridden or patched on the class, a base, a mixin or an instance is always used.
     """
 
     backend_override_cls: ClassVar[Callable[[], RemoteCacheBackend[Any]] | None] = None
     fail_open: ClassVar[bool] = False
-    # Shortcuts of the hot path, kept right by _CacheType and __setattr__ (see _refresh).
-    _samples: ClassVar[bool] = False
-    """Whether ``_create_sample``/``_log_sample`` are overridden (else both are skipped)."""
-    _direct_get: ClassVar[bool] = True
-    """Whether ``_get``, ``_backend_get`` and ``_decode`` are ours (get then inlines them)."""
-    _direct_put: ClassVar[bool] = True
-    """Whether ``_put``, ``_backend_put`` and ``_encode`` are ours (put then inlines them)."""
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        _refresh(cls)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        object.__setattr__(self, name, value)
-        if name in _HOOKS:  # a hook patched on this instance: no shortcut may skip it
-            self._refresh_shortcuts()
-
-    def __delattr__(self, name: str) -> None:
-        object.__delattr__(self, name)
-        if name in _HOOKS:
-            self._refresh_shortcuts()
-
-    def _refresh_shortcuts(self) -> None:
-        patched = self.__dict__.keys() & _HOOKS
-        for flag, hooks, when_patched in _SHORTCUTS:
-            if patched & hooks:
-                object.__setattr__(self, flag, when_patched)
-            else:
-                self.__dict__.pop(flag, None)
-
     backend: RemoteCacheBackend[Any]
     serde: RemoteCacheSerde[_T, Any]
 
@@ -215,13 +150,9 @@ class RemoteCache(Generic[_T], metaclass=_CacheType):
         if not isinstance(key, str) or not key:
             reject_key(key)
         name = type(self).__name__
-        sample = self._create_sample() if self._samples else None
+        sample = self._create_sample()
         try:
-            if self._direct_get:  # what _get does, without its three calls
-                data = self.backend.get(key)
-                result = None if data is None else self.serde.decode(data)
-            else:
-                result = self._get(key, sample)
+            result = self._get(key, sample)
         except Exception as exc:
             if not self._swallowed(name, exc, sample):
                 raise
@@ -233,8 +164,7 @@ class RemoteCache(Generic[_T], metaclass=_CacheType):
             if _failing:
                 _note_recovery(name, GET)
         finally:
-            if self._samples:
-                self._log_sample(sample)
+            self._log_sample(sample)
         return result
 
     def put(self, key: str, value: _T) -> None:
@@ -249,12 +179,9 @@ class RemoteCache(Generic[_T], metaclass=_CacheType):
         if value is None:
             raise ValueError(f"None cannot be stored (key={key!r}): it reads back as a miss")
         name = type(self).__name__
-        sample = self._create_sample() if self._samples else None
+        sample = self._create_sample()
         try:
-            if self._direct_put:  # what _put does, without its three calls
-                self.backend.put(key, self.serde.encode(value))
-            else:
-                self._put(key, value, sample)
+            self._put(key, value, sample)
         except Exception as exc:
             if not self._swallowed(name, exc, sample):
                 raise
@@ -264,8 +191,7 @@ class RemoteCache(Generic[_T], metaclass=_CacheType):
             if _failing:
                 _note_recovery(name, PUT)
         finally:
-            if self._samples:
-                self._log_sample(sample)
+            self._log_sample(sample)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, _T]:
         """Return ``{key: value}`` for the stored keys among ``keys`` (misses are absent).
@@ -277,7 +203,7 @@ class RemoteCache(Generic[_T], metaclass=_CacheType):
         if not wanted:
             return {}
         name = type(self).__name__
-        sample = self._create_sample() if self._samples else None
+        sample = self._create_sample()
         found: dict[str, _T] = {}
         try:
             found = self._get_many(wanted, sample)
@@ -294,8 +220,7 @@ class RemoteCache(Generic[_T], metaclass=_CacheType):
             if _failing:
                 _note_recovery(name, GET)
         finally:
-            if self._samples:
-                self._log_sample(sample)
+            self._log_sample(sample)
         return found
 
     def put_many(self, mapping: Mapping[str, _T]) -> None:
@@ -307,7 +232,7 @@ class RemoteCache(Generic[_T], metaclass=_CacheType):
         if not mapping:
             return
         name = type(self).__name__
-        sample = self._create_sample() if self._samples else None
+        sample = self._create_sample()
         try:
             self._put_many(mapping, sample)
         except Exception as exc:
@@ -319,8 +244,7 @@ class RemoteCache(Generic[_T], metaclass=_CacheType):
             if _failing:
                 _note_recovery(name, PUT)
         finally:
-            if self._samples:
-                self._log_sample(sample)
+            self._log_sample(sample)
 
     def _swallowed(self, name: str, exc: Exception, sample: Sample, count: int = 1) -> bool:
         """Count a failed call; return True when this cache fails open on it (else re-raise).
@@ -386,13 +310,10 @@ class RemoteCache(Generic[_T], metaclass=_CacheType):
     def _create_sample(self) -> Sample:
         """Return a logging sample for one call, or None (the default).
 
-        Override it (and ``_log_sample``) in a subclass: a class that overrides neither
-        skips both calls, which keeps the hot path short.
+        Called at the start of every call, as ``_log_sample`` is at its end; override both
+        (on a class, a base, a mixin or an instance) to monitor the cache.
         """
         return None
 
     def _log_sample(self, sample: Sample) -> None:
         """Emit the sample of one call; runs after every call, failed or not."""
-
-
-_original_hooks.update({hook: RemoteCache.__dict__[hook] for hook in _HOOKS})

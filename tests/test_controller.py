@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import types
 from collections.abc import Mapping
 from typing import Any
 from unittest import mock
@@ -392,50 +393,70 @@ class TestBatch:
             cache.put_many({"a": 1, "b": object()})  # type: ignore[dict-item]
 
 
-class TestHotPathShortcuts:
-    """get/put inline the default hooks, yet every patched or overridden hook is still called."""
+_PLACES = ("class", "base", "RemoteCache", "mixin", "instance")
+_SAMPLE_HOOKS = ("_create_sample", "_log_sample")
+_HOOKS_OF = {
+    "get": ("_get", "_backend_get", "_decode", *_SAMPLE_HOOKS),
+    "put": ("_put", "_backend_put", "_encode", *_SAMPLE_HOOKS),
+    "get_many": ("_get_many", "_backend_get_many", "_decode", *_SAMPLE_HOOKS),
+    "put_many": ("_put_many", "_backend_put_many", "_encode", *_SAMPLE_HOOKS),
+}
+_CALLS = {
+    "get": (lambda cache: cache.get("k"), b"v"),
+    "put": (lambda cache: cache.put("k", b"v"), None),
+    "get_many": (lambda cache: cache.get_many(["k"]), {"k": b"v"}),
+    "put_many": (lambda cache: cache.put_many({"k": b"v"}), None),
+}
 
-    def test_plain_subclass_takes_the_shortcuts(self) -> None:
-        assert PassCache._direct_get
-        assert PassCache._direct_put
-        assert not PassCache._samples
 
-    def test_instance_patch_is_honoured_and_undone(self) -> None:
-        cache = PassCache(DictBackend())
-        cache.put("k", b"stored")
-        with mock.patch.object(cache, "_backend_get", return_value=b"patched"):
-            assert cache.get("k") == b"patched"
-        assert cache.get("k") == b"stored"
-        with mock.patch.object(cache, "_encode", return_value=b"encoded"):
-            cache.put("e", b"raw")
-        assert cache.get("e") == b"encoded"
-        assert "_direct_get" not in vars(cache)
+class TestPatchedHooksAreHonoured:
+    """A hook patched after the cache exists, wherever it is patched, is called on every path."""
 
-    def test_class_patch_reaches_instances_and_subclasses(self) -> None:
-        class Child(PassCache):
+    @pytest.mark.parametrize("place", _PLACES)
+    @pytest.mark.parametrize(
+        ("operation", "hook"),
+        [(operation, hook) for operation, hooks in _HOOKS_OF.items() for hook in hooks],
+    )
+    def test_patch_is_called_and_undone(self, place: str, operation: str, hook: str) -> None:
+        class Mixin:
             pass
 
-        cache = Child(DictBackend())
-        cache.put("k", b"v")
-        with mock.patch.object(PassCache, "_decode", return_value=b"decoded"):
-            assert not Child._direct_get
-            assert cache.get("k") == b"decoded"
-        assert Child._direct_get
-        assert cache.get("k") == b"v"
+        class Base(RemoteCache[Any]):
+            pass
 
-    def test_patching_the_base_hook_itself(self) -> None:
-        cache = PassCache(DictBackend())
+        class Cache(Mixin, Base):
+            pass
+
+        cache = Cache(DictBackend({"k": b"v"}), RemoteCachePassthroughSerde())
+        call, expected = _CALLS[operation]
+        assert call(cache) == expected  # before any patch: the defaults
+
         calls: list[str] = []
-        original = RemoteCache._put
+        original = getattr(RemoteCache, hook)
 
-        def spy(self: Any, key: str, value: Any, sample: Any) -> None:
-            calls.append(key)
-            original(self, key, value, sample)
+        def spy(self: Any, *args: Any) -> Any:
+            calls.append(hook)
+            return original(self, *args)
 
-        with mock.patch.object(RemoteCache, "_put", spy):
-            cache.put("k", b"v")
-        assert calls == ["k"]
-        assert PassCache._direct_put
+        targets: dict[str, object] = {
+            "class": Cache,
+            "base": Base,
+            "RemoteCache": RemoteCache,
+            "mixin": Mixin,
+            "instance": cache,
+        }
+        patched = types.MethodType(spy, cache) if place == "instance" else spy
+        with mock.patch.object(targets[place], hook, patched, create=True):
+            assert call(cache) == expected
+        assert calls == [hook]
+        assert call(cache) == expected
+        assert calls == [hook]  # the patch is gone with its context
+
+    def test_caches_are_plain_classes(self) -> None:
+        assert type(RemoteCache) is type
+        assert type(RemoteFxGraphCache) is type
+        assert RemoteCache.__setattr__ is object.__setattr__
+        assert RemoteCache.__delattr__ is object.__delattr__
 
     def test_sample_hooks_on_an_instance(self) -> None:
         cache = PassCache(DictBackend())
