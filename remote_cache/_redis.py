@@ -80,16 +80,18 @@ def translate_redis_error(
     Transport failures (refused, reset, timeout, TLS, authentication, cluster down) become
     ``BackendUnavailableError`` (``BackendTimeoutError`` for timeouts); errors the server
     answered a command with (OOM, READONLY, WRONGTYPE, NOPERM) become
-    ``BackendCommandError``. A pool of this process with every connection in use
-    (``MaxConnectionsError``), or a call re-entering the thread's own client build
-    (``ReenteredError``), is neither: a plain ``BackendError``, which opens no breaker.
+    ``BackendCommandError``. A limit of this process, not the server's, is neither: a pool
+    with every connection in use (``MaxConnectionsError``), a call re-entering the thread's
+    own client build (``ReenteredError``), a stack too deep to make the call (deep recursion,
+    nested signal handlers: ``RecursionError``) give a plain ``BackendError``, which opens no
+    breaker.
     Returns None for anything else, which is a bug to re-raise.
     """
     import redis.exceptions as rexc
 
     message = scrub(f"{backend}: {type(exc).__name__}: {exc}", secrets)
     error_class: type[BackendError]
-    if isinstance(exc, (rexc.MaxConnectionsError, ReenteredError)):
+    if isinstance(exc, (rexc.MaxConnectionsError, ReenteredError, RecursionError)):
         error_class = BackendError  # a limit of our own process, not the server's
     elif isinstance(exc, (rexc.TimeoutError, TimeoutError)):
         error_class = BackendTimeoutError
@@ -913,18 +915,6 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
             result = command(client)
             if self._shared and time.monotonic() > deadline:
                 raise _deadline_passed()  # the last read began in time, the reply ended late
-        except RecursionError as exc:
-            # The caller's stack was nearly full (deep recursion, nested signal handlers):
-            # nothing the server did. Fails this call alone; the next one probes if it was
-            # the probe.
-            breaker.release_probe(probe)
-            raise BackendError(
-                f"{self._description}: the calling thread's stack is too deep to make the call "
-                "(RecursionError)",
-                backend=self._description,
-                operation=operation,
-                key=key,
-            ) from exc
         except Exception as exc:
             error = translate_redis_error(
                 exc,

@@ -146,10 +146,13 @@ class FailOpenTorchBackend:
         torch_remote_cache.cache_stats.exception(self.name)
         _note_failure(self.name, exc, kind)
 
-    def _corrupt(self, key: str, reason: str) -> None:
+    def _corrupt(self, key: str, reason: str, *, torch_sees_none: bool = False) -> None:
+        """Count and log a corrupt entry read as a miss; torch counts an exception for it,
+        except for what torch decodes to None itself (a stored null: its own miss)."""
         cache_stats.corrupt(self.name)
         cache_stats.miss(self.name)
-        torch_remote_cache.cache_stats.exception(self.name)
+        if not torch_sees_none:
+            torch_remote_cache.cache_stats.exception(self.name)
         log.warning("%s: corrupt entry %r read as a miss (%s)", self.name, key, reason)
 
     def get(self, key: str) -> Any:
@@ -177,14 +180,10 @@ class FailOpenTorchBackend:
             except _CORRUPT as exc:
                 self._corrupt(key, f"{type(exc).__name__}: {exc}")
                 return None
-            if decoded is None:  # torch decodes it to None: a corrupt miss, as in our caches
-                cache_stats.corrupt(self.name)
-                log.warning(
-                    "%s: corrupt entry %r read as a miss (a stored JSON null cannot be served)",
-                    self.name,
-                    key,
-                )
-                data = None
+            if decoded is None:  # a corrupt miss, as in our caches
+                self._corrupt(key, "a stored JSON null cannot be served", torch_sees_none=True)
+                _note_recovery(self.name, GET)  # the server answered
+                return None
         cache_stats.get(self.name, data)
         _note_recovery(self.name, GET)
         return data

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import threading
 from types import TracebackType
 from typing import Any
 
-from remote_cache._guard import ReenteredError
+from remote_cache._guard import Guard, ReenteredError
 
 __all__ = ["ReentryRefusingLock", "new_fake_server"]
 
@@ -19,37 +18,30 @@ class ReentryRefusingLock:
     interrupted, forever; a real server never makes a client wait for itself. Here that
     call raises ``ReenteredError`` at once, which the Redis backend fails open on (a plain
     ``BackendError``: no outage, no breaker). A non-blocking acquire returns False instead.
-
-    An ``RLock`` lets the holder's thread in and the ``_busy`` flag turns it away, so a
-    handler landing between the acquire and the flag finds the lock free.
+    The lock's ``acquire``/``release`` face over a ``Guard``, which does the refusing.
     """
 
-    __slots__ = ("_busy", "_lock")
+    __slots__ = ("_guard",)
 
     def __init__(self) -> None:
-        self._lock = threading.RLock()
-        self._busy = False
+        self._guard = Guard()
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """Take the lock; ``ReenteredError`` when a blocking caller's thread holds it."""
-        if not self._lock.acquire(blocking, timeout):
-            return False
-        if self._busy:
-            self._lock.release()
-            if blocking:
-                raise ReenteredError("fakeredis was entered again by the thread inside it")
-            return False
-        self._busy = True
-        return True
+        refused = self._guard.refused
+        if self._guard.enter(timeout if blocking else 0):
+            return True
+        if blocking and self._guard.refused != refused:  # only the holder's thread is refused
+            raise ReenteredError("fakeredis was entered again by the thread inside it")
+        return False
 
     def release(self) -> None:
         """Let the next thread in."""
-        self._busy = False
-        self._lock.release()
+        self._guard.leave()
 
     def locked(self) -> bool:
         """Whether some thread holds the lock."""
-        return self._busy
+        return self._guard.held
 
     def __enter__(self) -> bool:
         return self.acquire()
