@@ -19,7 +19,7 @@ from remote_cache import (
     RemoteFxGraphCache,
 )
 from remote_cache.testing import FaultInjectingBackend, FaultPlan, InMemoryBackend, memory_backends
-from remote_cache.testing.strategies import cache_keys, fault_plans, json_data
+from remote_cache.testing.strategies import _as_json_reads_it, cache_keys, fault_plans, json_data
 
 SERDE = RemoteCacheJsonSerde()
 
@@ -83,7 +83,22 @@ class TestStrategies:
 
     @given(json_data())
     def test_json_data_is_what_json_loads_returns(self, value: JsonDataTy) -> None:
-        assert same_json(json.loads(json.dumps(value)), value)
+        again = json.loads(json.dumps(value))
+        assert again == value  # texts too: a surrogate pair is read back joined
+        assert same_json(again, value)
+
+    @pytest.mark.parametrize(
+        ("drawn", "generated"),
+        [
+            ("\ud800\udc00", "\U00010000"),  # a pair json.loads joins
+            ("x\udbff\udfffy", "x\U0010ffffy"),
+            ("\udc00\ud800", "\udc00\ud800"),  # low then high: two lone surrogates, kept
+            ("\ud800", "\ud800"),
+            ("\ud800\ud800\udc00", "\ud800\U00010000"),
+        ],
+    )
+    def test_texts_are_generated_as_json_loads_reads_them(self, drawn: str, generated: str) -> None:
+        assert _as_json_reads_it(drawn) == generated
 
     @given(cache_keys())
     def test_cache_keys_are_valid_keys(self, key: str) -> None:
