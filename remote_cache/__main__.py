@@ -3,14 +3,14 @@
 import sys
 
 try:  # first: a Ctrl-C while the command loads is an interruption too, not a traceback
-    from remote_cache._cli import run_program
+    from remote_cache.cli import run_program
 
     status = run_program()
 except KeyboardInterrupt:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    command = sys.argv[1] if sys.argv[1:2] in (["check"], ["inspect"]) else ""
+    command = sys.argv[1] if sys.argv[1:2] in (["check"], ["inspect"]) else ""  # COMMANDS
     print(f"remote-cache{' ' if command else ''}{command}: interrupted", file=sys.stderr)
     status = 130
 sys.exit(status)

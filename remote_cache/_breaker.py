@@ -6,8 +6,8 @@ import time
 import weakref
 from collections.abc import Callable, Hashable
 
-from remote_cache._fork import after_fork_in_child
 from remote_cache._guard import Guard
+from remote_cache._process import at_fork, on_reset
 
 __all__ = ["DEFAULT_LEASE", "CircuitBreaker", "breaker_for", "reset_breakers"]
 
@@ -195,6 +195,7 @@ def breaker_for(server: Hashable) -> CircuitBreaker:
     return breaker
 
 
+@on_reset
 def reset_breakers() -> None:
     """Close every process-wide breaker (for tests, and after reconfiguring servers)."""
     with _registry_lock:
@@ -211,4 +212,4 @@ def _after_fork_in_child() -> None:
         breaker._probe = 0  # the parent's probe will never report here
 
 
-after_fork_in_child(_after_fork_in_child)
+at_fork(after_in_child=_after_fork_in_child)

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from remote_cache._backend import RemoteCacheBackend
-from remote_cache._config import UNSET, _Unset, resolve_max_value_bytes
 from remote_cache._controller import RemoteCache, Sample
 from remote_cache._local import LocalCacheBackend, default_local_root, safe_name
 from remote_cache._redis import RedisRemoteCacheBackend
 from remote_cache._serde import JsonDataTy, RemoteCacheJsonSerde
+from remote_cache._settings import UNSET, Unset, resolve_max_value_bytes
 from remote_cache._stats import cache_stats
 from remote_cache._validation import check_cache_id, check_redis_cache_id
 from remote_cache.exceptions import ValueTooLargeError
@@ -51,7 +51,7 @@ class JsonCache(RemoteCache[JsonDataTy]):
         self,
         backend: RemoteCacheBackend[bytes] | None,
         *,
-        max_value_bytes: int | _Unset | None = UNSET,
+        max_value_bytes: int | Unset | None = UNSET,
     ) -> None:
         super().__init__(backend, RemoteCacheJsonSerde())
         self.max_value_bytes = resolve_max_value_bytes(max_value_bytes)
@@ -136,7 +136,7 @@ class RedisRemoteCache(JsonCache):
         cache_id: str,
         *,
         backend: RemoteCacheBackend[bytes] | None = None,
-        max_value_bytes: int | _Unset | None = UNSET,
+        max_value_bytes: int | Unset | None = UNSET,
     ) -> None:
         self.cache_id = check_redis_cache_id(cache_id)
         if backend is None and type(self).backend_override_cls is None:
@@ -185,7 +185,7 @@ class LocalCache(JsonCache):
         root: str | os.PathLike[str] | None = None,
         *,
         backend: RemoteCacheBackend[bytes] | None = None,
-        max_value_bytes: int | _Unset | None = UNSET,
+        max_value_bytes: int | Unset | None = UNSET,
         mode: int | None = None,
     ) -> None:
         self.cache_id = check_cache_id(cache_id)

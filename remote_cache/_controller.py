@@ -7,15 +7,23 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Generic, TypeVar
 
 from remote_cache._backend import RemoteCacheBackend
-from remote_cache._fork import after_fork_in_child
 from remote_cache._guard import Guard
+from remote_cache._process import at_fork, on_reset
 from remote_cache._serde import RemoteCacheSerde
 from remote_cache._stats import cache_stats
 from remote_cache._text import printable
 from remote_cache._validation import check_keys, check_mapping, reject_key
 from remote_cache.exceptions import BackendError, CircuitOpenError
 
-__all__ = ["RemoteCache", "Sample"]
+__all__ = [
+    "GET",
+    "PUT",
+    "RemoteCache",
+    "Sample",
+    "forget_outages",
+    "note_failure",
+    "note_recovery",
+]
 
 log = logging.getLogger("remote_cache")
 
@@ -37,7 +45,7 @@ _failing: dict[str, set[str]] = {}
 _failing_lock = Guard()
 
 
-def _note_failure(name: str, exc: BaseException, kind: str) -> None:
+def note_failure(name: str, exc: BaseException, kind: str) -> None:
     """Record that a ``kind`` call (``GET`` or ``PUT``) of cache ``name`` failed; the
     first failure of an outage logs one warning, for each cache name.
 
@@ -48,7 +56,7 @@ def _note_failure(name: str, exc: BaseException, kind: str) -> None:
 
 
 def _record_failure(name: str, exc: BaseException, kind: str) -> None:
-    """``_note_failure`` under ``_failing_lock``."""
+    """``note_failure`` under ``_failing_lock``."""
     kinds = _failing.get(name)
     if kinds is not None:
         kinds.add(kind)
@@ -73,7 +81,7 @@ def _record_failure(name: str, exc: BaseException, kind: str) -> None:
     )
 
 
-def _note_recovery(name: str, kind: str) -> None:
+def note_recovery(name: str, kind: str) -> None:
     """Record that a ``kind`` call of cache ``name`` worked; the outage ends (one info
     line) when every kind of call that failed in it has worked again."""
     if name not in _failing:
@@ -82,7 +90,7 @@ def _note_recovery(name: str, kind: str) -> None:
 
 
 def _record_recovery(name: str, kind: str) -> None:
-    """``_note_recovery`` under ``_failing_lock``."""
+    """``note_recovery`` under ``_failing_lock``."""
     kinds = _failing.get(name)
     if kinds is None or kind not in kinds:
         return
@@ -99,7 +107,13 @@ def _after_fork_in_child() -> None:
     _failing_lock = Guard()
 
 
-after_fork_in_child(_after_fork_in_child)
+at_fork(after_in_child=_after_fork_in_child)
+
+
+@on_reset
+def forget_outages() -> None:
+    """Forget every outage in progress: the next failure of any cache warns again."""
+    _failing.clear()
 
 
 class RemoteCache(Generic[_T]):
@@ -156,13 +170,13 @@ class RemoteCache(Generic[_T]):
         except Exception as exc:
             if not self._swallowed(name, exc, sample):
                 raise
-            _note_failure(name, exc, GET)
+            note_failure(name, exc, GET)
             result = None
             cache_stats.miss(name)
         else:
             cache_stats.get(name, result)
             if _failing:
-                _note_recovery(name, GET)
+                note_recovery(name, GET)
         finally:
             self._log_sample(sample)
         return result
@@ -185,11 +199,11 @@ class RemoteCache(Generic[_T]):
         except Exception as exc:
             if not self._swallowed(name, exc, sample):
                 raise
-            _note_failure(name, exc, PUT)
+            note_failure(name, exc, PUT)
         else:
             cache_stats.put(name)
             if _failing:
-                _note_recovery(name, PUT)
+                note_recovery(name, PUT)
         finally:
             self._log_sample(sample)
 
@@ -210,7 +224,7 @@ class RemoteCache(Generic[_T]):
         except Exception as exc:
             if not self._swallowed(name, exc, sample, len(wanted)):
                 raise
-            _note_failure(name, exc, GET)
+            note_failure(name, exc, GET)
             cache_stats.miss(name, len(wanted))
         else:
             if found:
@@ -218,7 +232,7 @@ class RemoteCache(Generic[_T]):
             if len(found) < len(wanted):
                 cache_stats.miss(name, len(wanted) - len(found))
             if _failing:
-                _note_recovery(name, GET)
+                note_recovery(name, GET)
         finally:
             self._log_sample(sample)
         return found
@@ -238,18 +252,18 @@ class RemoteCache(Generic[_T]):
         except Exception as exc:
             if not self._swallowed(name, exc, sample, len(mapping)):
                 raise
-            _note_failure(name, exc, PUT)
+            note_failure(name, exc, PUT)
         else:
             cache_stats.put(name, len(mapping))
             if _failing:
-                _note_recovery(name, PUT)
+                note_recovery(name, PUT)
         finally:
             self._log_sample(sample)
 
     def _swallowed(self, name: str, exc: Exception, sample: Sample, count: int = 1) -> bool:
         """Count a failed call; return True when this cache fails open on it (else re-raise).
 
-        The caller then logs the outage (``_note_failure``, once per outage).
+        The caller then logs the outage (``note_failure``, once per outage).
         """
         if sample is not None:
             sample.fail_reason = str(exc)

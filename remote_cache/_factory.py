@@ -8,6 +8,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, cast
 
+from remote_cache import _caches
 from remote_cache._controller import RemoteCache
 from remote_cache._serde import JsonDataTy
 
@@ -15,13 +16,20 @@ __all__ = ["ENTRY_POINT_GROUP", "create_cache", "resolve_cache_class"]
 
 log = logging.getLogger("remote_cache")
 
+PUBLIC_CACHE_CLASSES: dict[str, type[RemoteCache[Any]]] = {
+    "RemoteCache": RemoteCache,
+    **{name: getattr(_caches, name) for name in _caches.__all__ if name != "JsonCache"},
+}
+"""The cache classes ``remote_cache`` exports, by name: what a bare name passed to
+``create_cache`` means (``JsonCache`` is a base of ours, not exported)."""
+
 ENTRY_POINT_GROUP = "remote_cache.caches"
 
 
 def resolve_cache_class(name: str) -> type[RemoteCache[Any]]:
     """Find a cache class by name.
 
-    ``name`` is a class exported by ``remote_cache`` (``"RemoteFxGraphCache"``), a
+    ``name`` is a cache class exported by ``remote_cache`` (``"RemoteFxGraphCache"``), a
     ``"module:Class"`` path, or the name of an entry point in the ``remote_cache.caches``
     group. Raises LookupError when nothing matches, TypeError when the match is not a
     ``RemoteCache`` subclass.
@@ -35,9 +43,7 @@ def resolve_cache_class(name: str) -> type[RemoteCache[Any]]:
         for part in attribute.split("."):
             found = getattr(found, part)
     else:
-        import remote_cache
-
-        found = getattr(remote_cache, name, None) if name in remote_cache.__all__ else None
+        found = PUBLIC_CACHE_CLASSES.get(name)
         if found is None:
             matches = entry_points(group=ENTRY_POINT_GROUP, name=name)
             if not matches:

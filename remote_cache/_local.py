@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from remote_cache._backend import RemoteCacheBackend
+from remote_cache._process import on_reset
 from remote_cache.exceptions import BackendCommandError, ConfigurationError
 
 __all__ = ["LocalCacheBackend", "default_local_root", "safe_name", "sweep_temporary_files"]
@@ -46,6 +47,7 @@ _last_sweep: dict[Path, float] = {}
 """Folder -> ``time.monotonic()`` of this process's last sweep there. No lock: two threads
 sweeping the same folder at once do no harm."""
 _MODE_VARIABLE = "REMOTE_CACHE_LOCAL_MODE"
+on_reset(_last_sweep.clear)  # the next put in each folder sweeps it again
 
 
 def safe_name(key: str) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from remote_cache._process import at_fork
+
 __all__ = ["OverrideLayer", "pop_override", "push_override"]
 
 _MISSING = object()
@@ -31,6 +33,15 @@ class OverrideLayer:
 # override_backends both go through here, so that either may be undone first.
 _layers: dict[type[Any], list[OverrideLayer]] = {}
 _layers_lock = threading.RLock()
+
+
+def _after_fork_in_child() -> None:
+    """A new lock for a forked child: a thread that held it in the parent does not exist here."""
+    global _layers_lock  # noqa: PLW0603 - the parent's may be held by a thread not here
+    _layers_lock = threading.RLock()
+
+
+at_fork(after_in_child=_after_fork_in_child)
 
 
 def push_override(cls: type[Any], value: object) -> OverrideLayer:

@@ -6,12 +6,12 @@ import atexit
 import contextlib
 import dataclasses
 import logging
-import os
 import threading
 import weakref
 from collections.abc import Iterator
 
 from remote_cache._guard import Guard, ReenteredError
+from remote_cache._process import at_fork, on_reset
 
 __all__ = ["CacheStat", "CacheStats", "cache_stats", "dump_cache_stats"]
 
@@ -333,8 +333,12 @@ class CacheStats:
             self._base = {}
             self._clear_shards()
 
-    def _swap(self, stats: dict[str, CacheStat]) -> dict[str, CacheStat]:
-        """Install ``stats`` as the counters and return (a sum of) the previous ones."""
+    def swap(self, stats: dict[str, CacheStat]) -> dict[str, CacheStat]:
+        """Install ``stats`` as the counters and return (a sum of) the previous ones.
+
+        For the harness (``isolated_cache_stats``), which counts a block apart and puts the
+        process's counters back after it.
+        """
         with self._locked():
             previous = self._collect()
             self._base = stats
@@ -364,14 +368,12 @@ def _after_fork_in_child() -> None:
         registry._after_fork_in_child()
 
 
-if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
-    os.register_at_fork(
-        before=_before_fork,
-        after_in_parent=_after_fork_in_parent,
-        after_in_child=_after_fork_in_child,
-    )
+at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+)
 
 cache_stats = CacheStats()
+on_reset(cache_stats.reset, counters=True)
 
 
 def format_cache_stats(stats: dict[str, CacheStat]) -> str:

@@ -7,7 +7,15 @@ breaker per server, TLS, cluster; configured from ``REMOTE_CACHE_REDIS_*`` and
 ``TORCHINDUCTOR_REDIS_*``), wrapped fail-open: a failed get is a miss, a failed put is
 dropped, a corrupt entry is a miss; each is counted and logged once per outage.
 
-This is the only module of the package that imports torch.
+This is the only module outside the harness that imports torch (the harness's
+``testing/_torch.py`` does when the ``remote_cache_torch`` fixture is used).
+
+It is one job, the bridge, and over 400 lines on purpose: the version check, the fail-open
+backend, the install/uninstall registry and ``python -m remote_cache.torch`` (which runs a
+program with the bridge installed) all need torch imported and checked first, and share one
+lock and one registry of installed bridges per process. Split into modules, each would import
+torch on its own, and tests that patch ``remote_cache.torch.clear_memoized_caches`` would have
+to find the module that calls it.
 """
 
 from __future__ import annotations
@@ -29,10 +37,11 @@ import torch
 import torch._inductor.remote_cache as torch_remote_cache
 
 from remote_cache import _caches
-from remote_cache._config import resolve_redis_settings
-from remote_cache._controller import GET, PUT, RemoteCache, _note_failure, _note_recovery
+from remote_cache._controller import GET, PUT, RemoteCache, note_failure, note_recovery
 from remote_cache._override_layers import OverrideLayer, pop_override, push_override
+from remote_cache._process import at_fork
 from remote_cache._redis import RedisRemoteCacheBackend, import_redis
+from remote_cache._settings import resolve_redis_settings
 from remote_cache._stats import cache_stats
 from remote_cache.exceptions import RemoteCacheError
 
@@ -144,7 +153,7 @@ class FailOpenTorchBackend:
     def _failed(self, exc: Exception, kind: str) -> None:
         cache_stats.fail_open(self.name)
         torch_remote_cache.cache_stats.exception(self.name)
-        _note_failure(self.name, exc, kind)
+        note_failure(self.name, exc, kind)
 
     def _corrupt(self, key: str, reason: str, *, torch_sees_none: bool = False) -> None:
         """Count and log a corrupt entry read as a miss; torch counts an exception for it,
@@ -182,10 +191,10 @@ class FailOpenTorchBackend:
                 return None
             if decoded is None:  # a corrupt miss, as in our caches
                 self._corrupt(key, "a stored JSON null cannot be served", torch_sees_none=True)
-                _note_recovery(self.name, GET)  # the server answered
+                note_recovery(self.name, GET)  # the server answered
                 return None
         cache_stats.get(self.name, data)
-        _note_recovery(self.name, GET)
+        note_recovery(self.name, GET)
         return data
 
     def put(self, key: str, data: Any) -> None:
@@ -196,7 +205,7 @@ class FailOpenTorchBackend:
             self._failed(exc, PUT)
             return
         cache_stats.put(self.name)
-        _note_recovery(self.name, PUT)
+        note_recovery(self.name, PUT)
 
 
 class _FactoryFailed(RuntimeError):
@@ -226,6 +235,15 @@ class _NoBackend:
 
 _lock = threading.Lock()
 _installed: list[TorchBridge] = []
+
+
+def _after_fork_in_child() -> None:
+    """A new lock for a forked child: a thread that held it in the parent does not exist here."""
+    global _lock  # noqa: PLW0603 - the parent's may be held by a thread not here
+    _lock = threading.Lock()
+
+
+at_fork(after_in_child=_after_fork_in_child)
 
 
 class TorchBridge:

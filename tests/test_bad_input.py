@@ -21,7 +21,7 @@ from remote_cache import (
     ValueTooLargeError,
     cache_stats,
 )
-from remote_cache._config import MAX_EXPIRE
+from remote_cache._settings import MAX_EXPIRE
 from remote_cache.testing import InMemoryBackend, RedisServer
 
 FIVE_MB = {"data": "z" * (5 * 1024 * 1024), "time_taken_ms": 1}

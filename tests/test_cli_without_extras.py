@@ -123,4 +123,4 @@ class TestWithoutTheTestingExtra:
 
     def test_script_points_at_the_product(self) -> None:
         pyproject = (ROOT / "pyproject.toml").read_text()
-        assert '\nremote-cache = "remote_cache._cli:run_program"\n' in pyproject
+        assert '\nremote-cache = "remote_cache.cli:run_program"\n' in pyproject

@@ -7,7 +7,7 @@ from urllib.parse import unquote
 import pytest
 
 from remote_cache import ConfigurationError, RedisRemoteCacheBackend, create_cache
-from remote_cache._config import (
+from remote_cache._settings import (
     DEFAULT_RETRY_AFTER,
     MAX_EXPIRE,
     NEVER,
@@ -267,7 +267,8 @@ class TestUrls:
     def test_every_accepted_option_is_accepted_by_redis_py(self) -> None:
         import redis
 
-        from remote_cache._config import _NOT_FOR_SCHEME, _OPTION_CHECKS
+        from remote_cache._settings.options import NOT_FOR_SCHEME as _NOT_FOR_SCHEME
+        from remote_cache._settings.options import OPTION_CHECKS as _OPTION_CHECKS
 
         samples = {"db": "1", "protocol": "3", "ssl_cert_reqs": "none", "max_connections": "2"}
         for scheme, base in [("redis", "redis://h:1"), ("rediss", "rediss://h:1"),
@@ -283,7 +284,7 @@ class TestUrls:
     def test_every_option_documented(self) -> None:
         from pathlib import Path
 
-        from remote_cache._config import _OPTION_CHECKS
+        from remote_cache._settings.options import OPTION_CHECKS as _OPTION_CHECKS
 
         docs = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
         assert [name for name in _OPTION_CHECKS if f"`{name}`" not in docs] == []

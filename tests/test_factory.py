@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from remote_cache import LocalCache, RemoteFxGraphCache, create_cache
+import remote_cache
+from remote_cache import LocalCache, RemoteCache, RemoteFxGraphCache, create_cache
 from remote_cache import _factory as factory_module
 from remote_cache._factory import resolve_cache_class
 
@@ -49,7 +50,7 @@ class TestLookup:
         ("name", "error"),
         [
             ("NoSuchCache", LookupError),
-            ("cache_stats", TypeError),
+            ("cache_stats", LookupError),  # exported by remote_cache, but not a cache class
             ("tests.test_factory:TestLookup", TypeError),
             ("", TypeError),
             ("no_such_module_xyz:C", ImportError),
@@ -58,6 +59,17 @@ class TestLookup:
     def test_bad_names(self, name: str, error: type[Exception]) -> None:
         with pytest.raises(error):
             resolve_cache_class(name)
+
+    def test_every_exported_cache_class_by_its_name(self) -> None:
+        exported = {
+            name: value
+            for name in remote_cache.__all__
+            if isinstance(value := getattr(remote_cache, name), type)
+            and issubclass(value, RemoteCache)
+        }
+        assert exported
+        for name, cls in exported.items():
+            assert resolve_cache_class(name) is cls
 
 
 class TestCreateCache:

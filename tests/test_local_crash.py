@@ -13,6 +13,7 @@ from pathlib import Path
 
 from remote_cache import LocalCache, LocalCacheBackend, _local
 from remote_cache._local import STALE_SECONDS, sweep_temporary_files
+from remote_cache._process import reset_process_state
 
 VALUE_BYTES = 8 * 1024 * 1024
 
@@ -77,7 +78,7 @@ class TestKilledWriter:
         assert temporary_files(folder) == [left]
         # A process's first put in a folder sweeps it (this one put there while the writer
         # lived: start afresh, as a new process would).
-        _local._last_sweep.clear()
+        reset_process_state(counters=False)
         LocalCache("entries", root=tmp_path).put("k", 1)
         assert temporary_files(folder) == []
         assert sorted(os.listdir(folder)) == ["k", "other"]

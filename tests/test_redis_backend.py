@@ -31,14 +31,11 @@ from remote_cache import (
     cache_stats,
 )
 from remote_cache._breaker import CircuitBreaker, breaker_for
-from remote_cache._config import RedisSettings
-from remote_cache._redis import (
-    _DeadlineConnectionMixin,
-    _DeadlineSocket,
-    _handshake_options,
-    _shared_client,
-    translate_redis_error,
-)
+from remote_cache._redis import translate_redis_error
+from remote_cache._redis.clients import _handshake_options, _shared_client
+from remote_cache._redis.connections import _DeadlineConnectionMixin
+from remote_cache._redis.deadline import _DeadlineSocket
+from remote_cache._settings import RedisSettings
 from remote_cache.testing import RedisServer
 
 # What each of these classes means, whatever the redis-py release: the server or the link to
@@ -720,7 +717,7 @@ class TestDeadlineSocket:
     def test_a_passed_deadline_times_out_at_once(
         self, pair: tuple[_DeadlineSocket, socket.socket], monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        from remote_cache import _redis
+        from remote_cache._redis import deadline as _redis
 
         wrapped, peer = pair
         monkeypatch.setattr(_redis._call_deadline, "at", time.monotonic() - 1, raising=False)
@@ -733,7 +730,7 @@ class TestDeadlineSocket:
     def test_a_wait_ends_at_the_deadline(
         self, pair: tuple[_DeadlineSocket, socket.socket], monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        from remote_cache import _redis
+        from remote_cache._redis import deadline as _redis
 
         wrapped, _peer = pair
         monkeypatch.setattr(_redis._call_deadline, "at", time.monotonic() + 0.2, raising=False)
@@ -745,7 +742,7 @@ class TestDeadlineSocket:
     def test_a_non_blocking_poll_stays_non_blocking(
         self, pair: tuple[_DeadlineSocket, socket.socket], monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        from remote_cache import _redis
+        from remote_cache._redis import deadline as _redis
 
         wrapped, _peer = pair
         monkeypatch.setattr(_redis._call_deadline, "at", time.monotonic() + 5, raising=False)
@@ -758,7 +755,7 @@ class TestDeadlineSocket:
     def test_after_a_call_the_timeout_redis_py_set_comes_back(
         self, pair: tuple[_DeadlineSocket, socket.socket], monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        from remote_cache import _redis
+        from remote_cache._redis import deadline as _redis
 
         wrapped, peer = pair
         monkeypatch.setattr(_redis._call_deadline, "at", time.monotonic() + 0.05, raising=False)
@@ -829,7 +826,7 @@ class NestingClient:
         self.time_left: list[tuple[float | None, float | None]] = []
 
     def get(self, name: bytes) -> bytes:
-        from remote_cache._redis import _time_left
+        from remote_cache._redis.deadline import _time_left
 
         before = _time_left()
         with contextlib.suppress(BackendError):  # a fail-open cache's handler
@@ -843,7 +840,7 @@ class TestNestedCallDeadline:
 
     @pytest.mark.parametrize("inner_fails", [False, True], ids=["inner-ok", "inner-fails"])
     def test_the_outer_deadline_survives_a_nested_call(self, inner_fails: bool) -> None:
-        from remote_cache._redis import _time_left
+        from remote_cache._redis.deadline import _time_left
 
         inner_client = FlakyClient()
         if inner_fails:

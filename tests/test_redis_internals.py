@@ -1,4 +1,4 @@
-"""Each redis-py internal listed in ``remote_cache._redis_internals`` exists and behaves as
+"""Each redis-py internal listed in ``remote_cache._redis.internals`` exists and behaves as
 the backend assumes, on the installed redis-py (the floor venv runs this file on 5.0.0)."""
 
 from __future__ import annotations
@@ -13,13 +13,10 @@ from typing import Any
 import pytest
 
 from remote_cache import RedisRemoteCacheBackend
-from remote_cache._redis import (
-    _deadline_pool_class,
-    _DeadlineConnectionMixin,
-    _handshake_options,
-    close_shared_clients,
-)
-from remote_cache._redis_internals import (
+from remote_cache._redis import close_shared_clients
+from remote_cache._redis.clients import _handshake_options
+from remote_cache._redis.connections import _deadline_pool_class, _DeadlineConnectionMixin
+from remote_cache._redis.internals import (
     INTERNALS,
     checkout,
     is_connected,
@@ -344,7 +341,7 @@ def cluster() -> Iterator[RedisClusterServer]:
 
 @pytest.fixture
 def cluster_client(cluster: RedisClusterServer) -> Iterator[Any]:
-    """A ``RedisCluster`` client whose node pools are ours, as ``_build_client`` makes it."""
+    """A ``RedisCluster`` client whose node pools are ours, as ``build_client`` makes it."""
     from redis.cluster import RedisCluster
 
     client = RedisCluster.from_url(cluster.url, connection_pool_class=_deadline_pool_class())
@@ -418,10 +415,10 @@ class TestClusterClient:
     def test_one_attempt_per_command(self, cluster: RedisClusterServer) -> None:
         import redis
 
-        from remote_cache._config import RedisSettings
-        from remote_cache._redis import _build_client
+        from remote_cache._redis import build_client
+        from remote_cache._settings import RedisSettings
 
-        cluster_client = _build_client(RedisSettings(url=cluster.url, cluster=True))
+        cluster_client = build_client(RedisSettings(url=cluster.url, cluster=True))
         attempts = []
         node = cluster_client.get_node_from_key(b"k")
         real = cluster_client._execute_command

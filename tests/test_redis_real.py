@@ -406,7 +406,7 @@ class TestCallDeadline:
     ) -> None:
         """A process's first call builds a client (imports, a loaded machine): that time is
         not counted against the server, so it cannot open the breaker."""
-        import remote_cache._redis as redis_module
+        import remote_cache._redis.backend as redis_module
 
         build = redis_module._shared_client
 
@@ -431,7 +431,8 @@ class TestCallDeadline:
             assert time.monotonic() - started < 0.5 + 0.25
 
     def test_every_cluster_node_keeps_the_deadline(self) -> None:
-        from remote_cache._redis import _DeadlineConnectionMixin, _DeadlineSocket
+        from remote_cache._redis.connections import _DeadlineConnectionMixin
+        from remote_cache._redis.deadline import _DeadlineSocket
         from remote_cache.testing import RedisClusterServer
 
         with RedisClusterServer() as cluster:

@@ -307,15 +307,15 @@ class TestClientBuild:
     def test_handler_during_the_build_does_not_wait_for_it(self) -> None:
         report = run_child(
             """
-            from remote_cache import _redis
-            real_build = _redis._build_client
+            from remote_cache._redis import clients as _redis
+            real_build = _redis.build_client
             timings = []
             def build(settings):  # runs while this thread holds the build lock
                 started = time.monotonic()
                 alarm()
                 timings.append(time.monotonic() - started)
                 return real_build(settings)
-            _redis._build_client = build
+            _redis.build_client = build
             backend = RedisRemoteCacheBackend(url=dead_url(), timeout=2.0, retry_after=30.0)
             cache = RedisRemoteCache("sig", backend=backend)
             on_alarm(lambda: report.setdefault("inner", cache.get("from-handler")))

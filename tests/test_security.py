@@ -16,7 +16,7 @@ from remote_cache import (
     RedisRemoteCacheBackend,
     RemoteFxGraphCache,
 )
-from remote_cache._cli import main
+from remote_cache.cli import main
 from remote_cache.testing import RedisServer
 
 PACKAGE = Path(__file__).resolve().parent.parent / "remote_cache"
@@ -28,12 +28,13 @@ ALLOWED_UNSAFE = {
     # `python -m remote_cache.torch SCRIPT` runs the user's own program, as `python SCRIPT`.
     ("torch.py", "exec(code, module.__dict__)  # running the user's program is the point"),
     # The conformance suite writes values that look like pickles (bytes it never loads) ...
-    ("testing/conformance.py", "import pickle"),
-    ("testing/conformance.py", 'pickle.dumps({"pickled": [1, 2]}, protocol=0),'),
-    ("testing/conformance.py", 'pickle.dumps({"pickled": [1, 2]}, protocol=5),'),
+    ("testing/conformance/_values.py", "import pickle"),
+    ("testing/conformance/_values.py", 'pickle.dumps({"pickled": [1, 2]}, protocol=0),'),
+    ("testing/conformance/_values.py", 'pickle.dumps({"pickled": [1, 2]}, protocol=5),'),
     # ... and hands the backend under test to a fresh interpreter it starts itself.
-    ("testing/conformance.py", "pickled = pickle.dumps(backend)"),
-    ("testing/conformance.py", "backend = pickle.loads(pickled)"),
+    ("testing/conformance/_processes.py", "import pickle"),
+    ("testing/conformance/_processes.py", "pickled = pickle.dumps(backend)"),
+    ("testing/conformance/_processes.py", "backend = pickle.loads(pickled)"),
 }
 
 

@@ -7,7 +7,7 @@ import pytest
 from redis.connection import parse_url as untyped_parse_url
 
 from remote_cache import BackendError, ConfigurationError, RedisRemoteCacheBackend
-from remote_cache._config import (
+from remote_cache._settings import (
     RedisSettings,
     parse_redis_url,
     redact_url,

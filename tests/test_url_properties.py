@@ -19,14 +19,14 @@ from remote_cache import (
     RedisRemoteCache,
     RedisRemoteCacheBackend,
 )
-from remote_cache._cli import main
-from remote_cache._config import (
+from remote_cache._settings import (
     RedisSettings,
     parse_redis_url,
     redact_url,
     resolve_redis_settings,
     url_secrets,
 )
+from remote_cache.cli import main
 from remote_cache.testing._processes import free_port
 
 START, END = "\u00a7", "\u00a4"

@@ -20,7 +20,7 @@ from remote_cache import (
     RemoteDynamoPGOCache,
     RemoteFxGraphCache,
 )
-from remote_cache._inspect import KEY_PATTERN
+from remote_cache.cli.inventory import KEY_PATTERN
 from remote_cache.testing import InMemoryBackend
 
 VALUES = [

@@ -9,13 +9,11 @@ from __future__ import annotations
 from remote_cache.testing._backends import (
     BackendCall,
     FailingBackend,
-    FaultInjectingBackend,
-    FaultPlan,
     InMemoryBackend,
     NoopBackend,
     RecordingBackend,
-    SideEffect,
 )
+from remote_cache.testing._fault_injection import FaultInjectingBackend, FaultPlan
 from remote_cache.testing._fixtures import (
     FakeRedisFixture,
     MemoryFixture,
@@ -36,13 +34,14 @@ from remote_cache.testing._override import (
 )
 from remote_cache.testing._proxy import OutageProxy
 from remote_cache.testing._redis_cluster import RedisClusterServer
-from remote_cache.testing._redis_server import (
-    RedisServer,
+from remote_cache.testing._redis_server import RedisServer
+from remote_cache.testing._server_builds import (
     RedisServerError,
     ServerBuild,
     find_redis_server,
     find_valkey_server,
 )
+from remote_cache.testing._side_effects import SideEffect
 
 __all__ = [
     "BackendCall",

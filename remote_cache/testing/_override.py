@@ -109,8 +109,8 @@ def _clear_torch_memos() -> None:
 @contextlib.contextmanager
 def isolated_cache_stats() -> Iterator[CacheStats]:
     """Give the block empty counters in the global ``cache_stats``; put the old ones back after."""
-    previous = cache_stats._swap({})
+    previous = cache_stats.swap({})
     try:
         yield cache_stats
     finally:
-        cache_stats._swap(previous)
+        cache_stats.swap(previous)

@@ -7,10 +7,7 @@ from typing import Any
 
 import pytest
 
-from remote_cache import _controller as controller_module
-from remote_cache import cache_stats
-from remote_cache._breaker import reset_breakers
-from remote_cache._redis import close_shared_clients
+from remote_cache._process import reset_process_state
 from remote_cache.testing import OutageProxy, RedisClusterServer, RedisServer
 from tests.attack._harness import Baseline
 
@@ -23,10 +20,7 @@ def fresh_process_state() -> None:
 
     The suite's autouse fixture does this once per test; a test runs many examples.
     """
-    close_shared_clients()
-    cache_stats.reset()
-    reset_breakers()
-    controller_module._failing.clear()
+    reset_process_state()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from remote_cache._cli import _parser, main
+from remote_cache.cli import main
+from remote_cache.cli.parser import build_parser
 from remote_cache.testing import InMemoryBackend, _check
 from remote_cache.testing._redis_server import RedisServer
 
@@ -279,7 +280,7 @@ class TestHelp:
     """--help describes every option and the exit statuses."""
 
     def test_every_option_has_help(self) -> None:
-        parser = _parser()
+        parser = build_parser()
         commands = next(a for a in parser._actions if a.dest == "command")
         for name, sub in [("", parser), *commands.choices.items()]:  # type: ignore[union-attr]
             for action in sub._actions:
@@ -310,7 +311,7 @@ class TestHelp:
         assert "remote-cache" in result.stdout
 
     def test_old_import_path_kept(self) -> None:
-        from remote_cache._cli import main as moved
+        from remote_cache.cli import main as moved
         from remote_cache.testing.cli import main as kept
 
         assert kept is moved
@@ -568,6 +569,7 @@ class TestInterrupt:
         assert out == ""
         assert err == "remote-cache check: interrupted\n"
 
+    @pytest.mark.measured_children  # run_program, SIGINT and the JSON of an interruption
     def test_swallowed_interrupt_still_exits_130(
         self, listener: socket.socket, tmp_path: Any
     ) -> None:
@@ -582,3 +584,23 @@ class TestInterrupt:
         report = json.loads(out)
         assert_report_shape(report)
         assert (report["verdict"], report["exit_status"]) == ("interrupted", 130)
+
+
+def test_the_cli_and_the_harness_default_to_the_same_examples() -> None:
+    # The CLI keeps its own copy so that --help works without the testing extra.
+    from remote_cache.cli import parser
+
+    assert parser.DEFAULT_EXAMPLES == _check.DEFAULT_EXAMPLES
+
+
+def test_every_command_has_a_run_function() -> None:
+    import pathlib
+
+    import remote_cache
+    from remote_cache.cli import parser, program
+
+    assert set(program.RUNS) == set(parser.COMMANDS)
+    # python -m remote_cache names the command in its "interrupted" line, without the cli
+    # (a Ctrl-C may come while it loads): it lists the commands itself.
+    main_module = pathlib.Path(remote_cache.__file__).with_name("__main__.py").read_text("utf-8")
+    assert all(f'["{name}"]' in main_module for name in parser.COMMANDS)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from remote_cache._cli import main
+from remote_cache.cli import main
 from remote_cache.testing import RedisClusterFixture, RedisServer
 from remote_cache.testing._processes import free_port
 from tests.testing.test_terminal_output import HOSTILE, unsafe_in

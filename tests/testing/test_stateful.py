@@ -195,7 +195,10 @@ class TestPlantedDefects:
                 return self.store.get(key) or None
 
         with pytest.raises(AssertionError, match=r"returned None|is wrong: .*(hit|corrupt)") as e:
-            run_cache_machine(ForgetsEmpty, examples=200, random_seed=0)
+            # Found after 100 to 150 examples on this seed in a fresh process, later in some
+            # long-lived ones: the margin keeps it found wherever it runs (a found defect stops
+            # the run, so the margin costs nothing).
+            run_cache_machine(ForgetsEmpty, examples=600, random_seed=0)
         message = str(e.value)
         assert "state = CacheMachine()" in message  # the shrunk steps
         assert message.endswith("replay:   run_cache_machine(make_backend, random_seed=0)")

@@ -15,8 +15,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from remote_cache import CacheStat
-from remote_cache._cli import _print_inventory, _print_report, main, printable
-from remote_cache._inspect import inspect_redis
+from remote_cache._text import printable
+from remote_cache.cli import main
+from remote_cache.cli.inspect import print_inventory
+from remote_cache.cli.inventory import inspect_redis
+from remote_cache.cli.report import print_report
 from remote_cache.testing._check import CheckReport, CheckResult
 
 BIDI_CONTROLS = {"LRE", "RLE", "LRO", "RLO", "PDF", "LRI", "RLI", "FSI", "PDI"}
@@ -98,7 +101,7 @@ def table(keys: dict[bytes, list[bytes]], *, samples: int = 100) -> str:
         for name in names:
             client.set(b"pt2:" + cache_id + b"::" + name + b":c1", b"v")
     out = io.StringIO()
-    _print_inventory(inspect_redis(client, server="s", samples=samples), "s", out)
+    print_inventory(inspect_redis(client, server="s", samples=samples), "s", out)
     return out.getvalue()
 
 
@@ -191,7 +194,7 @@ class TestCheckReport:
             log_lines=["WARNING: reply \x1b[2J\rforged\nline"],
         )
         out = io.StringIO()
-        _print_report(report, out)
+        print_report(report, out)
         text = out.getvalue()
         assert unsafe_in(text) == []
         assert "read \\x1b]0;x\\x07\\r  PASS" in text  # the detail's own second line, escaped

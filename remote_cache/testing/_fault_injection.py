@@ -1,0 +1,268 @@
+"""``FaultInjectingBackend``: wraps a backend and fails or slows its calls by ``FaultPlan``s."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from remote_cache import BackendUnavailableError, RemoteCacheBackend
+from remote_cache._guard import Guard
+from remote_cache.testing._side_effects import (
+    OPERATIONS,
+    SideEffect,
+    _make_error,
+    _simulated_outage,
+)
+
+__all__ = ["FaultInjectingBackend", "FaultPlan"]
+
+
+@dataclasses.dataclass
+class FaultPlan:
+    """When a ``FaultInjectingBackend`` fails (or slows) a call.
+
+    Exactly one trigger applies: ``nth`` (the n-th matching call, 1-based), ``every`` (every
+    k-th matching call), ``probability`` (with ``seed`` for a repeatable sequence),
+    ``window`` (matching calls numbered ``start <= n < stop``), or none of them: always.
+    ``operations`` limits the plan to some of ``"get"``, ``"put"``, ``"get_many"``,
+    ``"put_many"`` (None: all). ``latency`` seconds are added to each triggered call;
+    ``error`` (a ``SideEffect``) is raised by it, unless ``latency`` is given without one.
+    """
+
+    nth: int | None = None
+    every: int | None = None
+    probability: float | None = None
+    window: tuple[int, int] | None = None
+    seed: int | None = None
+    operations: frozenset[str] | None = None
+    latency: float = 0.0
+    error: SideEffect | None = None
+    calls: int = dataclasses.field(default=0, init=False)
+    triggered: int = dataclasses.field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        triggers = [self.nth, self.every, self.probability, self.window]
+        if sum(trigger is not None for trigger in triggers) > 1:
+            raise ValueError("a FaultPlan takes at most one of nth, every, probability, window")
+        if self.nth is not None and self.nth < 1:
+            raise ValueError(f"Expected nth >= 1 but got nth={self.nth!r}")
+        if self.every is not None and self.every < 1:
+            raise ValueError(f"Expected every >= 1 but got every={self.every!r}")
+        if self.probability is not None and not 0.0 <= self.probability <= 1.0:
+            raise ValueError(
+                f"Expected 0 <= probability <= 1 but got probability={self.probability!r}"
+            )
+        if self.window is not None and not 1 <= self.window[0] <= self.window[1]:
+            raise ValueError(f"Expected 1 <= start <= stop but got window={self.window!r}")
+        if self.latency < 0:
+            raise ValueError(f"Expected latency >= 0 but got latency={self.latency!r}")
+        if self.operations is not None:
+            self.operations = frozenset(self.operations)
+            unknown = self.operations - set(OPERATIONS)
+            if unknown:
+                raise ValueError(
+                    f"unknown operations {sorted(unknown)}; expected some of {OPERATIONS}"
+                )
+        if self.error is None and self.latency == 0:
+            self.error = _simulated_outage
+        self._random = random.Random(self.seed)
+
+    def matches(self, operation: str) -> bool:
+        """Whether this plan looks at calls of ``operation``."""
+        return self.operations is None or operation in self.operations
+
+    def fires(self) -> bool:
+        """Count one matching call; return whether the plan triggers on it."""
+        self.calls += 1
+        n = self.calls
+        if self.nth is not None:
+            fired = n == self.nth
+        elif self.every is not None:
+            fired = n % self.every == 0
+        elif self.probability is not None:
+            fired = self._random.random() < self.probability
+        elif self.window is not None:
+            fired = self.window[0] <= n < self.window[1]
+        else:
+            fired = True
+        if fired:
+            self.triggered += 1
+        return fired
+
+
+class FaultInjectingBackend(RemoteCacheBackend[Any]):
+    """Wraps ``inner`` and fails or slows calls by ``FaultPlan``s, or all of them while down.
+
+    ``down()`` makes every call raise a ``BackendUnavailableError`` (a ``ConnectionError``)
+    until ``up()``; nothing stored in ``inner`` is lost. ``add(plan)`` and the shorthands
+    (``fail_nth``, ``fail_every``, ``fail_randomly``, ``fail_window``, ``fail_always``,
+    ``add_latency``) add plans at any time; ``clear()`` removes them. A failed call never
+    reaches ``inner``. ``injected`` counts the failures raised, per operation in
+    ``injected_by_operation``; ``last_error`` is the latest one. Thread-safe. A call made
+    by a signal handler (or a ``__del__``) while this thread is evaluating the plans never
+    waits for it: it raises a ``BackendUnavailableError`` at once, counted in ``reentered``,
+    not in the plans nor in ``injected``.
+    """
+
+    def __init__(
+        self,
+        inner: RemoteCacheBackend[Any],
+        plans: Iterable[FaultPlan] = (),
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__()
+        self.inner = inner
+        self.plans: list[FaultPlan] = list(plans)
+        self.is_down = False
+        self.down_error: SideEffect = _simulated_outage
+        self.injected_by_operation: dict[str, int] = dict.fromkeys(OPERATIONS, 0)
+        self.last_error: BaseException | None = None
+        self._sleep = sleep
+        self._lock = Guard()
+
+    @property
+    def reentered(self) -> int:
+        """Calls refused because this thread was inside the backend's lock (a signal handler)."""
+        return self._lock.refused
+
+    @property
+    def injected(self) -> int:
+        """Failures raised so far."""
+        return sum(self.injected_by_operation.values())
+
+    # -- switches and plans ---------------------------------------------------------------
+
+    def down(self, error: SideEffect | None = None) -> None:
+        """Fail every call with ``error`` (a BackendUnavailableError by default) until ``up()``."""
+        if error is not None:
+            self.down_error = error
+        self.is_down = True
+
+    def up(self) -> None:
+        """End ``down()``; plans stay."""
+        self.is_down = False
+        self.down_error = _simulated_outage
+
+    def add(self, plan: FaultPlan) -> FaultPlan:
+        """Add ``plan``; return it (its ``calls`` and ``triggered`` count what it saw)."""
+        if not isinstance(plan, FaultPlan):
+            raise TypeError(f"Expected a FaultPlan but got {plan!r}")
+        self._lock.run_or_defer(lambda: self.plans.append(plan))
+        return plan
+
+    def clear(self) -> None:
+        """Remove every plan and end ``down()``."""
+        self._lock.run_or_defer(self.plans.clear)
+        self.up()
+
+    def fail_always(
+        self, *, operations: Iterable[str] | None = None, error: SideEffect | None = None
+    ) -> FaultPlan:
+        """Fail every matching call."""
+        return self.add(FaultPlan(operations=_ops(operations), error=error))
+
+    def fail_nth(
+        self, n: int, *, operations: Iterable[str] | None = None, error: SideEffect | None = None
+    ) -> FaultPlan:
+        """Fail the ``n``-th matching call (1-based)."""
+        return self.add(FaultPlan(nth=n, operations=_ops(operations), error=error))
+
+    def fail_every(
+        self, k: int, *, operations: Iterable[str] | None = None, error: SideEffect | None = None
+    ) -> FaultPlan:
+        """Fail every ``k``-th matching call."""
+        return self.add(FaultPlan(every=k, operations=_ops(operations), error=error))
+
+    def fail_randomly(
+        self,
+        p: float,
+        *,
+        seed: int | None = 0,
+        operations: Iterable[str] | None = None,
+        error: SideEffect | None = None,
+    ) -> FaultPlan:
+        """Fail each matching call with probability ``p`` (repeatably, for a given ``seed``)."""
+        return self.add(
+            FaultPlan(probability=p, seed=seed, operations=_ops(operations), error=error)
+        )
+
+    def fail_window(
+        self,
+        start: int,
+        stop: int,
+        *,
+        operations: Iterable[str] | None = None,
+        error: SideEffect | None = None,
+    ) -> FaultPlan:
+        """Fail matching calls numbered ``start`` (1-based) up to, not including, ``stop``."""
+        return self.add(FaultPlan(window=(start, stop), operations=_ops(operations), error=error))
+
+    def add_latency(self, seconds: float, *, operations: Iterable[str] | None = None) -> FaultPlan:
+        """Delay every matching call by ``seconds``."""
+        return self.add(FaultPlan(latency=seconds, operations=_ops(operations)))
+
+    # -- the calls ------------------------------------------------------------------------
+
+    def _before(self, operation: str, key: Any) -> None:
+        if self.is_down:
+            self._inject(self.down_error, operation, key)
+        if not self.plans:
+            return
+        if not self._lock.enter():
+            raise BackendUnavailableError(
+                f"re-entered: {operation} called while this thread was evaluating the plans",
+                backend="simulated", operation=operation, key=key if isinstance(key, str) else None,
+            )  # fmt: skip
+        try:
+            delay, error = self._fire(operation)
+        finally:
+            self._lock.leave()
+        if delay:
+            self._sleep(delay)
+        if error is not None:
+            self._inject(error, operation, key)
+
+    def _fire(self, operation: str) -> tuple[float, SideEffect | None]:
+        """The delay and the error of the plans that fire on this call. Hold the lock."""
+        delay, error = 0.0, None
+        for plan in self.plans:
+            if plan.matches(operation) and plan.fires():
+                delay += plan.latency
+                if plan.error is not None and error is None:
+                    error = plan.error
+        return delay, error
+
+    def _inject(self, side_effect: SideEffect, operation: str, key: Any) -> None:
+        error = _make_error(side_effect, operation, key)
+        self._lock.run_or_defer(lambda: self._count(operation, error))
+        raise error
+
+    def _count(self, operation: str, error: BaseException) -> None:
+        self.injected_by_operation[operation] += 1
+        self.last_error = error
+
+    def _get(self, key: str) -> Any:
+        self._before("get", key)
+        return self.inner.get(key)
+
+    def _put(self, key: str, data: Any) -> None:
+        self._before("put", key)
+        self.inner.put(key, data)
+
+    def _get_many(self, keys: list[str]) -> dict[str, Any]:
+        self._before("get_many", tuple(keys))
+        return self.inner.get_many(keys)
+
+    def _put_many(self, mapping: Mapping[str, Any]) -> None:
+        self._before("put_many", tuple(mapping))
+        self.inner.put_many(mapping)
+
+
+def _ops(operations: Iterable[str] | None) -> frozenset[str] | None:
+    if isinstance(operations, str):
+        return frozenset([operations])
+    return None if operations is None else frozenset(operations)

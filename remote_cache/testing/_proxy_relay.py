@@ -1,0 +1,362 @@
+"""The serving thread of ``OutageProxy``: one selector loop that relays every connection.
+
+``ProxyRelay`` accepts clients, connects each to the target, moves bytes both ways when
+they are due, passes on ends and resets, and runs the fault changes (``_Command``) the
+public methods queue for it. It owns every socket: no other thread touches one. The
+public API (``OutageProxy`` in ``_proxy``) subclasses it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from remote_cache.testing._proxy_streams import _BUFFER_LIMIT, _Connection, _Direction, _reset
+
+__all__ = ["ProxyRelay"]
+
+_CHUNK = 65536
+_CONNECTING = {0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN}
+_OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_ACCEPT_PAUSE = 0.1
+"""Seconds the proxy stops accepting after running out of descriptors (else it would spin)."""
+
+
+class _Command:
+    """A change of settings, run by the serving thread; the caller waits for ``done``."""
+
+    __slots__ = ("action", "done")
+
+    def __init__(self, action: Callable[[], None]) -> None:
+        self.action = action
+        self.done = threading.Event()
+
+
+class ProxyRelay:
+    """Relay a loopback port to ``(target_host, target_port)`` from one serving thread.
+
+    Builds the listener and the selector and starts the thread; the fault settings
+    (``_mode``, ``_latency``, ``_reset_mid_reply``, ``_slow_close``) are changed only by
+    commands the thread runs. A host that does not resolve raises ``OSError`` here.
+    """
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        # Resolved once, here: a bad host fails now, and the serving thread never waits on DNS.
+        self._target_address = socket.getaddrinfo(
+            target_host, target_port, type=socket.SOCK_STREAM
+        )[0]
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(128)
+        self._listener.setblocking(False)
+        self.host, self.port = "127.0.0.1", self._listener.getsockname()[1]
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._listener, selectors.EVENT_READ, None)
+        self._accept_paused_until: float | None = None
+        self._connections: set[_Connection] = set()
+        self._commands: deque[_Command] = deque()
+        self._commands_lock = threading.Lock()
+        """Guards ``_commands`` and ``_closed``; the serving thread runs commands under it."""
+        self._mode = "up"
+        self._latency = 0.0
+        self._reset_mid_reply = False
+        self._slow_close = 0.0
+        self.connections = 0
+        """Connections accepted so far."""
+        self._closed = False
+        self._wakeup_r, self._wakeup_w = socket.socketpair()
+        self._wakeup_r.setblocking(False)
+        self._wakeup_w.setblocking(False)
+        self._selector.register(self._wakeup_r, selectors.EVENT_READ, "wakeup")
+        self._thread = threading.Thread(target=self._serve, name="OutageProxy", daemon=True)
+        self._thread.start()
+
+    # -- commands, run by the serving thread ----------------------------------------------
+
+    def _run_commands(self) -> None:
+        while self._commands:
+            command = self._commands.popleft()
+            # An action that raises ends the thread (its callers then raise RuntimeError):
+            # ``done`` must never claim a change that did not happen.
+            command.action()
+            command.done.set()
+
+    def _do_cut(self) -> None:
+        self._mode = "cut"
+        for connection in list(self._connections):
+            self._drop(connection, reset=True)
+
+    def _do_blackhole(self) -> None:
+        self._mode = "blackhole"
+
+    def _do_restore(self) -> None:
+        self._mode = "up"
+        self._latency = 0.0
+        self._reset_mid_reply = False
+        self._slow_close = 0.0
+        for connection in list(self._connections):
+            connection.request.release()
+            connection.reply.release()
+            connection.slow_close = 0.0
+            if connection.close_at is not None:
+                connection.close_at = 0.0
+            if connection.deferred:
+                connection.deferred = False
+                self._connect(connection)
+
+    # -- the serving thread ---------------------------------------------------------------
+
+    def _drop(self, connection: _Connection, *, reset: bool = False) -> None:
+        if connection.closed:
+            return
+        connection.closed = True
+        self._connections.discard(connection)
+        for registered in connection.registered:
+            with contextlib.suppress(KeyError, ValueError, RuntimeError):
+                self._selector.unregister(registered)
+        connection.registered.clear()
+        for sock in (connection.client, connection.upstream):
+            if sock is None:
+                continue
+            if reset:
+                _reset(sock)
+            else:
+                sock.close()
+
+    def _accept(self) -> None:
+        try:
+            client, _ = self._listener.accept()
+        except OSError as exc:
+            if exc.errno in _OUT_OF_RESOURCES:
+                # The connection stays in the backlog and the listener stays readable: wait
+                # for descriptors to free up instead of retrying in a busy loop.
+                self._selector.unregister(self._listener)
+                self._accept_paused_until = time.monotonic() + _ACCEPT_PAUSE
+            return
+        self.connections += 1
+        if self._mode == "cut":
+            _reset(client)
+            return
+        client.setblocking(False)
+        connection = _Connection(client)
+        self._connections.add(connection)
+        if self._mode == "blackhole":
+            connection.deferred = True
+        else:
+            self._connect(connection)
+
+    def _connect(self, connection: _Connection) -> None:
+        """Start a non-blocking connect to the target (a dead target resets the client)."""
+        family, kind, proto, _, address = self._target_address
+        try:
+            upstream = socket.socket(family, kind, proto)
+        except OSError:
+            self._drop(connection, reset=True)
+            return
+        upstream.setblocking(False)
+        result = upstream.connect_ex(address)
+        if result not in _CONNECTING:
+            upstream.close()
+            self._drop(connection, reset=True)
+            return
+        connection.upstream = upstream
+        connection.connecting = result != 0
+
+    def _read(self, connection: _Connection, from_client: bool) -> None:
+        source = connection.client if from_client else connection.upstream
+        if source is None:
+            return
+        try:
+            data = source.recv(_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # reset by that side: the other side hears of it the same way
+            self._drop(connection, reset=True)
+            return
+        if from_client and connection.silent:
+            if not data:
+                self._drop(connection)
+            return  # the server is gone: the client's bytes go nowhere
+        direction = connection.request if from_client else connection.reply
+        if not data:
+            direction.eof = True
+            if not from_client:
+                connection.slow_close = self._slow_close
+            return
+        if not from_client and self._reset_mid_reply:
+            half = max(1, len(data) // 2)
+            data, direction.withheld = data[:half], data[half:]
+            direction.reset_after = True
+        delay = 0.0 if from_client else self._latency
+        direction.add(data, time.monotonic() + delay if delay > 0 else 0.0)
+
+    def _connected(self, connection: _Connection) -> None:
+        assert connection.upstream is not None
+        error = connection.upstream.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if error:
+            self._drop(connection, reset=True)
+        else:
+            connection.connecting = False
+
+    def _flush(
+        self, connection: _Connection, direction: _Direction, target: socket.socket, now: float
+    ) -> bool:
+        """Send what is due, oldest first; pass on an end or a reset. False: dropped."""
+        while direction.chunks and direction.chunks[0].due <= now:
+            chunk = direction.chunks[0]
+            try:
+                sent = target.send(chunk.data)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self._drop(connection, reset=True)
+                return False
+            direction.buffered -= sent
+            if sent < len(chunk.data):
+                chunk.data = chunk.data[sent:]
+                break
+            direction.chunks.popleft()
+        if direction.chunks:
+            return True
+        if direction.reset_after:
+            self._drop(connection, reset=True)
+            return False
+        if direction.eof and not direction.done:
+            direction.done = True
+            if direction is connection.reply and connection.slow_close > 0:
+                self._start_slow_close(connection, now)
+            else:
+                with contextlib.suppress(OSError):  # that side is already gone
+                    target.shutdown(socket.SHUT_WR)
+        return True
+
+    def _start_slow_close(self, connection: _Connection, now: float) -> None:
+        connection.close_at = now + connection.slow_close
+        connection.silent = True
+        connection.request = _Direction()
+        connection.request.done = True
+        upstream, connection.upstream = connection.upstream, None
+        if upstream is not None:
+            if upstream in connection.registered:
+                del connection.registered[upstream]
+                with contextlib.suppress(KeyError, ValueError):
+                    self._selector.unregister(upstream)
+            upstream.close()
+
+    def _pump(self, connection: _Connection, now: float) -> None:
+        """Move what is due on ``connection``, end it when both sides are done, set interest."""
+        if self._mode == "up":
+            upstream = connection.upstream
+            if (
+                upstream is not None
+                and not connection.connecting
+                and not self._flush(connection, connection.request, upstream, now)
+            ):
+                return
+            if not self._flush(connection, connection.reply, connection.client, now):
+                return
+        if connection.close_at is not None:
+            if now >= connection.close_at:
+                self._drop(connection)
+            else:
+                self._interest(connection, now)
+            return
+        if connection.request.done and connection.reply.done:
+            self._drop(connection)
+            return
+        self._interest(connection, now)
+
+    def _interest(self, connection: _Connection, now: float) -> None:
+        up = self._mode == "up"
+        request, reply = connection.request, connection.reply
+        client_events = 0
+        if up and not request.eof and request.buffered < _BUFFER_LIMIT:
+            client_events |= selectors.EVENT_READ
+        if up and reply.chunks and reply.chunks[0].due <= now:
+            client_events |= selectors.EVENT_WRITE
+        wanted = {connection.client: client_events}
+        upstream = connection.upstream
+        if upstream is not None:
+            upstream_events = 0
+            if connection.connecting:
+                upstream_events = selectors.EVENT_WRITE
+            elif up:
+                if not reply.eof and not reply.reset_after and reply.buffered < _BUFFER_LIMIT:
+                    upstream_events |= selectors.EVENT_READ
+                if request.chunks:
+                    upstream_events |= selectors.EVENT_WRITE
+            wanted[upstream] = upstream_events
+        for sock, events in wanted.items():
+            current = connection.registered.get(sock, 0)
+            if events == current:
+                continue
+            role = "client" if sock is connection.client else "upstream"
+            if not events:
+                self._selector.unregister(sock)
+                del connection.registered[sock]
+            elif current:
+                self._selector.modify(sock, events, (connection, role))
+                connection.registered[sock] = events
+            else:
+                self._selector.register(sock, events, (connection, role))
+                connection.registered[sock] = events
+
+    def _next_wake(self, now: float) -> float:
+        wake = now + 1.0
+        if self._accept_paused_until is not None:
+            wake = min(wake, self._accept_paused_until)
+        for connection in self._connections:
+            if self._mode == "up":
+                for direction in (connection.request, connection.reply):
+                    due = direction.next_due()
+                    if due is not None and due > now:
+                        wake = min(wake, due)
+            if connection.close_at is not None:
+                wake = min(wake, connection.close_at)
+        return max(0.0, wake - now)
+
+    def _serve(self) -> None:
+        try:
+            self._serve_until_closed()
+        finally:
+            # Here, not in close(): no other thread ever touches a socket the loop uses.
+            for connection in list(self._connections):
+                self._drop(connection)
+            self._listener.close()
+            self._selector.close()
+            self._wakeup_r.close()
+
+    def _serve_until_closed(self) -> None:
+        while True:
+            with self._commands_lock:
+                self._run_commands()
+                if self._closed:
+                    return
+            now = time.monotonic()
+            if self._accept_paused_until is not None and now >= self._accept_paused_until:
+                self._accept_paused_until = None
+                self._selector.register(self._listener, selectors.EVENT_READ, None)
+            for connection in list(self._connections):
+                self._pump(connection, now)
+            for key, events in self._selector.select(timeout=self._next_wake(now)):
+                if key.data == "wakeup":
+                    with contextlib.suppress(OSError):
+                        self._wakeup_r.recv(4096)
+                elif key.data is None:
+                    self._accept()
+                else:
+                    connection, role = key.data
+                    if connection.closed:
+                        continue
+                    if role == "upstream" and connection.connecting:
+                        if events & selectors.EVENT_WRITE:
+                            self._connected(connection)
+                    elif events & selectors.EVENT_READ:
+                        self._read(connection, from_client=role == "client")

@@ -1,0 +1,84 @@
+"""The bytes of one proxied connection: what each direction holds, and when it is due.
+
+``OutageProxy``'s faults act on these: latency sets when a chunk is due, ``reset_mid_reply``
+withholds part of a reply and resets once the rest is flushed, ``restore()`` releases what
+is held. The serving thread (``_proxy_relay``) moves the bytes; this module only keeps them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+from collections import deque
+
+_BUFFER_LIMIT = 256 * 1024
+"""Bytes one direction of a connection holds before the proxy stops reading its source."""
+_LINGER_RESET = struct.pack("ii", 1, 0)  # close() then sends RST instead of FIN
+
+
+def _reset(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed by the peer
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    sock.close()
+
+
+class _Chunk:
+    __slots__ = ("data", "due")
+
+    def __init__(self, due: float, data: memoryview) -> None:
+        self.due = due
+        self.data = data
+
+
+class _Direction:
+    """Bytes read from one side of a connection, waiting, in order, to reach the other side."""
+
+    def __init__(self) -> None:
+        self.chunks: deque[_Chunk] = deque()  # oldest first; only the first one is ever sent
+        self.buffered = 0
+        self.last_due = 0.0
+        self.eof = False  # the source ended: once flushed, end the destination's writing side
+        self.done = False  # the end was passed on
+        self.reset_after = False  # once flushed, reset the connection (reset_mid_reply)
+        self.withheld = b""  # the part of the reply cut off by reset_mid_reply, kept for restore()
+
+    def add(self, data: bytes, due: float) -> None:
+        # A chunk is never due before the one ahead of it, so a lowered latency cannot reorder.
+        self.last_due = max(due, self.last_due)
+        self.chunks.append(_Chunk(self.last_due, memoryview(data)))
+        self.buffered += len(data)
+
+    def release(self) -> None:
+        """Make every held chunk due now (their order is unchanged); cancel a pending reset.
+
+        The bytes a pending reset cut off follow the held ones, so the stream has no gap.
+        """
+        for chunk in self.chunks:
+            chunk.due = 0.0
+        self.last_due = 0.0
+        if self.reset_after:
+            self.reset_after = False
+            if self.withheld:
+                self.add(self.withheld, 0.0)
+            self.withheld = b""
+
+    def next_due(self) -> float | None:
+        return self.chunks[0].due if self.chunks else None
+
+
+class _Connection:
+    """One client connection and its upstream connection."""
+
+    def __init__(self, client: socket.socket) -> None:
+        self.client = client
+        self.upstream: socket.socket | None = None
+        self.connecting = False
+        self.deferred = False  # accepted during a black hole: connect upstream on restore()
+        self.silent = False  # slow close: the server is gone, the client is read and ignored
+        self.request = _Direction()  # client -> upstream
+        self.reply = _Direction()  # upstream -> client
+        self.slow_close = 0.0  # the slow_close() value when the server hung up
+        self.close_at: float | None = None  # slow close: when the client's side ends
+        self.closed = False
+        self.registered: dict[socket.socket, int] = {}

@@ -1,0 +1,192 @@
+"""``key_families`` and ``check_keys``: keys that broken backends make collide each hold their
+own value (case folding, Unicode normalisation, truncation, mangling, cache prefixes)."""
+
+from __future__ import annotations
+
+from remote_cache.testing.conformance._diagnostics import _utf8
+from remote_cache.testing.conformance._probe import LONGEST_KEY, BackendFactory, _Probe
+
+
+def key_families(longest: int = LONGEST_KEY) -> list[tuple[str, list[str]]]:
+    """Families of distinct keys that broken backends make collide, each with its name.
+
+    Case folding, Unicode normalisation (NFC, NFD, NFKC), truncation (at 250 bytes and
+    elsewhere, up to ``longest`` characters), non-ASCII mangling, stripped NUL, whitespace
+    and separators, and cache prefixes (``pt2:<cache id>::``).
+    """
+    cut = "k" * 249
+    return [
+        (
+            "case",
+            [
+                "cache-key",
+                "CACHE-KEY",
+                "Cache-Key",
+                "straße",
+                "STRASSE",
+                "strasse",
+                "ǆ",
+                "ǅ",
+                "Ǆ",
+                "i",
+                "I",
+                "İ",
+                "\u0131",
+                "ABCDEF0123",
+                "abcdef0123",
+            ],
+        ),
+        (
+            "Unicode normalisation",
+            [
+                "caf\u00e9",
+                "cafe\u0301",
+                "\u00c5",
+                "\u212b",
+                "A\u030a",
+                "\ufb01le",
+                "file",
+                "\uff21",
+                "A",
+                "\ud55c",
+                "\u1112\u1161\u11ab",
+                "\u1e9b\u0323",
+                "\u017f\u0323\u0307",
+            ],
+        ),
+        (
+            "length",
+            [
+                cut,
+                f"{cut}a",
+                f"{cut}b",
+                f"{cut}ab",
+                f"{cut}ac",
+                "k" * 255 + "a",
+                "k" * 255 + "b",
+                "k" * 256,
+                "é" * 125 + "a",
+                "é" * 125 + "b",
+                "k" * (longest - 1) + "a",
+                "k" * (longest - 1) + "b",
+                "é" * (longest - 1) + "a",
+                "é" * (longest - 1) + "b",
+                "🚀" * longest,
+                "🚀" * (longest - 1) + "x",
+            ],
+        ),
+        (
+            "non-ASCII",
+            [
+                "xé",
+                "xe",
+                "x?",
+                "x\ufffd",
+                "x",
+                "xü",
+                "xu",
+                "x日本",
+                "x??",
+                "x🚀",
+                "x\ud800",
+                "x\\ud800",
+                "x\udc80",
+                "x\\udc80",
+                "x\\xed\\xa0\\x80",
+                "x\ud800\udc00",
+                "x\U00010000",
+                "x\x80",
+                "x\u00c3\u00a9",
+            ],
+        ),
+        (
+            "NUL, whitespace and separators",
+            [
+                "k",
+                "k\x00",
+                "k\x00\x00",
+                "\x00k",
+                "k ",
+                " k",
+                "k\n",
+                "k\t",
+                "k\r\n",
+                "a/b",
+                "a\\b",
+                "a_b",
+                "a:b",
+                "a%2Fb",
+                "..",
+                ".",
+                "a/../b",
+                "b",
+                "a b",
+                "a+b",
+            ],
+        ),
+        (
+            "cache prefix",
+            [
+                "pt2:graphs::h:c1",
+                "pt2:aot::h:c1",
+                "pt2:graphs2::h:c1",
+                "pt2:graphs::h:c2",
+                "pt2:graphs:h:c1",
+                "h:c1",
+                "h",
+            ],
+        ),
+    ]
+
+
+_FAMILY_NOTES = {
+    "case": "keys differing only in case (a case-insensitive store?)",
+    "Unicode normalisation": "keys differing only in Unicode normalisation (NFC, NFD, NFKC)",
+    "length": "keys differing only after a common prefix (are long keys truncated?)",
+    "non-ASCII": "keys differing only in non-ASCII characters (mangled when encoded?)",
+    "NUL, whitespace and separators": "keys differing in NUL, whitespace or separators",
+    "cache prefix": "keys differing only in the cache prefix pt2:<cache id>::, so caches with "
+    "different ids would read each other's entries (is the prefix stripped?)",
+}
+
+
+def check_keys(make_backend: BackendFactory, *, longest: int = LONGEST_KEY) -> None:
+    """Every key of ``key_families(longest)`` holds its own value, by ``get`` and ``get_many``.
+
+    Catches backends that fold case, normalise Unicode, truncate long keys, mangle
+    non-ASCII, strip NUL or whitespace, or drop the cache prefix: the message names the two
+    keys that collide. Keys up to ``longest`` characters (1 KiB) are written, each by
+    ``put``, then each family by one ``put_many`` into a second backend from the factory.
+    """
+    check = "check_keys"
+    backend = make_backend()
+    probe = _Probe(backend, check, f"check_keys(make_backend, longest={longest}) (deterministic)")
+    seen: dict[str, str] = {}
+    families = key_families(longest)
+    for family, keys in families:
+        for key in keys:
+            if key in seen:
+                continue
+            seen[key] = family
+            value = f"{len(seen)}:{family}:".encode() + _utf8(key)[:40]
+            probe.put(key, value)
+    values = {key: value for value, key in probe.written.items()}
+    for family, keys in families:
+        note = _FAMILY_NOTES[family]
+        for key in keys:
+            probe.get(key, values[key], after=f"put of {len(seen)} distinct keys, then ", note=note)
+        probe.get_many(keys, {key: values[key] for key in keys}, note=note)
+    absent = [f"{key}-absent" for key in ("cache-key", "k" * longest)]
+    probe.get_many(absent, {}, after="keys never written: ")
+    # Each family again, by one put_many into a fresh backend: batches keep keys apart too.
+    probe = _Probe(make_backend(), check, probe.replay)
+    for family, keys in families:
+        note = _FAMILY_NOTES[family] + ", in one put_many"
+        batch: dict[str, bytes] = {}
+        for key in dict.fromkeys(keys):
+            batch[key] = f"{len(batch)}:{family}:batch:".encode() + _utf8(key)[:40]
+        probe.put_many(batch)
+        after = f"put_many of the {len(batch)} keys of the {family} family, then "
+        probe.get_many(list(batch), batch, after=after, note=note)
+        for key, value in batch.items():
+            probe.get(key, value, after=after, note=note)

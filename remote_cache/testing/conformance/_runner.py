@@ -1,0 +1,72 @@
+"""``check_backend``: every conformance check in order, then the cache state machine."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+
+from remote_cache.testing.conformance._concurrency import check_concurrency
+from remote_cache.testing.conformance._contract import (
+    check_batches,
+    check_contract,
+    check_overwrites,
+    check_stats,
+)
+from remote_cache.testing.conformance._keys import check_keys
+from remote_cache.testing.conformance._probe import LARGEST_VALUE, LONGEST_KEY, BackendFactory
+from remote_cache.testing.conformance._properties import check_model
+from remote_cache.testing.conformance._values import check_values
+from remote_cache.testing.stateful import run_cache_machine
+
+
+@contextlib.contextmanager
+def _quiet_planted_faults() -> Iterator[None]:
+    """The cache machine's planted faults are logged by design (hundreds of warnings): show
+    only errors from the ``remote_cache`` logger meanwhile, and restore its level after."""
+    logger = logging.getLogger("remote_cache")
+    previous = logger.level
+    if logger.getEffectiveLevel() < logging.ERROR:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
+def check_backend(
+    make_backend: BackendFactory,
+    *,
+    examples: int | None = None,
+    random_seed: int | None = None,
+    on_example: Callable[[], None] | None = None,
+    largest_value: int = LARGEST_VALUE,
+    longest_key: int = LONGEST_KEY,
+) -> None:
+    """Check the backend contract against backends from ``make_backend`` (fresh, empty each call).
+
+    Runs, in order: ``check_contract`` (absent keys, falsy values, overwrites, batches,
+    isolation of the factory's backends), ``check_values`` (sizes up to ``largest_value``
+    bytes, the declared ``max_value_bytes`` refused loudly above), ``check_keys`` (key
+    families up to ``longest_key`` characters that collide under case folding, Unicode
+    normalisation, truncation or a dropped prefix), ``check_overwrites`` (no stale reads),
+    ``check_batches``, ``check_stats`` (exact counters), ``check_concurrency`` (threads, and
+    processes for ``shared_between_processes`` backends), ``check_model`` (Hypothesis: any
+    sequence of calls agrees with a dict) and the cache state machine of
+    ``remote_cache.testing.stateful`` (caches, injected faults, corrupt entries, exact
+    counters). ``examples`` defaults to the loaded Hypothesis profile's ``max_examples``;
+    ``random_seed`` makes the random parts repeatable (None: a random seed, named in the
+    failure). Raises ``AssertionError`` at the first violation. pytest-free.
+    """
+    check_contract(make_backend)
+    check_values(make_backend, largest=largest_value, longest=longest_key)
+    check_keys(make_backend, longest=longest_key)
+    check_overwrites(make_backend)
+    check_batches(make_backend)
+    check_stats(make_backend)
+    check_concurrency(make_backend, random_seed=random_seed)
+    check_model(make_backend, examples=examples, random_seed=random_seed, on_example=on_example)
+    with _quiet_planted_faults():
+        run_cache_machine(
+            make_backend, examples=examples, random_seed=random_seed, on_example=on_example
+        )
