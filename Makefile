@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 COVERAGE_FLOOR ?= 95
 
-.PHONY: demo test lint typecheck unit example examples-beside-the-suite bench redis-server clean \
+.PHONY: demo test lint typecheck unit example bench redis-server clean \
 	floors lock latest
 
 # Exact versions from requirements/lock.txt (make lock), so that a release elsewhere never
@@ -55,23 +55,25 @@ typecheck: $(STAMP)
 unit: $(STAMP) redis-server
 	$(BIN)/python -m pip install --quiet -c $(LOCK) $(TORCH)  # tests/torch: real torch.compile (CPU wheel)
 	$(BIN)/python -m coverage erase
-	$(BIN)/python -m coverage run -m pytest -p no:cacheprovider -n 2 --dist worksteal $(PYTEST_ARGS)
+	$(BIN)/python -m coverage run -m pytest -p no:cacheprovider -n 3 --dist worksteal $(PYTEST_ARGS)
 	$(BIN)/python -m coverage combine --quiet
 	$(BIN)/python -m coverage report --fail-under=$(COVERAGE_FLOOR)
 
-# The sample downstream project (fixtures loaded from the installed package) and the sample
-# third-party backend (the conformance and property suite run against it).
-example: $(STAMP) redis-server examples-beside-the-suite
+# The sample projects, each run in its own folder as its users run it: the downstream project
+# (fixtures loaded from the installed package), the third-party backend (the conformance and
+# property suite run against it) and the torch user's project. make test runs them inside the
+# suite, beside the other tests (tests/test_examples.py, tests/testing/test_plugin.py).
+example: $(STAMP) redis-server
 	cd docs/examples/tinycompiler && ../../../$(BIN)/python -m pytest -p no:cacheprovider -q
-
-# make test leaves the tinycompiler project to the suite, which runs it as its users do
-# (tests/testing/test_plugin.py: pytest in a subprocess, with and without xdist).
-examples-beside-the-suite: $(STAMP) redis-server
 	cd docs/examples/sqlite_backend && ../../../$(BIN)/python -m pytest -p no:cacheprovider -q
 	$(BIN)/python -m pip install --quiet -c $(LOCK) $(TORCH)  # the torch user's project (CPU wheel)
 	cd docs/examples/torch_project && ../../../$(BIN)/python -m pytest -p no:cacheprovider -q
 
-test: lint typecheck examples-beside-the-suite unit floors
+# The floors' virtual environment is built while the suite runs (pip mostly waits on the
+# network and the disk); its tests run after, so that the two never compete for the cores.
+test: lint typecheck
+	$(MAKE) --no-print-directory -j2 --output-sync=target unit $(FLOORS_STAMP)
+	$(MAKE) --no-print-directory floors
 
 # The lowest versions pyproject.toml declares (requirements/floors.txt) in a second virtual
 # environment, where the harness and conformance tests run once. pytest 8.0 predates the

@@ -267,7 +267,10 @@ class TestStdoutCarriesOnlyTheReport:
             ("check", "--json", *QUICK),
             ("check", *QUICK),
             ("check", "--backend", "user_backends:exits", "--json"),
-            ("check", "--url", "redis://127.0.0.1:0", "--json"),
+            pytest.param(  # a closed stdout is met in a process of its own: measure one
+                ("check", "--url", "redis://127.0.0.1:0", "--json"),
+                marks=pytest.mark.measured_children,
+            ),
         ],
     )
     def test_closed_stdout(self, user_dir: Path, argv: tuple[str, ...]) -> None:
@@ -400,6 +403,7 @@ class TestInterruptAnywhere:
 class TestBothEntryPoints:
     """``python -m remote_cache`` and ``python -m remote_cache.testing`` are the same command."""
 
+    @pytest.mark.measured_children  # both __main__ modules run only as python -m
     @pytest.mark.parametrize("argv", [["--help"], ["check", "--help"], ["inspect", "--help"]])
     def test_same_help(self, tmp_path: Path, argv: list[str]) -> None:
         results = [

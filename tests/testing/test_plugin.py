@@ -16,13 +16,6 @@ from remote_cache.testing import RedisServer
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "tinycompiler"
 
 
-@pytest.fixture(autouse=True)
-def unmeasured_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The runs below exercise remote_cache.testing, which coverage leaves out: they are not
-    measured (coverage.py starts in a subprocess only when this variable is set)."""
-    monkeypatch.delenv("COVERAGE_PROCESS_CONFIG", raising=False)
-
-
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     """Run pytest in a subprocess: no conftest of ours, the plugin comes from pytest11."""
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=120)
