@@ -21,7 +21,7 @@ from typing import Any
 
 from remote_cache import CacheStat, cache_stats
 
-TIMEOUT = 0.3
+TIMEOUT = 0.5
 """Connect and reply timeout of every cache under attack, in seconds."""
 BOUND = TIMEOUT + 0.5
 """The promise: no call takes longer than this."""
