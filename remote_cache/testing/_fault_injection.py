@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from remote_cache import BackendUnavailableError, RemoteCacheBackend
+from remote_cache import BackendTimeoutError, BackendUnavailableError, RemoteCacheBackend
 from remote_cache._guard import Guard
 from remote_cache.testing._side_effects import (
     OPERATIONS,
@@ -113,8 +113,14 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
         plans: Iterable[FaultPlan] = (),
         *,
         sleep: Callable[[float], None] = time.sleep,
+        deadline: float | None = None,
     ) -> None:
         super().__init__()
+        if deadline is not None and not deadline > 0:
+            raise ValueError(f"Expected a deadline above 0 seconds but got deadline={deadline!r}")
+        self.deadline = deadline
+        """Seconds a call may take, as a real server's client allows (None: no limit). A call
+        delayed past it ends at the deadline with a ``BackendTimeoutError``, as it would."""
         self.inner = inner
         self.plans: list[FaultPlan] = list(plans)
         self.is_down = False
@@ -221,6 +227,9 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
             delay, error = self._fire(operation)
         finally:
             self._lock.leave()
+        if self.deadline is not None and delay > self.deadline:
+            self._sleep(self.deadline)  # a real client gives up here, whatever comes later
+            self._inject(_timed_out(self.deadline, delay), operation, key)
         if delay:
             self._sleep(delay)
         if error is not None:
@@ -260,6 +269,18 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
     def _put_many(self, mapping: Mapping[str, Any]) -> None:
         self._before("put_many", tuple(mapping))
         self.inner.put_many(mapping)
+
+
+def _timed_out(deadline: float, delay: float) -> SideEffect:
+    """The error of a call delayed ``delay`` s past a ``deadline`` of its client."""
+
+    def make(operation: str, key: Any) -> BaseException:
+        return BackendTimeoutError(
+            f"simulated: no answer within {deadline:g} s ({operation} delayed {delay:g} s)",
+            backend="simulated", operation=operation, key=key if isinstance(key, str) else None,
+        )  # fmt: skip
+
+    return make
 
 
 def _ops(operations: Iterable[str] | None) -> frozenset[str] | None:

@@ -10,6 +10,8 @@ from typing import Any
 
 from remote_cache import RedisRemoteCacheBackend
 from remote_cache._process import reset_process_state
+from remote_cache._settings import DEFAULT_TIMEOUT
+from remote_cache._settings.values import parse_timeout
 from remote_cache.exceptions import MissingDependencyError
 from remote_cache.testing._backends import (
     BackendCall,
@@ -74,12 +76,26 @@ class RecorderFixture(MemoryFixture):
         return self.recorder.ops()
 
 
+def redis_deadline() -> float:
+    """A call's deadline, as the Redis backend would give it now.
+
+    ``REMOTE_CACHE_REDIS_TIMEOUT``, else 1 second.
+    """
+    value = os.environ.get("REMOTE_CACHE_REDIS_TIMEOUT")
+    return DEFAULT_TIMEOUT if value is None else parse_timeout("REMOTE_CACHE_REDIS_TIMEOUT", value)
+
+
 class OutageFixture(MemoryFixture):
-    """As ``MemoryFixture``, behind a ``FaultInjectingBackend`` (``injector``)."""
+    """As ``MemoryFixture``, behind a ``FaultInjectingBackend`` (``injector``).
+
+    Calls keep the deadline a Redis server's client would (``redis_deadline()`` when the
+    fixture starts): a call slowed past it ends at the deadline as a ``BackendTimeoutError``,
+    so a cache misses (or drops a put) then, as it would in production.
+    """
 
     def __init__(self) -> None:
         super().__init__()
-        self.injector = FaultInjectingBackend(self.backend)
+        self.injector = FaultInjectingBackend(self.backend, deadline=redis_deadline())
 
     def down(self) -> None:
         """Every backend call raises a ``BackendUnavailableError`` (a ``ConnectionError``)."""
@@ -94,7 +110,7 @@ class OutageFixture(MemoryFixture):
         return self.injector.fail_randomly(p, seed=seed)
 
     def slow(self, seconds: float) -> FaultPlan:
-        """Add ``seconds`` of latency to every backend call."""
+        """Add ``seconds`` of latency to every backend call (past the deadline: a timeout)."""
         return self.injector.add_latency(seconds)
 
     def restore(self) -> None:

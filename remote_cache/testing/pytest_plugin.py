@@ -76,28 +76,58 @@ def remote_cache_stats() -> Iterator[CacheStats]:
         yield stats
 
 
+BACKEND_FIXTURES = (
+    "remote_cache_memory",
+    "remote_cache_recorder",
+    "remote_cache_outage",
+    "remote_cache_fakeredis",
+    "remote_cache_redis",
+    "remote_cache_redis_cluster",
+)
+"""The fixtures that choose every cache's backend: a test uses at most one of them."""
+
+
+def _the_only_backend(request: pytest.FixtureRequest, name: str) -> None:
+    """Fail the test that asks for ``name`` and another backend fixture: one would win silently."""
+    others = [
+        other for other in BACKEND_FIXTURES if other != name and other in request.fixturenames
+    ]
+    if others:
+        pytest.fail(
+            f"{name} and {others[0]} both choose the backend of every cache: a test can use "
+            "one of them (with both, the one set up last would win without a word)",
+            pytrace=False,
+        )
+
+
 @pytest.fixture
-def remote_cache_memory() -> Iterator[MemoryFixture]:
+def remote_cache_memory(request: pytest.FixtureRequest) -> Iterator[MemoryFixture]:
     """Every cache class built in the test uses one shared in-memory store (``.entries``)."""
     from remote_cache.testing._fixtures import memory_backends
+
+    _the_only_backend(request, "remote_cache_memory")
 
     with memory_backends() as handle:
         yield handle
 
 
 @pytest.fixture
-def remote_cache_recorder() -> Iterator[RecorderFixture]:
+def remote_cache_recorder(request: pytest.FixtureRequest) -> Iterator[RecorderFixture]:
     """As ``remote_cache_memory``, and ``.calls`` lists every backend call in order."""
     from remote_cache.testing._fixtures import recording_backends
+
+    _the_only_backend(request, "remote_cache_recorder")
 
     with recording_backends() as handle:
         yield handle
 
 
 @pytest.fixture
-def remote_cache_outage() -> Iterator[OutageFixture]:
+def remote_cache_outage(request: pytest.FixtureRequest) -> Iterator[OutageFixture]:
     """As ``remote_cache_memory``, behind a fault injector: ``.down()``, ``.up()``, ``.slow()``."""
     from remote_cache.testing._fixtures import outage_backends
+
+    _the_only_backend(request, "remote_cache_outage")
 
     with outage_backends() as handle:
         yield handle
@@ -125,8 +155,9 @@ def remote_cache_override() -> Iterator[OverrideFunction]:
 
 
 @pytest.fixture
-def remote_cache_fakeredis() -> Iterator[FakeRedisFixture]:
+def remote_cache_fakeredis(request: pytest.FixtureRequest) -> Iterator[FakeRedisFixture]:
     """Redis caches built in the test talk to a fresh fakeredis server (``.disconnect()``)."""
+    _the_only_backend(request, "remote_cache_fakeredis")
     try:
         import fakeredis  # noqa: F401 - only to say what is missing
     except ImportError:
@@ -165,6 +196,8 @@ def remote_cache_redis(
     """
     from remote_cache.exceptions import MissingDependencyError
     from remote_cache.testing._fixtures import _require_redis, external_redis, own_redis
+
+    _the_only_backend(request, "remote_cache_redis")
 
     try:
         _require_redis("the remote_cache_redis fixture")
@@ -272,6 +305,7 @@ def remote_cache_redis_cluster(
     """
     from remote_cache.testing._fixtures import RedisClusterFixture, redis_environment
 
+    _the_only_backend(request, "remote_cache_redis_cluster")
     cluster = _remote_cache_redis_clusters.get(_replicas_asked(request))
     if not cluster.running:  # an earlier test failed before its cluster was put back
         cluster.restore()
@@ -298,17 +332,25 @@ def _remote_cache_torch_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def remote_cache_torch(_remote_cache_torch_dir: Path) -> Iterator[TorchFixture]:
+def remote_cache_torch(
+    request: pytest.FixtureRequest, _remote_cache_torch_dir: Path
+) -> Iterator[TorchFixture]:
     """torch's FX graph and AOTAutograd remote caches on, through the fail-open bridge.
 
     The backend fixtures (``remote_cache_memory``, ``_redis``, ``_outage``, ...) apply to
-    torch's caches; ``.reset()`` makes the next compile behave as in a fresh process.
+    torch's caches; with none of them, torch's caches use a fresh in-memory store, never a
+    server the environment names (``TORCHINDUCTOR_REDIS_*``, ``REMOTE_CACHE_REDIS_*``).
+    ``.reset()`` makes the next compile behave as in a fresh process.
     """
     import importlib.util
 
     if importlib.util.find_spec("torch") is None:
         pytest.fail("remote_cache_torch needs torch: pip install 'remote-cache[torch]'")
+    from remote_cache.testing._fixtures import memory_backends
     from remote_cache.testing._torch import torch_caches
 
-    with torch_caches(_remote_cache_torch_dir) as handle:
+    with contextlib.ExitStack() as stack:
+        handle = stack.enter_context(torch_caches(_remote_cache_torch_dir))
+        if not any(name in request.fixturenames for name in BACKEND_FIXTURES):
+            stack.enter_context(memory_backends())  # torch is imported: its classes too
         yield handle

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from remote_cache import (
+    BackendTimeoutError,
     BackendUnavailableError,
     RemoteCache,
     RemoteCachePassthroughSerde,
@@ -212,3 +213,50 @@ class TestOverride:
             cache_stats.hit("inner")
         assert cache_stats["outer"].hit == 1
         assert cache_stats["inner"].hit == 0
+
+
+class TestDeadline:
+    """A call slowed past the deadline ends as a real client's would: at it, as a timeout."""
+
+    def injector(self, deadline: float | None) -> tuple[FaultInjectingBackend, list[float]]:
+        slept: list[float] = []
+        inner = InMemoryBackend()
+        inner.put("k", b"v")
+        return FaultInjectingBackend(inner, sleep=slept.append, deadline=deadline), slept
+
+    def test_past_the_deadline_a_timeout_at_the_deadline(self) -> None:
+        backend, slept = self.injector(0.5)
+        backend.add_latency(1.5)
+        with pytest.raises(BackendTimeoutError, match=r"no answer within 0\.5 s"):
+            backend.get("k")
+        assert slept == [0.5]
+        assert backend.injected == 1
+        assert isinstance(backend.last_error, TimeoutError)
+
+    def test_within_the_deadline_the_answer_late(self) -> None:
+        backend, slept = self.injector(0.5)
+        backend.add_latency(0.4)
+        assert backend.get("k") == b"v"
+        assert slept == [0.4]
+        assert backend.injected == 0
+
+    def test_latencies_add_up_against_it(self) -> None:
+        backend, slept = self.injector(0.5)
+        backend.add_latency(0.3)
+        backend.add_latency(0.3, operations=["put"])
+        assert backend.get("k") == b"v"
+        with pytest.raises(BackendTimeoutError):
+            backend.put("k", b"w")
+        assert slept == [0.3, 0.5]
+        assert backend.inner.get("k") == b"v"  # the timed-out put never reached the store
+
+    def test_no_deadline_no_limit(self) -> None:
+        backend, slept = self.injector(None)
+        backend.add_latency(30.0)
+        assert backend.get("k") == b"v"
+        assert slept == [30.0]
+
+    @pytest.mark.parametrize("deadline", [0, -1.0])
+    def test_a_deadline_must_be_positive(self, deadline: float) -> None:
+        with pytest.raises(ValueError, match="deadline above 0"):
+            FaultInjectingBackend(InMemoryBackend(), deadline=deadline)

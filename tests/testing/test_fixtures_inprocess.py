@@ -12,6 +12,7 @@ import runpy
 import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -435,3 +436,76 @@ class TestCtrlCWhileTheCommandLoads:
             signal.signal(signal.SIGINT, previous)
         assert exit_info.value.code == 130
         assert capsys.readouterr() == ("", line)
+
+
+class TestOutageKeepsTheDeadline:
+    """``slow()`` past the Redis backend's deadline is what production sees: a miss at it."""
+
+    def test_slower_than_the_deadline_is_a_miss_at_the_deadline(
+        self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        from remote_cache import cache_stats
+        from remote_cache.testing._fixtures import outage_backends
+
+        monkeypatch.setenv("REMOTE_CACHE_REDIS_TIMEOUT", "0.05")
+        with outage_backends() as outage:
+            cache = RemoteFxGraphCache("fx")
+            cache.put("k", 1)
+            outage.slow(0.5)
+            started = time.monotonic()
+            assert cache.get("k") is None  # production: no answer within the timeout
+            cache.put("j", 2)  # dropped, as a put that timed out
+            took = time.monotonic() - started
+        assert 0.1 <= took < 0.4  # two deadlines, not two latencies
+        stats = cache_stats["RemoteFxGraphCache"]
+        assert (stats.hit, stats.miss, stats.fail_open) == (0, 1, 2)
+        assert cache_stats["backend:FaultInjectingBackend"].exception == 2
+        warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warnings) == 1
+        assert "BackendTimeoutError" in warnings[0].getMessage()
+        assert outage.entries == {"pt2:fx::k:c1": b"1"}
+
+    def test_slower_but_within_the_deadline_is_a_late_hit(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from remote_cache.testing._fixtures import outage_backends
+
+        monkeypatch.setenv("REMOTE_CACHE_REDIS_TIMEOUT", "2")
+        with outage_backends() as outage:
+            RemoteFxGraphCache("fx").put("k", 1)
+            outage.slow(0.05)
+            started = time.monotonic()
+            assert RemoteFxGraphCache("fx").get("k") == 1
+            assert time.monotonic() - started >= 0.05
+
+    def test_the_default_deadline_is_the_redis_backends(self) -> None:
+        from remote_cache.testing._fixtures import outage_backends
+
+        with outage_backends() as outage:
+            assert outage.injector.deadline == 1.0
+
+
+class TestOneBackendFixture:
+    """Two fixtures that each choose every cache's backend: an error naming both."""
+
+    def test_two_backend_fixtures_fail_the_test(self, pytester: pytest.Pytester) -> None:
+        pytester.makepyfile(
+            """
+            def test_memory_and_outage(remote_cache_memory, remote_cache_outage):
+                pass
+
+            def test_recorder_and_fakeredis(remote_cache_fakeredis, remote_cache_recorder):
+                pass
+
+            def test_one_is_fine(remote_cache_outage, remote_cache_stats, remote_cache_override):
+                pass
+            """
+        )
+        result = inprocess(pytester)
+        result.assert_outcomes(passed=1, errors=2)
+        result.stdout.fnmatch_lines(
+            [
+                "*remote_cache_memory and remote_cache_outage both choose the backend*",
+                "*remote_cache_*and remote_cache_* both choose the backend*",
+            ]
+        )

@@ -618,3 +618,21 @@ class TestFixtures:
             functorch_config.enable_remote_autograd_cache,
             functorch_config.enable_autograd_cache,
         )
+
+
+class TestTorchFixtureAlone:
+    """With no backend fixture, torch's caches never reach a server the environment names."""
+
+    def test_a_fresh_memory_store_not_the_environments_server(
+        self,
+        remote_cache_torch: object,
+        remote_cache_stats: CacheStats,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.setenv("TORCHINDUCTOR_REDIS_HOST", "127.0.0.1")
+        monkeypatch.setenv("TORCHINDUCTOR_REDIS_PORT", "1")  # refused, were it reached
+        cache = trc.RemoteFxGraphCache("fx-graph-v1")
+        cache.put("k", {"data": "x"})
+        assert cache.get("k") == {"data": "x"}
+        stat = remote_cache_stats["RemoteFxGraphCache"]
+        assert (stat.hit, stat.put, stat.fail_open) == (1, 1, 0)
