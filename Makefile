@@ -90,18 +90,21 @@ $(FLOORS_STAMP): requirements/floors.txt pyproject.toml
 # Every redis-py internal we use is checked there too (tests/test_redis_internals.py), and
 # the handshake with every URL option (tests/test_redis_handshake.py), cluster batches and a
 # dead master.
-# The local backend's conformance runs are left to the main run (the in-memory ones exercise
-# the same Hypothesis and pytest floors; the local backend needs nothing else).
-# The state machine's own tests (tests/testing/test_stateful.py) are left to the main run:
-# test_conformance.py runs the machine on every backend, and the planted-defect searches take
-# minutes with the older Hypothesis.
+# The conformance suite runs on the in-memory, fakeredis and real-server backends, with its
+# verdicts, messages and defect catalogue: what touches Hypothesis, fakeredis and redis-py. Its
+# probes, concurrency runs and the local backend's runs (which need none of them) are left to
+# the main run, as are the state machine's own tests (tests/testing/test_stateful.py: the
+# planted-defect searches take minutes with the older Hypothesis).
 floors: $(FLOORS_STAMP) redis-server
-	HYPOTHESIS_PROFILE=dev $(FLOORS_VENV)/bin/python -m pytest -p no:cacheprovider -q -n 3 --dist worksteal \
+	HYPOTHESIS_PROFILE=dev $(FLOORS_VENV)/bin/python -m pytest -p no:cacheprovider -q -n 2 --dist worksteal \
 	  -W ignore::pytest.PytestConfigWarning \
-	  --deselect tests/testing/test_conformance.py::TestLocalConforms \
+	  tests/testing/test_backends.py tests/testing/test_conformance.py::TestInMemoryConforms \
+	  tests/testing/test_conformance.py::TestRedisOverFakeredisConforms \
+	  tests/testing/test_conformance.py::TestRealRedisConforms \
+	  tests/testing/test_conformance.py::TestCheckBackend \
 	  --deselect tests/testing/test_conformance.py::TestCheckBackend::test_passes_on_local \
-	  tests/testing/test_backends.py tests/testing/test_conformance.py \
-	  tests/testing/test_defect_catalogue.py tests/test_redis_internals.py \
+	  tests/testing/test_conformance.py::TestModelMessages \
+	  tests/testing/test_defect_catalogue.py::TestCatalogue tests/test_redis_internals.py \
 	  tests/test_redis_handshake.py tests/test_redis_cluster.py::TestBatchesOnTheCluster \
 	  tests/test_redis_cluster.py::TestKilledMaster
 

@@ -24,6 +24,9 @@ def run_example(name: str, tmp_path: Path) -> tuple[dict[str, int], str]:
     project = tmp_path / name
     shutil.copytree(EXAMPLES / name, project, ignore=shutil.ignore_patterns("__pycache__"))
     env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_")}
+    # The project's own quick profile: what is checked here is that it passes as shipped; the
+    # suite it runs is run at 200 examples on our own backends (tests/testing/).
+    env["HYPOTHESIS_PROFILE"] = "dev"
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"],
         cwd=project,
