@@ -55,7 +55,7 @@ typecheck: $(STAMP)
 unit: $(STAMP) redis-server
 	$(BIN)/python -m pip install --quiet -c $(LOCK) $(TORCH)  # tests/torch: real torch.compile (CPU wheel)
 	$(BIN)/python -m coverage erase
-	$(BIN)/python -m coverage run -m pytest -p no:cacheprovider -n 3 --dist worksteal $(PYTEST_ARGS)
+	$(BIN)/python -m coverage run -m pytest -p no:cacheprovider -n 2 --dist worksteal $(PYTEST_ARGS)
 	$(BIN)/python -m coverage combine --quiet
 	$(BIN)/python -m coverage report --fail-under=$(COVERAGE_FLOOR)
 
