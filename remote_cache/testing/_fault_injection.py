@@ -229,7 +229,7 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
             self._lock.leave()
         if self.deadline is not None and delay > self.deadline:
             self._sleep(self.deadline)  # a real client gives up here, whatever comes later
-            self._inject(_timed_out(self.deadline, delay), operation, key)
+            self._inject(_timed_out(self.deadline, delay, operation, key), operation, key)
         if delay:
             self._sleep(delay)
         if error is not None:
@@ -271,16 +271,12 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
         self.inner.put_many(mapping)
 
 
-def _timed_out(deadline: float, delay: float) -> SideEffect:
+def _timed_out(deadline: float, delay: float, operation: str, key: Any) -> BackendTimeoutError:
     """The error of a call delayed ``delay`` s past a ``deadline`` of its client."""
-
-    def make(operation: str, key: Any) -> BaseException:
-        return BackendTimeoutError(
-            f"simulated: no answer within {deadline:g} s ({operation} delayed {delay:g} s)",
-            backend="simulated", operation=operation, key=key if isinstance(key, str) else None,
-        )  # fmt: skip
-
-    return make
+    return BackendTimeoutError(
+        f"simulated: no answer within {deadline:g} s ({operation} delayed {delay:g} s)",
+        backend="simulated", operation=operation, key=key if isinstance(key, str) else None,
+    )  # fmt: skip
 
 
 def _ops(operations: Iterable[str] | None) -> frozenset[str] | None:

@@ -10,8 +10,7 @@ from typing import Any
 
 from remote_cache import RedisRemoteCacheBackend
 from remote_cache._process import reset_process_state
-from remote_cache._settings import DEFAULT_TIMEOUT
-from remote_cache._settings.values import parse_timeout
+from remote_cache._settings import resolve_redis_settings
 from remote_cache.exceptions import MissingDependencyError
 from remote_cache.testing._backends import (
     BackendCall,
@@ -77,12 +76,12 @@ class RecorderFixture(MemoryFixture):
 
 
 def redis_deadline() -> float:
-    """A call's deadline, as the Redis backend would give it now.
+    """A call's deadline, as the Redis backend would resolve it now.
 
-    ``REMOTE_CACHE_REDIS_TIMEOUT``, else 1 second.
+    ``REMOTE_CACHE_REDIS_TIMEOUT``, else 1 second (the URL, which the fakes never use, is not
+    read).
     """
-    value = os.environ.get("REMOTE_CACHE_REDIS_TIMEOUT")
-    return DEFAULT_TIMEOUT if value is None else parse_timeout("REMOTE_CACHE_REDIS_TIMEOUT", value)
+    return resolve_redis_settings(url=None).timeout
 
 
 class OutageFixture(MemoryFixture):
