@@ -288,6 +288,107 @@ class TestQuietHandshake:
         )
 
 
+def _parser_params() -> list[Any]:
+    """The parser classes installed: the pure-Python one, and hiredis's where it is."""
+    from redis._parsers import _HiredisParser, _RESP2Parser
+    from redis.utils import HIREDIS_AVAILABLE
+
+    params = [pytest.param(_RESP2Parser, id="python")]
+    if HIREDIS_AVAILABLE:
+        params.append(pytest.param(_HiredisParser, id="hiredis"))
+    return params
+
+
+@pytest.fixture(scope="module")
+def tls_server() -> Iterator[RedisServer]:
+    """A TLS-only server (TLS 1.3 on this machine's OpenSSL) for the module."""
+    with RedisServer(tls=True) as server:
+        yield server
+
+
+def _polls_readable(sock: Any, within: float = 2.0) -> bool:
+    """Whether ``sock``'s file descriptor becomes readable within ``within`` seconds."""
+    import select
+
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(within * 1000))
+
+
+class TestTlsRecordsAreNoReply:
+    """A fresh TLS connection whose handshake read nothing (RESP2, db 0, no name) polls
+    readable once the server's session tickets arrive; that is no reply owed, and the
+    connection is used, while a real reply or a closed connection is still seen."""
+
+    def _pool(self, server: RedisServer, parser: type) -> Any:
+        url = f"{server.url}?protocol=2&ssl_ca_certs={server.directory}/ca.crt"
+        return _deadline_pool_class().from_url(
+            url, ssl_check_hostname=False, parser_class=parser, **quiet_handshake_options()
+        )
+
+    @pytest.mark.parametrize("parser", _parser_params())
+    def test_session_tickets_are_not_a_reply(self, tls_server: RedisServer, parser: type) -> None:
+        pool = self._pool(tls_server, parser)
+        try:
+            connection = pool.make_connection()
+            connection.connect()
+            assert connection._sock.version() == "TLSv1.3"
+            assert _polls_readable(connection._sock)  # the tickets: what redis-py 8.2 saw
+            assert not connection.can_read()
+            pool._available_connections.append(connection)  # idle in the pool, as after a call
+            assert checkout(pool) is connection  # handed out, not dropped for "having data"
+            connection.send_command("PING")
+            assert connection.read_response() in (b"PONG", "PONG")
+        finally:
+            pool.disconnect()
+
+    @pytest.mark.parametrize("parser", _parser_params())
+    def test_a_reply_waiting_is_still_seen(self, tls_server: RedisServer, parser: type) -> None:
+        pool = self._pool(tls_server, parser)
+        try:
+            connection = pool.make_connection()
+            connection.connect()
+            assert _polls_readable(connection._sock)
+            connection.send_command("ECHO", "left unread")
+            deadline = time.monotonic() + 2
+            while not connection.can_read() and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert connection.can_read()  # asked twice: what the first read stays readable
+            assert connection.read_response() in (b"left unread", "left unread")
+        finally:
+            pool.disconnect()
+
+    @pytest.mark.parametrize("parser", _parser_params())
+    def test_a_connection_the_server_closed_is_not_used(
+        self, tls_server: RedisServer, parser: type
+    ) -> None:
+        pool = self._pool(tls_server, parser)
+        try:
+            connection = pool.make_connection()
+            connection.connect()
+            assert _polls_readable(connection._sock)
+            connection.send_command("CLIENT", "ID")
+            own = int(connection.read_response())
+            tls_server.client().client_kill_filter(_id=own)
+            pool._available_connections.append(connection)
+            replacement = checkout(pool)  # reconnected: the killed one is never used
+            replacement.send_command("CLIENT", "ID")
+            assert int(replacement.read_response()) != own
+        finally:
+            pool.disconnect()
+
+    def test_every_fresh_backend_connects(self, tls_server: RedisServer) -> None:
+        url = f"{tls_server.url}?protocol=2&ssl_ca_certs={tls_server.directory}/ca.crt"
+        url += "&ssl_check_hostname=false"
+        for attempt in range(20):  # 3 of 30 failed with redis-py 8.2 and hiredis
+            backend = RedisRemoteCacheBackend(url=url, timeout=5)
+            try:
+                backend.put(f"k{attempt}", b"v")
+                assert backend.get(f"k{attempt}") == b"v"
+            finally:
+                close_shared_clients()
+
+
 class TestPool:
     """``from_url`` hands the scheme's connection class to the pool's ``__init__``;
     ``connection_kwargs`` holds the address; ``checkout`` takes a connection without a

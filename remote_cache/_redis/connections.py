@@ -18,7 +18,11 @@ from remote_cache._redis.deadline import (
     _DeadlineSocket,
     _time_left,
 )
-from remote_cache._redis.internals import is_connected, python_command_packer
+from remote_cache._redis.internals import (
+    is_connected,
+    only_tls_records_waiting,
+    python_command_packer,
+)
 
 
 class _PoolFull(Exception):
@@ -183,6 +187,14 @@ class _DeadlineConnectionMixin:
             raise
         self._owed = max(0, self._owed - 1)
         return response
+
+    def can_read(self, *args: Any, **kwargs: Any) -> bool:
+        # A pool asks before it hands a connection out, and drops one that has data. On TLS,
+        # redis-py 8.2's hiredis parser also says so for records that carry none (session
+        # tickets arriving after a handshake that read nothing), which must not count.
+        if not super().can_read(*args, **kwargs):  # type: ignore[misc]
+            return False
+        return not only_tls_records_waiting(self)
 
     def disconnect(self, *args: Any, **kwargs: Any) -> None:
         self._owed = 0

@@ -23,6 +23,7 @@ __all__ = [
     "checkout",
     "is_connected",
     "no_cluster_retries",
+    "only_tls_records_waiting",
     "python_command_packer",
     "quiet_handshake_options",
     "renew_cluster_locks",
@@ -78,6 +79,18 @@ INTERNALS: Final[tuple[Internal, ...]] = (
         "send_packed_command calls self.check_health() when its check_health is true; "
         "read_response raises an error reply as ResponseError.",
         "The owed-reply guard counts the replies a connection owes.",
+    ),
+    Internal(
+        "AbstractConnection._parser; the hiredis parser's _reader (has_data()), "
+        "_next_response (redis-py before 6) and read_from_socket(timeout, raise_on_timeout)",
+        "The hiredis parser's can_read() answers True when the socket polls readable, "
+        "though on a TLS socket that may be a record carrying no data; read_from_socket("
+        "timeout=0, raise_on_timeout=False) reads what is there without waiting, keeps any "
+        "data in the reader, and answers whether data came.",
+        "A fresh TLS 1.3 connection whose handshake read nothing (RESP2, db 0, no name) "
+        "polls readable once the server's session tickets arrive: redis-py 8.2 takes that "
+        "for an unread reply and refuses the connection ('Connection not ready'), an "
+        "outage that is not one (only_tls_records_waiting).",
     ),
     Internal(
         "AbstractConnection.__init__ parameters driver_info / lib_name, lib_version",
@@ -151,6 +164,27 @@ INTERNALS: Final[tuple[Internal, ...]] = (
 def is_connected(connection: Any) -> bool:
     """Whether ``connection`` has a socket (``_sock``): set from before the handshake on."""
     return getattr(connection, "_sock", None) is not None
+
+
+def only_tls_records_waiting(connection: Any) -> bool:
+    """Whether all that made ``connection``'s parser answer ``can_read()`` is TLS records
+    carrying no data (a TLS 1.3 server's session tickets), now read and dropped.
+
+    Only a hiredis parser on a TLS socket can answer so (redis-py 8.2's polls the socket);
+    the pure-Python parsers read before they answer. Any data read here stays in the
+    parser's reader, for the next reply; a socket the server closed raises
+    ``ConnectionError``, as ``can_read`` would have.
+    """
+    parser: Any = getattr(connection, "_parser", None)
+    sock: Any = getattr(connection, "_sock", None)
+    reader = getattr(parser, "_reader", None)
+    if reader is None or not hasattr(reader, "has_data") or not hasattr(sock, "pending"):
+        return False  # a pure-Python parser, or no TLS socket
+    if getattr(parser, "_next_response", False) is not False:  # redis-py 5: a reply parsed
+        return False
+    if reader.has_data() or sock.pending():
+        return False
+    return not parser.read_from_socket(timeout=0, raise_on_timeout=False)
 
 
 def python_command_packer(connection: Any) -> Any:

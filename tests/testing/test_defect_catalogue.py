@@ -106,7 +106,7 @@ CATALOGUE: list[tuple[str, Callable[[Path], Factory], str, str]] = [
      r"put_many of the 15 keys of the case family, then get_many\(.*key:      'CACHE-KEY'.*"
      r"expected: 22 bytes b'1:case:batch:CACHE-KEY'.*in one put_many"),
     ("SharedConnectionReplies", _plain(defects.SharedConnectionReplies), "check_concurrency",
-     r"4 threads at once; thread \d: get(_many)?\(.*key:      '(conc|torn).*expected: .*"
+     r"4 threads at once; thread \d: get(_many)?\(.*key:      '(conc|torn|absent).*expected: .*"
      r"(that is the value of '.*a reply meant for another call|a miss for a key)"),
     ("LastReadCacheRacy", _plain(defects.LastReadCacheRacy), "check_concurrency",
      r"4 threads at once; thread \d: get(_many)?\(.*key:      '.*expected: .*"
