@@ -124,13 +124,13 @@ _fd = int(os.environ["STARTED_FD"])
 
 
 def _announce(event, args):
+    # When __main__ imports the command, inside its try: a Ctrl-C landing in this hook is
+    # then one landing in the command (before, it is the interpreter's, not the command's).
     global _fd
-    main = os.path.join("remote_cache", "__main__.py")
-    if _fd >= 0 and event == "exec":
-        if getattr(args[0], "co_filename", "").endswith(main):
-            os.write(_fd, b"x")
-            os.close(_fd)
-            _fd = -1
+    if _fd >= 0 and event == "import" and args[0] == "remote_cache.cli":
+        os.write(_fd, b"x")
+        os.close(_fd)
+        _fd = -1
 
 
 sys.addaudithook(_announce)
