@@ -159,18 +159,45 @@ class ForgetsFailReason(RemoteFxGraphCache):
         return super()._swallowed(name, exc, None, count)
 
 
+@pytest.fixture
+def unshrunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs of the machine report the first failing example as found, without shrinking it.
+
+    Finding a planted defect takes half a second; shrinking it, ten times that. The shrunk
+    report is checked once (``test_failed_put_counted_as_put``), the others check the finding.
+    """
+    from hypothesis import Phase
+
+    from remote_cache.testing import stateful
+
+    shrinking = stateful.suite_settings
+
+    def without_shrinking(examples: int | None, **overrides: Any) -> settings:
+        found = shrinking(examples, **overrides)
+        return settings(found, phases=[p for p in found.phases if p is not Phase.shrink])
+
+    monkeypatch.setattr(stateful, "suite_settings", without_shrinking)
+
+
 class TestPlantedDefects:
     """The machine fails on each planted controller and serde defect, naming it."""
 
     def test_failed_put_counted_as_put(self) -> None:
-        with pytest.raises(AssertionError, match=r"'CountsPutsUpFront'\] is wrong: put \d+ \("):
+        with pytest.raises(
+            AssertionError, match=r"'CountsPutsUpFront'\] is wrong: put \d+ \("
+        ) as e:
             run_cache_machine(
                 InMemoryBackend,
                 make_caches=lambda b: [CountsPutsUpFront("graphs", backend=b)],
                 examples=200,
                 random_seed=0,
             )
+        message = str(e.value)
+        steps = [line for line in message.splitlines() if line.lstrip().startswith("state.")]
+        assert 2 <= len(steps) <= 10, message  # shrunk: the few steps that show it
+        assert message.endswith("replay:   run_cache_machine(make_backend, random_seed=0)")
 
+    @pytest.mark.usefixtures("unshrunk")
     def test_serde_dropping_non_ascii(self) -> None:
         with pytest.raises(AssertionError, match=r"NonAsciiLosingCache: get.* returned"):
             run_cache_machine(
@@ -180,6 +207,7 @@ class TestPlantedDefects:
                 random_seed=0,
             )
 
+    @pytest.mark.usefixtures("unshrunk")
     def test_missing_fail_reason(self) -> None:
         with pytest.raises(AssertionError, match="fail_reason=None"):
             run_cache_machine(
@@ -189,6 +217,7 @@ class TestPlantedDefects:
                 random_seed=0,
             )
 
+    @pytest.mark.usefixtures("unshrunk")
     def test_backend_dropping_empty_values(self) -> None:
         class ForgetsEmpty(InMemoryBackend):
             def _get(self, key: str) -> Any:
@@ -200,7 +229,7 @@ class TestPlantedDefects:
             # the run, so the margin costs nothing).
             run_cache_machine(ForgetsEmpty, examples=600, random_seed=0)
         message = str(e.value)
-        assert "state = CacheMachine()" in message  # the shrunk steps
+        assert "state = CacheMachine()" in message  # the steps that failed
         assert message.endswith("replay:   run_cache_machine(make_backend, random_seed=0)")
 
 
