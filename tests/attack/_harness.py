@@ -275,6 +275,8 @@ class Attack:
             describe, call, (lambda: interrupt(call)) if interrupt else None
         )
         hit = 0 if got is None else 1
+        if interrupted and cache_delta.get("hit"):
+            hit = 1  # the interrupt landed once the hit was counted, before the value came back
         ok = (_clean({"hit": hit, "miss": 1 - hit}),
               _clean({"hit": hit, "miss": 1 - hit, "get_calls": 1}))  # fmt: skip
         failed = ({"miss": 1, "fail_open": 1}, {})
