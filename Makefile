@@ -48,14 +48,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# One run of the whole suite across two xdist workers (fixtures must hold per worker), with
+# One run of the whole suite across three xdist workers (a third fills the cores while the
+# others wait on servers, subprocesses and sleeps; fixtures must hold per worker), with
 # coverage. coverage starts pytest (rather than pytest-cov starting inside it) because the
 # pytest11 entry point imports remote_cache before any pytest plugin could start measuring;
 # `patch = subprocess` (pyproject.toml) measures the workers from their first line too.
 unit: $(STAMP) redis-server
 	$(BIN)/python -m pip install --quiet -c $(LOCK) $(TORCH)  # tests/torch: real torch.compile (CPU wheel)
 	$(BIN)/python -m coverage erase
-	$(BIN)/python -m coverage run -m pytest -p no:cacheprovider -n 2 --dist worksteal $(PYTEST_ARGS)
+	$(BIN)/python -m coverage run -m pytest -p no:cacheprovider -n 3 --dist worksteal $(PYTEST_ARGS)
 	$(BIN)/python -m coverage combine --quiet
 	$(BIN)/python -m coverage report --fail-under=$(COVERAGE_FLOOR)
 
