@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import time
 import weakref
 from collections.abc import Callable, Hashable
 
+from remote_cache import _clock
 from remote_cache._guard import Guard
 from remote_cache._process import at_fork, on_reset
 
@@ -34,6 +34,9 @@ class CircuitBreaker:
     probe's late failure reopens the breaker without freeing a newer probe's slot, and its
     late interrupt frees nothing. Any success closes the breaker: the server answered.
 
+    ``clock`` defaults to the process's clock (``time.monotonic``, or the clock a test
+    installed: ``remote_cache.testing.VirtualClock``), read whenever the breaker is open.
+
     Thread-safe, and fork-safe: in a forked child every breaker keeps its state, gets a new
     lock, and forgets a probe that a thread of the parent had under way. A closed breaker
     answers without taking its lock. Re-entrant: a call made by code that interrupts this
@@ -43,7 +46,7 @@ class CircuitBreaker:
     """
 
     def __init__(
-        self, clock: Callable[[], float] = time.monotonic, *, lease: float = DEFAULT_LEASE
+        self, clock: Callable[[], float] = _clock.monotonic, *, lease: float = DEFAULT_LEASE
     ) -> None:
         self._clock = clock
         self.lease = lease

@@ -9,10 +9,10 @@ import os
 import re
 import secrets
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from remote_cache import _clock
 from remote_cache._backend import RemoteCacheBackend
 from remote_cache._process import on_reset
 from remote_cache.exceptions import BackendCommandError, ConfigurationError
@@ -44,7 +44,7 @@ changes with every write)."""
 SWEEP_SECONDS = 600.0
 """How often one process looks for stale temporary files in one folder (on a put)."""
 _last_sweep: dict[Path, float] = {}
-"""Folder -> ``time.monotonic()`` of this process's last sweep there. No lock: two threads
+"""Folder -> ``_clock.monotonic()`` of this process's last sweep there. No lock: two threads
 sweeping the same folder at once do no harm."""
 _MODE_VARIABLE = "REMOTE_CACHE_LOCAL_MODE"
 on_reset(_last_sweep.clear)  # the next put in each folder sweeps it again
@@ -115,7 +115,7 @@ def sweep_temporary_files(folder: str | os.PathLike[str], *, now: float | None =
     exists, or when it was not modified for ``STALE_SECONDS`` (an hour). A live writer's
     file is neither, so sweeping never races a write in progress. I/O errors are ignored.
     """
-    now = time.time() if now is None else now
+    now = _clock.wall() if now is None else now
     removed = 0
     try:
         entries = list(os.scandir(folder))
@@ -258,7 +258,7 @@ class LocalCacheBackend(RemoteCacheBackend[bytes]):
 
     def _sweep_now_and_then(self) -> None:
         """Sweep this folder on this process's first put there, then every ``SWEEP_SECONDS``."""
-        now = time.monotonic()
+        now = _clock.monotonic()
         last = _last_sweep.get(self.root)
         if last is not None and now - last < SWEEP_SECONDS:
             return

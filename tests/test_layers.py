@@ -18,6 +18,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "exceptions",
         "_guard",
         "_process",
+        "_clock",
         "_text",
         "_validation",
         "_serde",

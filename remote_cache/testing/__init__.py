@@ -13,6 +13,7 @@ from remote_cache.testing._backends import (
     NoopBackend,
     RecordingBackend,
 )
+from remote_cache.testing._clock import VirtualClock
 from remote_cache.testing._fault_injection import FaultInjectingBackend, FaultPlan
 from remote_cache.testing._fixtures import (
     FakeRedisFixture,
@@ -63,6 +64,7 @@ __all__ = [
     "RedisServerError",
     "ServerBuild",
     "SideEffect",
+    "VirtualClock",
     "all_cache_classes",
     "fakeredis_backends",
     "find_redis_server",

@@ -8,10 +8,10 @@ re-exported here (``strategies`` and the fixtures import them from this module).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
-from remote_cache import RemoteCacheBackend
+from remote_cache import RemoteCacheBackend, _clock
 from remote_cache.testing._fault_injection import FaultInjectingBackend, FaultPlan
 from remote_cache.testing._side_effects import (
     OPERATIONS,
@@ -72,39 +72,69 @@ class FailingBackend(RemoteCacheBackend[Any]):
 class InMemoryBackend(RemoteCacheBackend[Any]):
     """A thread-safe dict. Pass one ``store`` to several backends to share what they hold.
 
+    ``expire`` (seconds, as the Redis backend's): an entry written through this backend is
+    gone that long after its put, by the process's clock (a ``VirtualClock`` when one is
+    installed), as a Redis server's ``SET ... EX`` entry would be; a put renews it. None
+    (the default): entries stay.
+
     It takes no lock: each call is one atomic operation on the dict (its keys are ``str``),
     so a signal handler that calls it while this thread is inside it never waits.
     """
 
-    def __init__(self, store: dict[str, Any] | None = None) -> None:
+    def __init__(self, store: dict[str, Any] | None = None, *, expire: float | None = None) -> None:
         super().__init__()
+        if expire is not None and (isinstance(expire, bool) or not expire > 0):
+            raise ValueError(f"Expected expire > 0 seconds (or None) but got expire={expire!r}")
         self.store: dict[str, Any] = {} if store is None else store
+        self.expire = expire
+        """Seconds an entry lives after its put; None: for ever."""
+        self._expires_at: dict[str, float] = {}  # key -> clock reading it is gone at
 
     @property
     def entries(self) -> dict[str, Any]:
-        """A copy of what is stored: backend keys to stored data."""
-        return self.store.copy()
+        """A copy of what is stored (expired entries left out): backend keys to stored data."""
+        store = self.store.copy()
+        return {key: value for key, value in store.items() if self._live(key)}
 
     def clear(self) -> None:
         """Forget everything stored."""
         self.store.clear()
+        self._expires_at.clear()
+
+    def _live(self, key: str) -> bool:
+        """Whether ``key``'s entry has not expired (an expired one stays in ``store``, unread:
+        reads never write, so a put racing a read is never undone by it)."""
+        at = self._expires_at.get(key)
+        return at is None or _clock.monotonic() < at
+
+    def _stamp(self, keys: Iterable[str]) -> None:
+        # Before the value is stored: a read in between sees the old value, not an expired one.
+        if self.expire is not None:
+            at = _clock.monotonic() + self.expire
+            for key in keys:
+                self._expires_at[key] = at
 
     def _get(self, key: str) -> Any:
-        return self.store.get(key)
+        value = self.store.get(key)
+        return value if value is None or self._live(key) else None
 
     def _put(self, key: str, data: Any) -> None:
+        self._stamp([key])
         self.store[key] = data
 
     def _get_many(self, keys: list[str]) -> dict[str, Any]:
         # One copy, then reads of the copy: every value of one batch comes from one moment.
         store = self.store.copy()
-        return {key: store[key] for key in keys if store.get(key) is not None}
+        return {key: store[key] for key in keys if store.get(key) is not None and self._live(key)}
 
     def _put_many(self, mapping: Mapping[str, Any]) -> None:
-        self.store.update(dict(mapping))  # one atomic update: all of the batch or none of it
+        batch = dict(mapping)
+        self._stamp(batch)
+        self.store.update(batch)  # one atomic update: all of the batch or none of it
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({len(self.store)} entries)"
+        expire = "" if self.expire is None else f", expire={self.expire:g}s"
+        return f"{type(self).__name__}({len(self.store)} entries{expire})"
 
 
 class BackendCall(NamedTuple):

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from remote_cache import BackendTimeoutError, BackendUnavailableError, RemoteCacheBackend
+from remote_cache import BackendTimeoutError, BackendUnavailableError, RemoteCacheBackend, _clock
 from remote_cache._guard import Guard
 from remote_cache.testing._side_effects import (
     OPERATIONS,
@@ -105,6 +104,9 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
     by a signal handler (or a ``__del__``) while this thread is evaluating the plans never
     waits for it: it raises a ``BackendUnavailableError`` at once, counted in ``reentered``,
     not in the plans nor in ``injected``.
+
+    Latency is waited with ``sleep``: by default the process's clock's, so that under an
+    installed ``VirtualClock`` a slowed call advances the clock at once instead of waiting.
     """
 
     def __init__(
@@ -112,7 +114,7 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
         inner: RemoteCacheBackend[Any],
         plans: Iterable[FaultPlan] = (),
         *,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] = _clock.sleep,
         deadline: float | None = None,
     ) -> None:
         super().__init__()

@@ -43,10 +43,15 @@ TEST_TIMEOUT = 0.5
 
 
 class MemoryFixture:
-    """Every cache class uses ``backend``, one shared in-memory store."""
+    """Every cache class uses ``backend``, one shared in-memory store.
+
+    Its entries expire as a Redis server's would under the Redis backend's settings
+    (``REMOTE_CACHE_REDIS_EXPIRE`` when the fixture starts; none when unset), by the
+    process's clock (a ``VirtualClock`` when one is installed).
+    """
 
     def __init__(self) -> None:
-        self.backend = InMemoryBackend()
+        self.backend = InMemoryBackend(expire=resolve_redis_settings(url=None).expire)
 
     @property
     def entries(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import pytest
 
 if TYPE_CHECKING:
     from remote_cache import CacheStats, RemoteCache, RemoteCacheBackend
+    from remote_cache.testing._clock import VirtualClock
     from remote_cache.testing._fixtures import (
         FakeRedisFixture,
         MemoryFixture,
@@ -74,6 +75,16 @@ def remote_cache_stats() -> Iterator[CacheStats]:
 
     with isolated_cache_stats() as stats:
         yield stats
+
+
+@pytest.fixture
+def remote_cache_clock() -> Iterator[VirtualClock]:
+    """A ``VirtualClock`` installed for the test: ``.advance(seconds)`` moves breakers'
+    cool-downs, the fakes' expiry, injected latency and LocalCache's sweeps; no real wait."""
+    from remote_cache.testing._clock import VirtualClock
+
+    with VirtualClock() as clock:
+        yield clock
 
 
 BACKEND_FIXTURES = (
