@@ -80,4 +80,7 @@ def uninstall(clock: Clock | None = None) -> None:
             _installed = None
 
 
-on_reset(uninstall)
+# A full reset (between tests) drops a clock a test left installed; a reset inside a test
+# (counters=False: a fixture pointing the caches elsewhere) keeps the test's clock, as it
+# keeps its counters.
+on_reset(uninstall, counters=True)

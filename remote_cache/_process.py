@@ -28,7 +28,8 @@ _resets: list[tuple[_Handler, bool]] = []
 def on_reset(handler: _Handler, *, counters: bool = False) -> _Handler:
     """Have ``reset_process_state`` call ``handler`` (in registration order); returns it.
 
-    ``counters``: the handler clears counters, which a reset with ``counters=False`` keeps.
+    ``counters``: the handler clears what a test sets up for itself (counters, its clock),
+    which a reset with ``counters=False`` keeps.
     """
     _resets.append((handler, counters))
     return handler
@@ -38,8 +39,9 @@ def reset_process_state(*, counters: bool = True) -> None:
     """Forget every process-wide state: breakers, shared clients, outages, sweeps, counters.
 
     For tests and after reconfiguring servers; a module not imported yet has no state to
-    forget. ``counters=False`` keeps ``cache_stats`` (a block inside a test that points the
-    caches at another server, while the test goes on counting).
+    forget. ``counters=False`` keeps what the test itself set up, ``cache_stats`` and an
+    installed test clock (a block inside a test that points the caches at another server,
+    while the test goes on counting on its clock).
     """
     for handler, clears_counters in list(_resets):
         if counters or not clears_counters:

@@ -3,17 +3,38 @@
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
+import math
 import random
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from remote_cache import BackendTimeoutError, BackendUnavailableError, RemoteCacheBackend, _clock
-from remote_cache._guard import Guard
+from remote_cache import (
+    BackendCommandError,
+    BackendTimeoutError,
+    BackendUnavailableError,
+    RemoteCacheBackend,
+    _clock,
+)
+from remote_cache._guard import Guard, ReenteredError
 from remote_cache.testing._side_effects import (
     OPERATIONS,
     SideEffect,
     _make_error,
     _simulated_outage,
+)
+from remote_cache.testing.faults import (
+    CALL_COMMANDS,
+    Corrupt,
+    DropPut,
+    Fault,
+    Hang,
+    Latency,
+    Raise,
+    Reply,
+    Schedule,
+    Stale,
+    Truncate,
 )
 
 __all__ = ["FaultInjectingBackend", "FaultPlan"]
@@ -116,6 +137,7 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
         *,
         sleep: Callable[[float], None] = _clock.sleep,
         deadline: float | None = None,
+        schedule: Schedule | None = None,
     ) -> None:
         super().__init__()
         if deadline is not None and not deadline > 0:
@@ -131,6 +153,11 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
         self.last_error: BaseException | None = None
         self._sleep = sleep
         self._lock = Guard()
+        self.schedule: Schedule | None = None
+        """The ``Schedule`` applied (``apply``), whose ``fired`` logs every fault that fired."""
+        self._previous: dict[str, Any] = {}  # for Stale: the value each put replaced
+        if schedule is not None:
+            self.apply(schedule)
 
     @property
     def reentered(self) -> int:
@@ -163,9 +190,30 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
         return plan
 
     def clear(self) -> None:
-        """Remove every plan and end ``down()``."""
+        """Remove every plan and the schedule, and end ``down()``."""
         self._lock.run_or_defer(self.plans.clear)
+        self.schedule = None
         self.up()
+
+    def apply(self, schedule: Schedule) -> Schedule:
+        """Apply ``schedule`` (from now: its counts, clock and draws start again); returns it.
+
+        Each fault acts as the cache would meet it from a Redis server behind the Redis
+        backend: a ``Reply`` as the error that backend raises for it, ``Hang`` and a latency
+        past ``deadline`` as a timeout at the deadline. ``ValueError`` for a fault this layer
+        cannot simulate (a byte fault of the proxy), or ``Hang`` without a deadline.
+        """
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"Expected a Schedule but got {schedule!r}")
+        schedule.check_layer("in-process")
+        if self.deadline is None and any(isinstance(f.does, Hang) for f in schedule.faults):
+            raise ValueError(
+                "Hang() needs the injector's deadline: FaultInjectingBackend(deadline=...)"
+            )
+        schedule.start()
+        self._previous.clear()
+        self.schedule = schedule
+        return schedule
 
     def fail_always(
         self, *, operations: Iterable[str] | None = None, error: SideEffect | None = None
@@ -215,25 +263,61 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
 
     # -- the calls ------------------------------------------------------------------------
 
-    def _before(self, operation: str, key: Any) -> None:
+    def _before(self, operation: str, key: Any) -> list[Fault]:
+        """Apply what fires on this call before it reaches ``inner``; return the data faults
+        (``Corrupt``, ``Truncate``, ``DropPut``, ``Stale``) left to apply to it."""
         if self.is_down:
             self._inject(self.down_error, operation, key)
-        if not self.plans:
-            return
-        if not self._lock.enter():
-            raise BackendUnavailableError(
-                f"re-entered: {operation} called while this thread was evaluating the plans",
-                backend="simulated", operation=operation, key=key if isinstance(key, str) else None,
-            )  # fmt: skip
+        schedule = self.schedule
+        data_faults = self._scheduled(schedule, operation, key) if schedule is not None else []
+        if self.plans:
+            self._planned(operation, key)
+        return data_faults
+
+    def _scheduled(self, schedule: Schedule, operation: str, key: Any) -> list[Fault]:
+        keys = [key] if isinstance(key, str) else list(key)
+        delay, ending, data_faults = 0.0, None, []
         try:
-            delay, error = self._fire(operation)
-        finally:
-            self._lock.leave()
+            firing = schedule.decide(CALL_COMMANDS[operation], keys)
+        except ReenteredError:
+            raise self._reentered(operation, key) from None
+        for fault, rng in firing:
+            action = fault.does
+            if isinstance(action, Latency):
+                delay += action.delay(rng)
+            elif isinstance(action, Corrupt | Truncate | DropPut | Stale):
+                data_faults.append(fault)
+            elif ending is None:
+                ending = action
+        if isinstance(ending, Hang):
+            delay = math.inf
+        self._wait(delay, operation, key)
+        if ending is not None:
+            self._inject(_ending_error(ending), operation, key)
+        return data_faults
+
+    def _reentered(self, operation: str, key: Any) -> BackendUnavailableError:
+        return BackendUnavailableError(
+            f"re-entered: {operation} called while this thread was evaluating the faults",
+            backend="simulated", operation=operation, key=key if isinstance(key, str) else None,
+        )  # fmt: skip
+
+    def _wait(self, delay: float, operation: str, key: Any) -> None:
+        """Wait ``delay`` (on ``sleep``); past the deadline, wait it and raise a timeout."""
         if self.deadline is not None and delay > self.deadline:
             self._sleep(self.deadline)  # a real client gives up here, whatever comes later
             self._inject(_timed_out(self.deadline, delay, operation, key), operation, key)
         if delay:
             self._sleep(delay)
+
+    def _planned(self, operation: str, key: Any) -> None:
+        if not self._lock.enter():
+            raise self._reentered(operation, key)
+        try:
+            delay, error = self._fire(operation)
+        finally:
+            self._lock.leave()
+        self._wait(delay, operation, key)
         if error is not None:
             self._inject(error, operation, key)
 
@@ -257,26 +341,91 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
         self.last_error = error
 
     def _get(self, key: str) -> Any:
-        self._before("get", key)
-        return self.inner.get(key)
+        faults = self._before("get", key)
+        value = self.inner.get(key)
+        return _read(faults, key, value, self._previous) if faults else value
 
     def _put(self, key: str, data: Any) -> None:
-        self._before("put", key)
-        self.inner.put(key, data)
+        faults = self._before("put", key)
+        if self._remembers():
+            self._previous[key] = self.inner.get(key)
+        if not any(isinstance(f.does, DropPut) and _names(f, key) for f in faults):
+            self.inner.put(key, data)
 
     def _get_many(self, keys: list[str]) -> dict[str, Any]:
-        self._before("get_many", tuple(keys))
-        return self.inner.get_many(keys)
+        faults = self._before("get_many", tuple(keys))
+        found = self.inner.get_many(keys)
+        if not faults:
+            return found
+        read = {key: _read(faults, key, found.get(key), self._previous) for key in keys}
+        return {key: value for key, value in read.items() if value is not None}
 
     def _put_many(self, mapping: Mapping[str, Any]) -> None:
-        self._before("put_many", tuple(mapping))
-        self.inner.put_many(mapping)
+        faults = self._before("put_many", tuple(mapping))
+        if self._remembers():
+            self._previous.update({key: self.inner.get(key) for key in mapping})
+        dropped = [f for f in faults if isinstance(f.does, DropPut)]
+        kept = {k: v for k, v in mapping.items() if not any(_names(f, k) for f in dropped)}
+        if kept:
+            self.inner.put_many(kept)
+
+    def _remembers(self) -> bool:
+        """Whether the schedule has a ``Stale`` fault, which reads what a put replaced."""
+        schedule = self.schedule
+        return schedule is not None and any(isinstance(f.does, Stale) for f in schedule.faults)
+
+
+def _names(fault: Fault, key: str) -> bool:
+    """Whether a data fault that fired on a call applies to ``key`` (its glob, if any)."""
+    return fault.key is None or fnmatch.fnmatchcase(key, fault.key)
+
+
+def _read(faults: list[Fault], key: str, value: Any, previous: Mapping[str, Any]) -> Any:
+    """``value`` read under ``key`` as the data faults that fired make it come back."""
+    for fault in faults:
+        if not _names(fault, key):
+            continue
+        if isinstance(fault.does, Stale) and key in previous:
+            value = previous[key]
+        elif isinstance(fault.does, Corrupt) and value:
+            value = _damaged(value)
+        elif isinstance(fault.does, Truncate) and value:
+            value = value[: len(value) // 2]
+    return value
+
+
+def _damaged(value: Any) -> Any:
+    """``value`` with its bytes changed (every bit of the first and last byte flipped)."""
+    if not isinstance(value, bytes | bytearray):
+        return value
+    data = bytearray(value)
+    data[0] ^= 0xFF
+    data[-1] ^= 0xFF
+    return bytes(data)
+
+
+def _ending_error(action: Any) -> SideEffect:
+    """What an action that ends the call raises, as the Redis backend would for it."""
+    if isinstance(action, Raise):
+        return action.error
+    if isinstance(action, Reply):
+        kind = BackendUnavailableError if action.drops_the_connection else BackendCommandError
+        text = f"simulated: the server replied -{action.text}"
+    else:  # Refuse: the fault classes are checked where they are sorted
+        kind, text = BackendUnavailableError, "simulated: connection refused"
+
+    def error(operation: str, key: Any) -> BaseException:
+        named = key if isinstance(key, str) else None
+        return kind(f"{text} ({operation})", backend="simulated", operation=operation, key=named)
+
+    return error
 
 
 def _timed_out(deadline: float, delay: float, operation: str, key: Any) -> BackendTimeoutError:
     """The error of a call delayed ``delay`` s past a ``deadline`` of its client."""
+    late = "the server never answered" if math.isinf(delay) else f"delayed {delay:g} s"
     return BackendTimeoutError(
-        f"simulated: no answer within {deadline:g} s ({operation} delayed {delay:g} s)",
+        f"simulated: no answer within {deadline:g} s ({operation} {late})",
         backend="simulated", operation=operation, key=key if isinstance(key, str) else None,
     )  # fmt: skip
 

@@ -20,10 +20,12 @@ from remote_cache.testing._backends import (
     RecordingBackend,
 )
 from remote_cache.testing._fakeredis import new_fake_server
+from remote_cache.testing._fakeredis_faults import faulting_client
 from remote_cache.testing._namespace import KeyNamespace, NamespacedClient, unique_key_prefix
 from remote_cache.testing._override import override_backends
 from remote_cache.testing._redis_cluster import RedisClusterServer
 from remote_cache.testing._redis_server import RedisServer
+from remote_cache.testing.faults import Schedule
 
 __all__ = [
     "FakeRedisFixture",
@@ -118,8 +120,17 @@ class OutageFixture(MemoryFixture):
         return self.injector.add_latency(seconds)
 
     def restore(self) -> None:
-        """End every fault: up, no plans."""
+        """End every fault: up, no plans, no schedule."""
         self.injector.clear()
+
+    def apply(self, schedule: Schedule) -> Schedule:
+        """Apply ``schedule`` to every backend call (``FaultInjectingBackend.apply``)."""
+        return self.injector.apply(schedule)
+
+    @property
+    def schedule(self) -> Schedule | None:
+        """The ``Schedule`` applied; its ``fired`` logs every fault that fired."""
+        return self.injector.schedule
 
     @property
     def injected(self) -> int:
@@ -206,12 +217,29 @@ class FakeRedisFixture:
 
         self.server = new_fake_server()
         self.client = fakeredis.FakeRedis(server=self.server)
+        self.schedule: Schedule | None = None
+        """The ``Schedule`` applied (``apply``); its ``fired`` logs every fault that fired."""
 
     def make_client(self, settings: Any = None) -> Any:
-        """A new client of the fake server (what each Redis backend gets)."""
-        import fakeredis
+        """A new client of the fake server (what each Redis backend gets); its data commands
+        meet the faults of the schedule applied, if any, as replies of a real server."""
+        deadline = settings.timeout if settings is not None else redis_deadline()
+        return faulting_client(self.server, lambda: self.schedule, deadline=deadline)
 
-        return fakeredis.FakeRedis(server=self.server)
+    def apply(self, schedule: Schedule) -> Schedule:
+        """Apply ``schedule`` to every Redis cache's commands (its counts and clock start
+        now); ``ValueError`` for a fault fakeredis cannot simulate. Returns it."""
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"Expected a Schedule but got {schedule!r}")
+        schedule.check_layer("fakeredis")
+        schedule.start()
+        self.schedule = schedule
+        return schedule
+
+    def restore(self) -> None:
+        """End the schedule's faults and ``disconnect()``."""
+        self.schedule = None
+        self.reconnect()
 
     def disconnect(self) -> None:
         """Make every client raise ``ConnectionError``, as a server outage would."""
@@ -235,7 +263,9 @@ class FakeRedisFixture:
 def fakeredis_backends() -> Iterator[FakeRedisFixture]:
     """Redis caches built in the block talk to a fresh fakeredis server."""
     handle = FakeRedisFixture()
-    with redis_environment(None, client_factory=handle.make_client):
+    # The deadline the environment gives a Redis cache (1 s when unset), not the real-server
+    # fixtures' short one: fakeredis has no network, so only simulated faults meet it.
+    with redis_environment(None, timeout=redis_deadline(), client_factory=handle.make_client):
         yield handle
 
 

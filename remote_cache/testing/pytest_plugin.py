@@ -7,7 +7,7 @@ installed, so the harness itself is imported inside the fixtures.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -31,13 +31,22 @@ REDIS_FIXTURES = ("remote_cache_redis", "remote_cache_proxy", "remote_cache_redi
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """Add ``--remote-cache-redis-url`` and ``--remote-cache-redis-server``."""
+    """Add ``--remote-cache-redis-url``, ``--remote-cache-redis-server`` and
+    ``--remote-cache-seed``."""
     group = parser.getgroup("remote_cache")
     group.addoption(
         "--remote-cache-redis-url",
         default=None,
         help="run the Redis fixtures against this existing server; it is never flushed: "
         "each test's keys go under a prefix of its own, deleted after the test",
+    )
+    group.addoption(
+        "--remote-cache-seed",
+        type=int,
+        default=None,
+        help="the seed of every fault schedule made without one (Schedule(faults)): "
+        "replays a failed test's faults exactly (default: a new seed for each test, "
+        "printed with the failure)",
     )
     group.addoption(
         "--remote-cache-redis-server",
@@ -59,6 +68,40 @@ def pytest_configure(config: pytest.Config) -> None:
         "remote_cache_cluster(replicas=N): the remote_cache_redis_cluster fixture gives N "
         "replicas per master (0, 1 or 2), for failover(i)",
     )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Give the test its seed for fault schedules: ``--remote-cache-seed``, else a new one."""
+    import random
+
+    from remote_cache.testing.faults import begin_test
+
+    chosen = item.config.getoption("--remote-cache-seed", default=None)
+    seed = chosen if chosen is not None else random.SystemRandom().randrange(2**32)
+    item.stash[_SEED] = seed
+    begin_test(seed)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test that applied fault schedules reports them, what fired, and its replay."""
+    report: pytest.TestReport = yield
+    if report.failed and _SEED in item.stash:
+        from remote_cache.testing.faults import started_schedules
+
+        schedules = started_schedules()
+        if schedules:
+            lines = [schedule.report() for schedule in schedules]
+            seed = item.stash[_SEED]
+            lines.append(f"replay: pytest '{item.nodeid}' --remote-cache-seed={seed}")
+            report.sections.append(("remote_cache faults", "\n".join(lines)))
+    return report
+
+
+_SEED = pytest.StashKey[int]()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -27,8 +27,6 @@ from remote_cache.testing import (
     VirtualClock,
 )
 
-pytest_plugins = ["pytester"]
-
 
 class TestVirtualClock:
     """It moves only when told, starts at the system's readings, and installs one at a time."""
@@ -296,10 +294,12 @@ class TestFixture:
         result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly")
         result.assert_outcomes(passed=2)
 
-    def test_reset_process_state_uninstalls_a_leaked_clock(self) -> None:
+    def test_a_full_reset_uninstalls_a_leaked_clock(self) -> None:
         from remote_cache._process import reset_process_state
 
         clock = VirtualClock().install()
-        reset_process_state(counters=False)
+        reset_process_state(counters=False)  # a fixture's reset, inside the test: kept
+        assert clock.installed
+        reset_process_state()  # between tests: gone
         assert not clock.installed
         assert _clock.installed() is None

@@ -1,0 +1,498 @@
+"""Faults as data (``remote_cache.testing.faults``): the language, its repr and JSON, replay
+by seed, and one schedule giving one outcome on every layer (in-process, fakeredis, and a
+real server where a real server can be made to do it)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import remote_cache
+from remote_cache import (
+    BackendTimeoutError,
+    BackendUnavailableError,
+    RemoteFxGraphCache,
+    cache_stats,
+)
+from remote_cache.testing import (
+    FaultInjectingBackend,
+    InMemoryBackend,
+    RedisServer,
+    VirtualClock,
+    fakeredis_backends,
+    isolated_cache_stats,
+    outage_backends,
+    redis_environment,
+)
+from remote_cache.testing import faults as f
+from remote_cache.testing.faults import (
+    REPLIES,
+    AfterBytes,
+    Always,
+    Calls,
+    Chance,
+    Corrupt,
+    Drip,
+    DropPut,
+    During,
+    Every,
+    Fault,
+    FirstN,
+    HalfReply,
+    Hang,
+    Latency,
+    Nth,
+    Raise,
+    Refuse,
+    Reply,
+    Schedule,
+    Stale,
+    Truncate,
+)
+
+NAMESPACE = {**vars(f), **{n: getattr(remote_cache, n) for n in remote_cache.__all__}}
+"""What a test that pastes a schedule's repr has imported: the language and our exceptions."""
+
+# -- the language --------------------------------------------------------------------------
+
+actions = st.one_of(
+    st.builds(Raise, st.sampled_from([BackendUnavailableError, BackendTimeoutError, OSError])),
+    st.builds(Reply, st.sampled_from([*REPLIES, "ERR something odd"])),
+    st.just(Hang()),
+    st.builds(
+        Latency,
+        st.floats(0, 10, allow_nan=False),
+        jitter=st.floats(0, 1, allow_nan=False),
+    ),
+    st.builds(Drip, st.integers(1, 10**6)),
+    st.sampled_from([HalfReply(), Refuse(), Corrupt(), Truncate(), DropPut(), Stale()]),
+)
+whens = st.one_of(
+    st.just(Always()),
+    st.builds(Nth, st.integers(1, 100)),
+    st.builds(FirstN, st.integers(1, 100)),
+    st.builds(Every, st.integers(1, 100)),
+    st.integers(1, 50).flatmap(lambda a: st.builds(Calls, st.just(a), st.integers(a, 100))),
+    st.builds(Chance, st.floats(0, 1, allow_nan=False)),
+    st.floats(0, 100, allow_nan=False).flatmap(
+        lambda a: st.builds(During, st.just(a), st.floats(a, 200, allow_nan=False))
+    ),
+    st.builds(AfterBytes, st.integers(0, 10**6)),
+)
+glob = st.none() | st.text("abcpt2:*?[]-", max_size=8)
+fault_terms = st.builds(
+    Fault,
+    actions,
+    on=st.none()
+    | st.sampled_from(["get", "put", "get_many", "put_many", "GET", "SET", "MGET"])
+    | st.lists(st.sampled_from(["get", "SET", "MSET"]), min_size=1, max_size=3).map(tuple),
+    key=glob,
+    cache=glob,
+    node=st.none() | st.integers(0, 5),
+    direction=st.sampled_from(["both", "upstream", "downstream"]),
+    when=whens,
+)
+schedules = st.builds(Schedule, st.lists(fault_terms, max_size=5), seed=st.integers(0, 2**32))
+
+
+class TestLanguage:
+    """A schedule's repr is the Python that rebuilds it, and it round-trips through JSON."""
+
+    @settings(max_examples=200)
+    @given(schedules)
+    def test_repr_rebuilds_it(self, schedule: Schedule) -> None:
+        assert eval(repr(schedule), NAMESPACE) == schedule
+
+    @settings(max_examples=200)
+    @given(schedules)
+    def test_json_round_trip(self, schedule: Schedule) -> None:
+        again = Schedule.from_json(schedule.to_json())
+        assert again == schedule
+        assert again.to_json() == schedule.to_json()
+
+    def test_reads_as_written(self) -> None:
+        schedule = Schedule(
+            [
+                Fault(Reply("OOM"), on="put"),
+                Fault(Hang(), when=Nth(3)),
+                Fault(Latency(0.2, jitter=0.1), key="pt2:fx*", when=Calls(2, 5)),
+            ],
+            seed=7,
+        )
+        assert repr(schedule) == (
+            "Schedule([Fault(Reply('OOM'), on='put'), Fault(Hang(), when=Nth(3)), "
+            "Fault(Latency(0.2, jitter=0.1), key='pt2:fx*', when=Calls(2, 5))], seed=7)"
+        )
+
+    @pytest.mark.parametrize(
+        ("build", "error", "message"),
+        [
+            (lambda: Nth(0), ValueError, "n >= 1"),
+            (lambda: Calls(5, 2), ValueError, "stop >= 5"),
+            (lambda: Chance(1.5), ValueError, "0 <= p <= 1"),
+            (lambda: During(5, 1), ValueError, "start <= stop"),
+            (lambda: Latency(-1), ValueError, "seconds >= 0"),
+            (lambda: Latency(float("nan")), ValueError, "finite"),
+            (lambda: Latency("1"), TypeError, "a number"),
+            (lambda: Reply("a\r\nb"), ValueError, "one line"),
+            (lambda: Reply(""), TypeError, "reply name"),
+            (lambda: Raise(42), TypeError, "exception class"),
+            (lambda: Fault(Hang(), on="gett"), ValueError, "unknown operation 'gett'"),
+            (lambda: Fault(Hang(), direction="sideways"), ValueError, "direction"),
+            (lambda: Fault("hang"), TypeError, "an action"),
+            (lambda: Fault(Hang(), when=3), TypeError, "when="),
+            (lambda: Schedule([Hang()]), TypeError, "Fault"),
+            (lambda: Schedule(seed="x"), TypeError, "seed"),
+        ],
+    )
+    def test_mistakes_are_named(self, build: Callable[[], Any], error: type, message: str) -> None:
+        with pytest.raises(error, match=re.escape(message)):
+            build()
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "not json",
+            "[]",
+            '{"faults": [{"type": "Nope"}]}',
+            '{"faults": [{"type": "Fault", "does": {"type": "Nth", "n": 1}}]}',
+            '{"faults": [{"type": "Fault", "does": {"type": "Hang"}, "colour": 1}]}',
+            '{"faults": [{"type": "Fault", "does": {"type": "Raise", "error": "os.path"}}]}',
+            '{"faults": [{"type": "Fault", "does": {"type": "Raise", "error": "no.Such"}}]}',
+            '{"faults": [], "seed": "x"}',
+        ],
+    )
+    def test_bad_json_is_a_value_error(self, text: str) -> None:
+        with pytest.raises(ValueError):  # noqa: PT011 - each names its own problem
+            Schedule.from_json(text)
+
+    def test_a_layer_refuses_what_it_cannot_do(self) -> None:
+        schedule = Schedule([Fault(Hang()), Fault(Drip(100)), Fault(Refuse(), node=2)])
+        with pytest.raises(ValueError, match=r"fault 1 Fault\(Drip\(100\)\) \(it needs: proxy\)"):
+            schedule.check_layer("in-process")
+        with pytest.raises(ValueError, match=r"fault 2 .*node=2"):
+            FaultInjectingBackend(InMemoryBackend(), deadline=1, schedule=schedule)
+
+    def test_hang_needs_a_deadline(self) -> None:
+        with pytest.raises(ValueError, match="deadline"):
+            FaultInjectingBackend(InMemoryBackend(), schedule=Schedule([Fault(Hang())]))
+
+
+class TestReplay:
+    """The seed decides every draw: the same seed, the same faults; a fault for puts leaves
+    the draws of a fault for gets alone."""
+
+    @staticmethod
+    def fired_on(schedule: Schedule, calls: int = 60) -> list[tuple[int, int]]:
+        injector = FaultInjectingBackend(InMemoryBackend(), deadline=1, schedule=schedule)
+        for n in range(calls):
+            with contextlib.suppress(BackendUnavailableError):
+                injector.get(f"k{n}")
+            with contextlib.suppress(BackendUnavailableError):
+                injector.put(f"k{n}", b"v")
+        return [(fired.fault, fired.call) for fired in schedule.fired]
+
+    def test_same_seed_same_sequence(self) -> None:
+        def make(seed: int) -> Schedule:
+            return Schedule([Fault(Raise(BackendUnavailableError), when=Chance(0.3))], seed=seed)
+
+        first = self.fired_on(make(11))
+        assert first == self.fired_on(make(11))
+        assert first != self.fired_on(make(12))
+        assert 15 < len(first) < 60  # about 36 of 120
+
+    def test_a_new_fault_leaves_the_others_draws_alone(self) -> None:
+        gets = Fault(Raise(BackendUnavailableError), on="get", when=Chance(0.5))
+        puts = Fault(Raise(BackendUnavailableError), on="put", when=Chance(0.5))
+        alone = [call for fault, call in self.fired_on(Schedule([gets], seed=3))]
+        both = [call for fault, call in self.fired_on(Schedule([gets, puts], seed=3)) if fault == 0]
+        assert alone == both
+
+    def test_report_names_what_fired(self, remote_cache_clock: VirtualClock) -> None:
+        schedule = Schedule([Fault(Raise(BackendUnavailableError), on="get", when=Nth(2))], seed=0)
+        injector = FaultInjectingBackend(InMemoryBackend(), schedule=schedule)
+        injector.get("first")
+        remote_cache_clock.advance(2.5)
+        with pytest.raises(BackendUnavailableError):
+            injector.get("second")
+        assert schedule.report() == (
+            "schedule: Schedule([Fault(Raise(BackendUnavailableError), on='get', "
+            "when=Nth(2))], seed=0)\n"
+            "  fault 0 fired on its matching call 2: GET second at +2.500s"
+        )
+
+
+# -- one schedule, every layer ---------------------------------------------------------------
+
+LAYER_SCHEDULES = [
+    *(pytest.param([Fault(Reply(name), on="put")], id=f"{name}-on-put") for name in REPLIES),
+    *(pytest.param([Fault(Reply(name), on="get")], id=f"{name}-on-get") for name in REPLIES),
+    pytest.param([Fault(Reply("ERR odd"))], id="custom-reply"),
+    pytest.param([Fault(Hang(), when=Nth(3))], id="third-call-hangs"),
+    pytest.param([Fault(Hang(), on="get", key="pt2:fx::b:*")], id="one-key-hangs"),
+    pytest.param([Fault(Latency(0.3, jitter=0.2))], id="latency-within-deadline"),
+    pytest.param([Fault(Latency(5))], id="latency-past-deadline"),
+    pytest.param([Fault(Refuse(), when=FirstN(2))], id="refused-twice"),
+    pytest.param([Fault(Reply("LOADING"), when=During(0, 1.5))], id="loading-for-1.5s"),
+    pytest.param([Fault(Reply("OOM"), on="put", when=Chance(0.5))], id="flaky-oom"),
+    pytest.param([Fault(Reply("READONLY"), on="put"), Fault(Latency(0.4), on="get")], id="two"),
+]
+
+
+def script(advance: Callable[[float], None]) -> list[Any]:
+    """What the layers are compared on: puts, gets, a batch, with time passing."""
+    cache = RemoteFxGraphCache("fx")
+    results: list[Any] = []
+    for key, value in (("a", 1), ("b", 2), ("c", 3)):
+        cache.put(key, value)
+        advance(0.4)
+    for key in ("a", "b", "c", "a", "b"):
+        results.append(cache.get(key))
+        advance(0.4)
+    results.append(cache.get_many(["a", "b", "c"]))
+    return results
+
+
+def run_on(layer: str, faults: list[Fault], caplog: pytest.LogCaptureFixture) -> dict[str, Any]:
+    """The script on ``layer`` under ``Schedule(faults, seed=5)``: what the caller saw."""
+    schedule = Schedule(faults, seed=5)
+    caplog.clear()
+    blocks = {"in-process": outage_backends, "fakeredis": fakeredis_backends}
+    with isolated_cache_stats() as stats, VirtualClock() as clock, blocks[layer]() as handle:
+        handle.apply(schedule)
+        results = script(clock.advance)
+        stat = stats["RemoteFxGraphCache"]
+    errors = [re.search(r"\((\w+Error)", r.getMessage()) for r in caplog.records]
+    return {
+        "results": results,
+        "counted": (stat.hit, stat.miss, stat.put, stat.fail_open),
+        "errors": [m.group(1) for m in errors if m],
+        "fired": [
+            (x.fault, x.call, x.command, x.keys, round(x.seconds, 3)) for x in schedule.fired
+        ],
+        "waited": round(clock.slept, 3),
+    }
+
+
+class TestEveryLayerAgrees:
+    """The same schedule gives the same values, counts, errors, firings and time in-process
+    (``remote_cache_outage``) and on fakeredis (``remote_cache_fakeredis``), where the error
+    replies are read by redis-py and translated by the Redis backend."""
+
+    @pytest.mark.parametrize("faults", LAYER_SCHEDULES)
+    def test_same_outcome(
+        self,
+        faults: list[Fault],
+        caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.delenv("REMOTE_CACHE_REDIS_TIMEOUT", raising=False)  # 1 s on both
+        caplog.set_level(logging.WARNING)
+        in_process = run_on("in-process", faults, caplog)
+        fake = run_on("fakeredis", faults, caplog)
+        assert in_process == fake
+        assert in_process["fired"], "the schedule fired nothing: the comparison checks nothing"
+
+
+# -- the in-process data faults ----------------------------------------------------------------
+
+
+@pytest.fixture
+def outage(remote_cache_clock: VirtualClock) -> Iterator[Any]:
+    with outage_backends() as handle:
+        yield handle
+
+
+class TestDataFaults:
+    """Faults on the data itself, in-process: damaged, cut, dropped and stale values."""
+
+    def test_corrupt_read_is_counted_corrupt(self, outage: Any) -> None:
+        cache = RemoteFxGraphCache("fx")
+        cache.put("k", {"big": "value"})
+        outage.apply(Schedule([Fault(Corrupt(), on="get", when=Nth(1))]))
+        assert cache.get("k") is None
+        assert cache.get("k") == {"big": "value"}
+        assert cache_stats["RemoteFxGraphCache"].corrupt == 1
+
+    def test_truncated_read(self, outage: Any) -> None:
+        cache = RemoteFxGraphCache("fx")
+        cache.put("k", {"big": "value"})
+        outage.apply(Schedule([Fault(Truncate(), on="get")]))
+        assert cache.get("k") is None
+        assert cache_stats["RemoteFxGraphCache"].corrupt == 1
+
+    def test_dropped_put_is_acknowledged_and_lost(self, outage: Any) -> None:
+        cache = RemoteFxGraphCache("fx")
+        outage.apply(Schedule([Fault(DropPut(), key="pt2:fx::lost:*")]))
+        cache.put("lost", 1)
+        cache.put("kept", 2)
+        assert (cache.get("lost"), cache.get("kept")) == (None, 2)
+        assert cache_stats["RemoteFxGraphCache"].fail_open == 0  # nobody knew
+
+    def test_dropped_batch_keeps_the_other_keys(self, outage: Any) -> None:
+        injector = outage.injector
+        outage.apply(Schedule([Fault(DropPut(), key="b")]))
+        injector.put_many({"a": b"1", "b": b"2"})
+        assert injector.get_many(["a", "b"]) == {"a": b"1"}
+
+    def test_stale_read_returns_what_the_last_put_replaced(self, outage: Any) -> None:
+        cache = RemoteFxGraphCache("fx")
+        outage.apply(Schedule([Fault(Stale(), on="get", when=Nth(1))]))
+        cache.put("k", "old")
+        cache.put("k", "new")
+        assert cache.get("k") == "old"  # a lagging replica
+        assert cache.get("k") == "new"
+
+    def test_stale_batch(self, outage: Any) -> None:
+        injector = outage.injector
+        outage.apply(Schedule([Fault(Stale(), on="get_many")]))
+        injector.put_many({"a": b"1", "b": b"1"})
+        injector.put("a", b"2")
+        # "a" reads what its last put replaced; "b" had nothing before its only put: a miss
+        assert injector.get_many(["a", "b"]) == {"a": b"1"}
+        assert injector.get("a") == b"2"
+
+
+# -- a real server -----------------------------------------------------------------------------
+
+
+def _three_calls() -> dict[str, Any]:
+    """Read what was stored before, write, read both: what is compared with a real server."""
+    with isolated_cache_stats() as stats:
+        cache = RemoteFxGraphCache("fx")
+        results = [cache.get("a")]
+        cache.put("b", 2)
+        results += [cache.get("b"), cache.get("a")]
+        stat = stats["RemoteFxGraphCache"]
+    return {"results": results, "counted": (stat.hit, stat.miss, stat.put, stat.fail_open)}
+
+
+def _script_on_server(url: str) -> dict[str, Any]:
+    with redis_environment(url, timeout=0.5):
+        return _three_calls()
+
+
+def _script_on_fakes(faults: list[Fault], layer: str) -> dict[str, Any]:
+    blocks = {"in-process": outage_backends, "fakeredis": fakeredis_backends}
+    with VirtualClock(), blocks[layer]() as handle:
+        RemoteFxGraphCache("fx").put("a", 1)
+        handle.apply(Schedule(faults))
+        return _three_calls()
+
+
+@pytest.mark.redis
+class TestARealServerAgrees:
+    """What a real server does when made to fail so is what the schedule's one line does."""
+
+    def _seeded(self, server: RedisServer) -> None:
+        with redis_environment(server.url, timeout=0.5):
+            RemoteFxGraphCache("fx").put("a", 1)
+
+    def test_memory_full_on_writes_only(self, fresh_redis_server: RedisServer) -> None:
+        self._seeded(fresh_redis_server)
+        admin = fresh_redis_server.client()
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", 1)
+        real = _script_on_server(fresh_redis_server.url)
+        for layer in ("in-process", "fakeredis"):
+            assert _script_on_fakes([Fault(Reply("OOM"), on="put")], layer) == real
+        assert real["results"] == [1, None, 1]
+
+    def test_read_only_replica_after_a_failover(self, fresh_redis_server: RedisServer) -> None:
+        self._seeded(fresh_redis_server)
+        admin = fresh_redis_server.client()
+        admin.execute_command("REPLICAOF", "127.0.0.1", "1")  # nothing listens: stays a replica
+        real = _script_on_server(fresh_redis_server.url)
+        for layer in ("in-process", "fakeredis"):
+            assert _script_on_fakes([Fault(Reply("READONLY"), on="put")], layer) == real
+        assert real["results"] == [1, None, 1]
+
+    def test_a_paused_server_times_out(self, fresh_redis_server: RedisServer) -> None:
+        self._seeded(fresh_redis_server)
+        admin = fresh_redis_server.client()
+        started = time.monotonic()
+        admin.execute_command("CLIENT", "PAUSE", 1250, "ALL")
+        real = _script_on_server(fresh_redis_server.url)
+        assert time.monotonic() - started >= 1.0  # each call waited its 0.5 s deadline
+        faults = [Fault(Hang(), when=FirstN(2))]  # the pause outlasts two deadlines
+        for layer in ("in-process", "fakeredis"):
+            assert _script_on_fakes(faults, layer)["counted"] == real["counted"]
+
+
+# -- replay from a failure's report --------------------------------------------------------
+
+FLAKY_TEST = """
+from remote_cache import RemoteFxGraphCache
+from remote_cache.testing.faults import Chance, Fault, Reply, Schedule
+
+
+def test_flaky(remote_cache_outage):
+    remote_cache_outage.apply(Schedule([Fault(Reply("LOADING"), when=Chance(0.5))]))
+    cache = RemoteFxGraphCache("fx")
+    hits = 0
+    for n in range(12):
+        cache.put(str(n), n)
+        hits += cache.get(str(n)) == n
+    assert hits == 12, hits
+"""
+
+
+def _faults_section(result: pytest.RunResult) -> list[str]:
+    lines = result.stdout.lines
+    start = next(i for i, line in enumerate(lines) if "remote_cache faults" in line)
+    section = []
+    for line in lines[start + 1 :]:
+        if line.startswith(("=", "_", "FAILED")):
+            break
+        section.append(line)
+    return section
+
+
+class TestReplayFromTheReport:
+    """A failing test's report shows its schedule, what fired and the line that replays it;
+    that line gives the same faults again, under xdist too."""
+
+    @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+    def test_replay(self, pytester: pytest.Pytester, workers: list[str]) -> None:
+        pytester.makepyfile(test_flaky=FLAKY_TEST)
+        first = pytester.runpytest_subprocess("-p", "no:cacheprovider", *workers)
+        first.assert_outcomes(failed=1)
+        section = _faults_section(first)
+        assert section[0].startswith(
+            "schedule: Schedule([Fault(Reply('LOADING'), when=Chance(0.5))]"
+        )
+        assert any("fault 0 fired on its matching call" in line for line in section)
+        replay = section[-1]
+        match = re.fullmatch(r"replay: pytest '(.+)' --remote-cache-seed=(\d+)", replay)
+        assert match, replay
+        again = pytester.runpytest_subprocess(
+            "-p",
+            "no:cacheprovider",
+            *workers,
+            match.group(1),
+            f"--remote-cache-seed={match.group(2)}",
+        )
+        again.assert_outcomes(failed=1)
+        untimed = [re.sub(r" at \+[\d.]+s$", "", line) for line in section]  # real time moves
+        assert [re.sub(r" at \+[\d.]+s$", "", line) for line in _faults_section(again)] == untimed
+
+    def test_a_passing_test_reports_nothing(self, pytester: pytest.Pytester) -> None:
+        pytester.makepyfile(
+            test_fine="""
+            from remote_cache.testing.faults import Fault, Hang, Schedule
+
+            def test_fine(remote_cache_outage):
+                remote_cache_outage.apply(Schedule([Fault(Hang())]))
+            """
+        )
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rA")
+        result.assert_outcomes(passed=1)
+        assert "remote_cache faults" not in result.stdout.str()
