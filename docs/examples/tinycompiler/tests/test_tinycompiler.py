@@ -15,7 +15,10 @@ from remote_cache.testing import (
     OutageProxy,
     RecorderFixture,
     RedisFixture,
+    VirtualClock,
 )
+from remote_cache.testing.faults import Fault, Reply, Schedule
+from remote_cache.testing.outages import OUTAGES
 
 
 def test_hit_after_miss(remote_cache_memory: MemoryFixture, remote_cache_stats: CacheStats) -> None:
@@ -77,3 +80,26 @@ def test_proxy_faults_bounded_and_recovered(remote_cache_proxy: OutageProxy, fau
     remote_cache_proxy.restore()
     compiler.compile("kept")
     assert compiler.compilations == 2, "after recovery the stored entry is read again"
+
+
+def test_memory_full_on_writes_only(remote_cache_outage: OutageFixture) -> None:
+    compiler = Compiler()
+    compiler.compile("x = 1")
+    remote_cache_outage.apply(Schedule([Fault(Reply("OOM"), on="put")]))
+    compiler.compile("x = 1")  # still read from the cache: only writes are refused
+    compiler.compile("y = 2")  # compiled, and its put dropped, counted and logged once
+    assert compiler.compilations == 2
+
+
+@pytest.mark.parametrize("name", ["restart-loading", "port-closed", "busy-script"])
+def test_builds_through_an_outage_that_ends(
+    name: str, remote_cache_fakeredis: FakeRedisFixture, remote_cache_clock: VirtualClock
+) -> None:
+    compiler = Compiler()
+    compiler.compile("x = 1")
+    outage = OUTAGES[name]
+    remote_cache_fakeredis.apply(outage.schedule())
+    assert compiler.compile("x = 1") == "1 = X"  # compiled again: the cache is out
+    remote_cache_clock.advance(outage.recovers_after or 0)
+    compiler.compile("x = 1")  # the outage is over: read from the cache again
+    assert compiler.compilations == 2

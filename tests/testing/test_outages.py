@@ -1,0 +1,131 @@
+"""The catalogue of production outages (``remote_cache.testing.outages``): each entry does
+what it says on every layer it names, the layers agree, and docs/testing.md lists them all."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from remote_cache import RemoteFxGraphCache
+from remote_cache.testing import (
+    VirtualClock,
+    fakeredis_backends,
+    isolated_cache_stats,
+    outage_backends,
+)
+from remote_cache.testing.outages import OUTAGES, Outage
+
+BLOCKS = {"in-process": outage_backends, "fakeredis": fakeredis_backends}
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "testing.md"
+
+
+@dataclasses.dataclass
+class Observed:
+    """What a cache did under an outage: the three calls, recovery, and what fired."""
+
+    reads: str
+    writes: str
+    rereads: str
+    recovered: Any
+    fired: list[tuple[int, int, str, tuple[str, ...], float]]
+
+
+def _classify(value: Any, corrupt_counted: bool, new: str = "new", old: str = "old") -> str:
+    if value == new:
+        return "new"
+    if value == old:
+        return "old"
+    return "corrupt" if corrupt_counted else "miss"
+
+
+def observe(outage: Outage, layer: str) -> Observed:
+    """Store an entry, apply the outage, read it, overwrite it, batch-read it; then, if the
+    outage ends by itself, read it once it has; then remove the faults and read it again."""
+    with (
+        isolated_cache_stats() as stats,
+        VirtualClock() as clock,
+        BLOCKS[layer]() as handle,
+    ):
+        cache = RemoteFxGraphCache("fx")
+        cache.put("1", "old")
+        schedule = handle.apply(outage.schedule(seed=1))
+
+        def corrupt() -> int:
+            return stats["RemoteFxGraphCache"].corrupt
+
+        before = corrupt()
+        reads = _classify(cache.get("1"), corrupt() > before)
+        reads = {"old": "hit", "new": "hit"}.get(reads, reads)
+        cache.put("1", "new")
+        before = corrupt()
+        rereads = _classify(cache.get_many(["1"]).get("1"), corrupt() > before)
+        recovered = None
+        if outage.recovers_after is not None:
+            clock.advance(outage.recovers_after)
+            recovered = cache.get("1")
+        handle.restore()
+        final = cache.get("1")
+        writes = {"new": "stored", "old": "dropped"}.get(_classify(final, False), f"lost {final!r}")
+        fired = [(x.fault, x.call, x.command, x.keys, round(x.seconds, 3)) for x in schedule.fired]
+    return Observed(reads, writes, rereads, recovered, fired)
+
+
+CASES = [
+    pytest.param(outage, layer, id=f"{name}-{layer}")
+    for name, outage in OUTAGES.items()
+    for layer in outage.layers
+]
+
+
+class TestCatalogue:
+    """Each outage does what the catalogue says, on each layer it names."""
+
+    def test_at_least_25(self) -> None:
+        assert len(OUTAGES) >= 25
+
+    @pytest.mark.parametrize(("outage", "layer"), CASES)
+    def test_does_what_it_says(self, outage: Outage, layer: str) -> None:
+        seen = observe(outage, layer)
+        assert (seen.reads, seen.writes, seen.rereads) == (
+            outage.reads,
+            outage.writes,
+            outage.rereads,
+        )
+        assert seen.fired, "no fault fired: the outage was never met"
+        if outage.recovers_after is not None:
+            assert seen.recovered in ("old", "new"), "still failing once the outage is over"
+
+    @pytest.mark.parametrize(
+        "outage", [o for o in OUTAGES.values() if len(o.layers) > 1], ids=lambda o: o.name
+    )
+    def test_the_layers_agree(self, outage: Outage) -> None:
+        first, *others = [observe(outage, layer) for layer in outage.layers]
+        for other in others:
+            assert other == first
+
+
+def _docs_rows() -> list[str]:
+    text = DOCS.read_text(encoding="utf-8")
+    return [line for line in text.splitlines() if re.match(r"\| `[a-z0-9-]+` \|", line)]
+
+
+def docs_row(outage: Outage) -> str:
+    """The row docs/testing.md has for ``outage``."""
+    faults = ", ".join(repr(fault) for fault in outage.faults)
+    layers = ", ".join(outage.layers)
+    ends = f"; ends after {outage.recovers_after:g} s" if outage.recovers_after else ""
+    return (
+        f"| `{outage.name}` | {outage.seen} | `{faults}` | "
+        f"{outage.reads}, {outage.writes}, {outage.rereads}{ends} | {layers} |"
+    )
+
+
+class TestDocs:
+    """docs/testing.md lists the catalogue as it is, row for row."""
+
+    def test_rows(self) -> None:
+        assert _docs_rows() == [docs_row(outage) for outage in OUTAGES.values()]
