@@ -5,6 +5,7 @@ real server where a real server can be made to do it)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import re
 import time
@@ -17,8 +18,10 @@ from hypothesis import strategies as st
 
 import remote_cache
 from remote_cache import (
+    BackendCommandError,
     BackendTimeoutError,
     BackendUnavailableError,
+    RedisRemoteCacheBackend,
     RemoteFxGraphCache,
     cache_stats,
 )
@@ -496,3 +499,232 @@ class TestReplayFromTheReport:
         result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rA")
         result.assert_outcomes(passed=1)
         assert "remote_cache faults" not in result.stdout.str()
+
+
+# -- matching, validation and the pieces underneath ------------------------------------------
+
+
+class TestMatching:
+    """What a fault matches: commands for operation names, key and cache-id globs."""
+
+    @pytest.mark.parametrize(
+        ("on", "command", "matched"),
+        [
+            ("get", "GET", True),
+            ("get", "MGET", True),
+            ("get_many", "GET", False),
+            ("put", "MSET", True),
+            ("put_many", "SET", True),
+            ("SET", "SET", True),
+            ("SET", "GET", False),
+            (["get", "MSET"], "MSET", True),
+            (None, "MGET", True),
+        ],
+    )
+    def test_on(self, on: Any, command: str, matched: bool) -> None:
+        assert Fault(Hang(), on=on).matches(command, ["k"]) is matched
+
+    def test_a_list_is_kept_as_a_tuple(self) -> None:
+        assert Fault(Hang(), on=["get", "put"]).on == ("get", "put")
+
+    def test_cache_glob_matches_the_cache_id(self) -> None:
+        fault = Fault(Hang(), cache="fx-*")
+        assert fault.matches("GET", ["pt2:fx-graph-v1::abc:c1"])
+        assert not fault.matches("GET", ["pt2:autotune::abc:c1"])
+        assert not fault.matches("GET", ["not-a-cache-key"])  # no id to match
+        assert fault.matches("MGET", ["pt2:autotune::a:c1", "pt2:fx-graph-v1::b:c1"])
+
+    def test_key_glob(self) -> None:
+        fault = Fault(Hang(), key="pt2:*::hot*")
+        assert fault.matches("GET", ["pt2:fx::hot-1:c1"])
+        assert not fault.matches("GET", ["pt2:fx::cold:c1"])
+
+    def test_after_bytes(self) -> None:
+        import random
+
+        assert AfterBytes(10).fires(1, random.Random(0), 0.0, 10)
+        assert not AfterBytes(10).fires(1, random.Random(0), 0.0, 9)
+        assert Fault(Hang(), when=AfterBytes(1)).layers == ("proxy",)
+
+    @pytest.mark.parametrize(
+        ("build", "error"),
+        [
+            (lambda: Nth(1.5), TypeError),
+            (lambda: Chance("x"), TypeError),
+            (lambda: Fault(Hang(), on=[""]), TypeError),
+            (lambda: Fault(Hang(), key=3), TypeError),
+            (lambda: Fault(Hang(), node=-1), ValueError),
+        ],
+        ids=["nth-fraction", "chance-text", "on-empty", "key-number", "node-negative"],
+    )
+    def test_more_mistakes(self, build: Callable[[], Any], error: type) -> None:
+        with pytest.raises(error):
+            build()
+
+    def test_equality_is_of_schedules_only(self) -> None:
+        assert Schedule([], seed=1) != "Schedule([], seed=1)"
+        assert Schedule([Fault(Hang())], seed=1) == Schedule([Fault(Hang())], seed=1)
+        assert Schedule([Fault(Hang())], seed=1) != Schedule([Fault(Hang())], seed=2)
+
+    @pytest.mark.parametrize(
+        "data",
+        [
+            {"faults": 3},
+            {"faults": [{"type": "Fault", "does": {"type": "Raise", "error": ""}}]},
+            {"faults": [{"type": "Fault", "does": {"type": "Raise", "error": "json.JSONDecoder"}}]},
+            {"faults": [{"type": "Fault", "does": {"type": "Latency"}}]},
+        ],
+    )
+    def test_bad_data(self, data: Any) -> None:
+        with pytest.raises(ValueError):  # noqa: PT011 - each names its own problem
+            Schedule.from_data(data)
+
+    def test_builtin_exceptions_by_name(self) -> None:
+        schedule = Schedule([Fault(Raise(TimeoutError))], seed=0)
+        assert '"builtins.TimeoutError"' in schedule.to_json()
+        assert Schedule.from_json(schedule.to_json()) == schedule
+
+    def test_a_schedule_started_twice_is_reported_once(self) -> None:
+        schedule = Schedule([Fault(Hang())], seed=0)
+        f.begin_test(5)
+        try:
+            assert f.current_seed() == 5
+            assert Schedule([]).seed == 5  # made without a seed: the test's
+            schedule.start()
+            schedule.start()
+            assert f.started_schedules() == [schedule]
+        finally:
+            f.begin_test(None)
+        assert f.current_seed() == 0
+
+
+class TestInjectorDetails:
+    """The in-process layer's corners: several ending faults, re-entry, batches."""
+
+    def test_the_first_ending_fault_wins(self) -> None:
+        schedule = Schedule([Fault(Reply("OOM")), Fault(Refuse())], seed=0)
+        injector = FaultInjectingBackend(InMemoryBackend(), schedule=schedule)
+        with pytest.raises(BackendCommandError, match="OOM"):
+            injector.put("k", b"v")
+        assert [fired.fault for fired in schedule.fired] == [0, 1]
+
+    def test_refused_is_a_lost_connection(self) -> None:
+        injector = FaultInjectingBackend(InMemoryBackend(), schedule=Schedule([Fault(Refuse())]))
+        with pytest.raises(BackendUnavailableError, match="connection refused"):
+            injector.get("k")
+
+    def test_apply_needs_a_schedule(self) -> None:
+        with pytest.raises(TypeError, match="Schedule"):
+            FaultInjectingBackend(InMemoryBackend()).apply([Fault(Hang())])  # type: ignore[arg-type]
+
+    def test_a_batch_dropped_whole(self) -> None:
+        injector = FaultInjectingBackend(InMemoryBackend(), schedule=Schedule([Fault(DropPut())]))
+        injector.put_many({"a": b"1", "b": b"2"})
+        assert injector.get_many(["a", "b"]) == {}
+
+    def test_corrupting_what_is_not_bytes_leaves_it(self) -> None:
+        schedule = Schedule([Fault(Corrupt())])
+        injector = FaultInjectingBackend(InMemoryBackend({"k": "text"}), schedule=schedule)
+        assert injector.get("k") == "text"
+
+    def test_a_call_made_while_deciding_is_refused(self) -> None:
+        """A call from inside the decision (a signal handler, here a When of the test's own)
+        is refused as re-entered, never waited for."""
+        seen: list[BaseException] = []
+
+        @dataclasses.dataclass(frozen=True, repr=False)
+        class Reentering(f.When):
+            def fires(self, n: int, rng: Any, seconds: float, sent: int) -> bool:
+                if n == 1:
+                    try:
+                        injector.get("inner")
+                    except BackendUnavailableError as exc:
+                        seen.append(exc)
+                return False
+
+        injector = FaultInjectingBackend(InMemoryBackend({"outer": b"v"}), deadline=1)
+        injector.apply(Schedule([Fault(Hang(), when=Reentering())]))
+        assert injector.get("outer") == b"v"
+        assert len(seen) == 1
+        assert "re-entered" in str(seen[0])
+
+
+class TestResp:
+    """Requests as redis-py sends them: whole, in pieces, several at once."""
+
+    def test_split(self) -> None:
+        from remote_cache.testing._resp import split_requests
+
+        one = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
+        two = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nvalue\r\n"
+        requests, rest = split_requests(one + two + b"*2\r\n$3\r\nGE")
+        assert requests == [([b"GET", b"k"], one), ([b"SET", b"k", b"value"], two)]
+        assert rest == b"*2\r\n$3\r\nGE"
+
+    @pytest.mark.parametrize("cut", range(1, 22))
+    def test_any_cut_waits_for_the_rest(self, cut: int) -> None:
+        from remote_cache.testing._resp import split_requests
+
+        whole = b"*2\r\n$3\r\nGET\r\n$4\r\nk\r\nx\r\n"
+        requests, rest = split_requests(whole[:cut])
+        assert (requests, rest) == ([], whole[:cut])
+        assert split_requests(rest + whole[cut:]) == ([([b"GET", b"k\r\nx"], whole)], b"")
+
+    def test_inline_command(self) -> None:
+        from remote_cache.testing._resp import split_requests
+
+        assert split_requests(b"PING\r\n") == ([([b"PING"], b"PING\r\n")], b"")
+
+    @pytest.mark.parametrize(
+        "data", [b"*x\r\n", b"*1\r\n+GET\r\n", b"*1\r\n$-1\r\n", b"*1\r\n$3\r\nGETXX"]
+    )
+    def test_what_no_client_sends(self, data: bytes) -> None:
+        from remote_cache.testing._resp import split_requests
+
+        with pytest.raises(ValueError):  # noqa: PT011 - each names its own problem
+            split_requests(data)
+
+    @pytest.mark.parametrize(
+        ("fields", "keys"),
+        [
+            ([b"GET", b"a"], ["a"]),
+            ([b"SET", b"a", b"v", b"EX", b"5"], ["a"]),
+            ([b"MGET", b"a", b"b"], ["a", b"b".decode()]),
+            ([b"MSET", b"a", b"1", b"b", b"2"], ["a", "b"]),
+            ([b"PING"], []),
+            ([b"GET", "é\udc80".encode("utf-8", "surrogatepass")], ["é\udc80"]),
+        ],
+    )
+    def test_keys(self, fields: list[bytes], keys: list[str]) -> None:
+        from remote_cache.testing._resp import keys_of
+
+        assert keys_of(fields[0].decode(), fields) == keys
+
+
+class TestFakeredisDetails:
+    """The fakeredis layer with a value redis-py sends in pieces, and after the schedule."""
+
+    def test_a_large_value_under_a_schedule(self, remote_cache_clock: VirtualClock) -> None:
+        big = "x" * 100_000
+        with fakeredis_backends() as fake:
+            fake.apply(Schedule([Fault(Latency(0.1), on="put")]))
+            cache = RemoteFxGraphCache("fx")
+            cache.put("big", big)  # sent as several pieces: the request is read whole
+            assert cache.get("big") == big
+            fake.restore()
+            cache.put("big2", big)
+            assert cache.get("big2") == big
+        assert remote_cache_clock.slept == pytest.approx(0.1)
+
+    def test_refused(self, remote_cache_clock: VirtualClock) -> None:
+        with fakeredis_backends() as fake:
+            fake.apply(Schedule([Fault(Refuse(), on="get")]))
+            with pytest.raises(BackendUnavailableError):
+                RedisRemoteCacheBackend().get("k")
+
+    def test_apply_refuses_what_fakeredis_cannot_do(self) -> None:
+        with fakeredis_backends() as fake:
+            with pytest.raises(ValueError, match="fakeredis layer cannot simulate"):
+                fake.apply(Schedule([Fault(Corrupt())]))
+            with pytest.raises(TypeError, match="Schedule"):
+                fake.apply("OOM")  # type: ignore[arg-type]
