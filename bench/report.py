@@ -137,6 +137,10 @@ def markdown(results: dict[str, Any], info: dict[str, str]) -> str:
     for name, seconds in results["fixtures"]:
         lines.append(f"| `{name}` | {seconds * 1e6:.1f} µs | under 1 ms |")
     lines.append("")
+    if "faults" in results:
+        from bench import faults
+
+        lines += faults.markdown(results["faults"])
     if "torch_outage" in results:
         from bench import torch_outage
 

@@ -19,6 +19,9 @@ RESULTS = {
                      "single": 1e4, "ratio": 20.0, "target": 10.0}],
     },
     "fixtures": [("remote_cache_memory", 1.05e-5)],
+    "faults": {"rates": {"in-memory": 2e5, "fault layer, nothing applied": 1e5,
+                         "fault layer, faults not matching": 9.5e4},
+               "schedule_cost": 1.0526, "layer_cost": 2.0, "target": 1.1},
 }  # fmt: skip
 
 
@@ -45,6 +48,8 @@ def test_page_reports_every_figure_and_verdict() -> None:
     assert "| Python | get | 80 | 100 | 0.80x | 0.85x | **missed** |" in page
     assert "| cluster (3 masters) | put | 200,000 | 10,000 | 20.0x | 10x | met |" in page
     assert "| `remote_cache_memory` | 10.5 µs | under 1 ms |" in page
+    assert "| fault layer, faults not matching | 95,000 | 2.11x |" in page
+    assert "costs 1.053x the layer's time (target: at most 1.10x)" in page
     assert "make bench" in page
 
 

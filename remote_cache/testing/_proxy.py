@@ -14,6 +14,7 @@ from types import TracebackType
 from urllib.parse import urlsplit, urlunsplit
 
 from remote_cache.testing._proxy_relay import ProxyRelay, _Command
+from remote_cache.testing.faults import Schedule
 
 __all__ = ["OutageProxy"]
 
@@ -34,7 +35,8 @@ class OutageProxy(ProxyRelay):
     or a dropped route);
     ``latency(seconds)`` delays every reply; ``reset_mid_reply()`` forwards half of the next
     reply, then resets the connection; ``slow_close(seconds)`` keeps a connection the server
-    closed open, and silent, for that long; ``restore()`` ends them all.
+    closed open, and silent, for that long; ``apply(schedule)`` acts per command (a fault
+    schedule of ``remote_cache.testing.faults``); ``restore()`` ends them all.
 
     Guarantees, under any sequence of fault changes: each direction of each connection
     delivers the bytes it was sent in order, without gaps or duplicates, and at most ends
@@ -142,6 +144,30 @@ class OutageProxy(ProxyRelay):
         """
         _check_seconds(seconds)
         self._command(lambda: setattr(self, "_slow_close", float(seconds)))
+
+    def apply(self, schedule: Schedule) -> Schedule:
+        """Apply ``schedule`` to the commands of every connection, open and new; returns it.
+
+        The proxy reads requests and replies as RESP: a fault that fires on a data command
+        (``GET``, ``SET``, ``MGET``, ``MSET``) answers its error reply in the request's turn
+        (``Reply``), delays the reply (``Latency``) or trickles it (``Drip``), sends half of
+        it then resets (``HalfReply``), resets the connection (``Refuse``), or stalls the
+        connection (``Hang``: nothing more is read until ``restore()``); the client meets
+        each over the network, with its own timeouts, in real time. A connection that is
+        not RESP (TLS) is relayed untouched. ``ValueError`` for a fault the proxy cannot
+        simulate; ``restore()`` ends the schedule.
+        """
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"Expected a Schedule but got {schedule!r}")
+        schedule.check_layer("proxy")
+        schedule.start()
+        self._command(lambda: setattr(self, "_schedule", schedule))
+        return schedule
+
+    @property
+    def schedule(self) -> Schedule | None:
+        """The ``Schedule`` applied; its ``fired`` logs every fault that fired."""
+        return self._schedule
 
     def restore(self) -> None:
         """End every fault: forward normally, without added latency, from now on.

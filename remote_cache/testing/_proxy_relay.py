@@ -17,7 +17,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from remote_cache.testing._proxy_streams import _BUFFER_LIMIT, _Connection, _Direction, _reset
+from remote_cache.testing._proxy_streams import (
+    _BUFFER_LIMIT,
+    _Connection,
+    _Direction,
+    _reset,
+    _Slot,
+)
+from remote_cache.testing._resp import DATA_COMMANDS, is_push, keys_of, reply_end, split_requests
+from remote_cache.testing.faults import Drip, HalfReply, Hang, Latency, Refuse, Reply, Schedule
 
 __all__ = ["ProxyRelay"]
 
@@ -68,6 +76,9 @@ class ProxyRelay:
         self._latency = 0.0
         self._reset_mid_reply = False
         self._slow_close = 0.0
+        self._schedule: Schedule | None = None
+        self.node: int | None = None
+        """The cluster node this proxy stands for (``Fault(node=...)`` matches it)."""
         self.connections = 0
         """Connections accepted so far."""
         self._closed = False
@@ -101,7 +112,12 @@ class ProxyRelay:
         self._latency = 0.0
         self._reset_mid_reply = False
         self._slow_close = 0.0
+        self._schedule = None
         for connection in list(self._connections):
+            connection.hung = False
+            if connection.held:  # the stalled server reads what waited, in order
+                connection.request.add(b"".join(connection.held), 0.0)
+                connection.held.clear()
             connection.request.release()
             connection.reply.release()
             connection.slow_close = 0.0
@@ -184,18 +200,157 @@ class ProxyRelay:
             if not data:
                 self._drop(connection)
             return  # the server is gone: the client's bytes go nowhere
-        direction = connection.request if from_client else connection.reply
         if not data:
-            direction.eof = True
-            if not from_client:
-                connection.slow_close = self._slow_close
+            self._ended(connection, from_client)
             return
+        connection.passed += len(data)
+        if connection.parsing:
+            if from_client:
+                self._requests_in(connection, data)
+            else:
+                self._replies_in(connection, data)
+            return
+        self._add_raw(connection, data, from_client)
+
+    def _ended(self, connection: _Connection, from_client: bool) -> None:
+        """One side ended: what came of a request or reply cut short goes on as it is."""
+        if from_client:
+            held, connection.request_tail = connection.request_tail, b""
+        else:
+            held, connection.reply_tail = connection.reply_tail, b""
+        if held:
+            self._add_raw(connection, held, from_client)
+        direction = connection.request if from_client else connection.reply
+        direction.eof = True
+        if not from_client:
+            connection.slow_close = self._slow_close
+
+    def _add_raw(self, connection: _Connection, data: bytes, from_client: bool) -> None:
+        """Relay bytes as they came (a stream that is not RESP, such as TLS)."""
+        direction = connection.request if from_client else connection.reply
         if not from_client and self._reset_mid_reply:
             half = max(1, len(data) // 2)
             data, direction.withheld = data[:half], data[half:]
             direction.reset_after = True
         delay = 0.0 if from_client else self._latency
         direction.add(data, time.monotonic() + delay if delay > 0 else 0.0)
+
+    # -- requests and replies, read as RESP ------------------------------------------------
+
+    def _opaque(self, connection: _Connection) -> None:
+        """Stop reading the connection as RESP: relay what is held, and all after, as bytes."""
+        connection.parsing = False
+        connection.slots.clear()
+        request, reply = connection.request_tail, connection.reply_tail
+        connection.request_tail = connection.reply_tail = b""
+        if request:
+            self._add_raw(connection, request, True)
+        if reply:
+            self._add_raw(connection, reply, False)
+
+    def _requests_in(self, connection: _Connection, data: bytes) -> None:
+        """Forward the complete requests, each met first by the schedule's faults."""
+        held = connection.request_tail + data
+        try:
+            if not held.startswith(b"*"):  # redis-py sends arrays: this is TLS, or no Redis
+                raise ValueError("not RESP")
+            requests, connection.request_tail = split_requests(held)
+        except ValueError:
+            connection.request_tail = held
+            self._opaque(connection)
+            return
+        forward: list[bytes] = []
+        for fields, raw in requests:
+            slot = _Slot() if connection.hung else self._meet_faults(connection, fields)
+            if slot is None:
+                self._drop(connection, reset=True)  # Refuse: the connection is reset
+                return
+            connection.slots.append(slot)
+            if connection.hung:  # a stalled server: read nothing more until restore()
+                connection.held.append(raw)
+            elif slot.answer is None:
+                forward.append(raw)
+        if forward:
+            connection.request.add(b"".join(forward), 0.0)
+        self._answer_front(connection, time.monotonic())
+
+    def _meet_faults(self, connection: _Connection, fields: list[bytes]) -> _Slot | None:
+        """The slot of a request after the faults that fire on it; None to refuse it."""
+        slot = _Slot()
+        schedule = self._schedule
+        if schedule is None or not fields:
+            return slot
+        command = fields[0].decode("ascii", "replace").upper()
+        if command not in DATA_COMMANDS:
+            return slot
+        keys = keys_of(command, fields)
+        for fault, rng in schedule.decide(command, keys, sent=connection.passed, node=self.node):
+            action = fault.does
+            if isinstance(action, Latency):
+                slot.delay += action.delay(rng)
+            elif isinstance(action, Drip):
+                slot.drip = action.bytes_per_second
+            elif isinstance(action, HalfReply):
+                slot.half = True
+            elif isinstance(action, Reply) and slot.answer is None:
+                slot.answer = b"-" + action.text.encode("utf-8") + b"\r\n"
+            elif isinstance(action, Refuse):
+                return None
+            elif isinstance(action, Hang):
+                connection.hung = True
+        return slot
+
+    def _replies_in(self, connection: _Connection, data: bytes) -> None:
+        """Deliver each complete reply as its request's slot says, answers of ours in turn."""
+        held = connection.reply_tail + data
+        position, now = 0, time.monotonic()
+        try:
+            while True:
+                self._answer_front(connection, now)
+                if position >= len(held):
+                    break
+                end = reply_end(held, position)
+                if end is None:
+                    break
+                push = is_push(held, position)
+                reply, position = held[position:end], end
+                slot = None if push or not connection.slots else connection.slots.popleft()
+                self._deliver(connection, reply, slot, now)
+        except ValueError:  # not RESP after all: the rest goes as bytes
+            connection.reply_tail = held[position:]
+            self._opaque(connection)
+            return
+        connection.reply_tail = held[position:]
+
+    def _answer_front(self, connection: _Connection, now: float) -> None:
+        """Deliver the proxy's own answers now first in line."""
+        while connection.slots and connection.slots[0].answer is not None:
+            slot = connection.slots.popleft()
+            assert slot.answer is not None
+            self._deliver(connection, slot.answer, slot, now)
+
+    def _deliver(
+        self, connection: _Connection, reply: bytes, slot: _Slot | None, now: float
+    ) -> None:
+        """Queue one reply for the client: late, trickling, or half of it then a reset."""
+        direction = connection.reply
+        if direction.reset_after:  # a reset is due after what is held: this waits behind it
+            direction.withheld += reply
+            return
+        delay = self._latency + (slot.delay if slot is not None else 0.0)
+        due = now + delay if delay > 0 else 0.0
+        if self._reset_mid_reply or (slot is not None and slot.half):
+            half = max(1, len(reply) // 2)
+            direction.add(reply[:half], due)
+            direction.withheld, direction.reset_after = reply[half:], True
+            return
+        if slot is not None and slot.drip:
+            step = max(1, slot.drip // 10)  # a tenth of a second's worth at a time
+            start = due or now
+            for index, offset in enumerate(range(0, len(reply), step)):
+                direction.add(reply[offset : offset + step], start + 0.1 * (index + 1))
+            return
+        direction.add(reply, due)
 
     def _connected(self, connection: _Connection) -> None:
         assert connection.upstream is not None

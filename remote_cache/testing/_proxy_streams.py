@@ -67,6 +67,19 @@ class _Direction:
         return self.chunks[0].due if self.chunks else None
 
 
+class _Slot:
+    """What the proxy owes the client for one request, in order: the server's reply, or an
+    answer of its own (a fault's error reply), and how to deliver it."""
+
+    __slots__ = ("answer", "delay", "drip", "half")
+
+    def __init__(self) -> None:
+        self.answer: bytes | None = None  # sent instead of the server's reply
+        self.delay = 0.0  # added to the reply's latency
+        self.drip = 0  # bytes per second the reply trickles at (0: at once)
+        self.half = False  # half of the reply, then a reset
+
+
 class _Connection:
     """One client connection and its upstream connection."""
 
@@ -82,3 +95,12 @@ class _Connection:
         self.close_at: float | None = None  # slow close: when the client's side ends
         self.closed = False
         self.registered: dict[socket.socket, int] = {}
+        # Requests and replies read as RESP, so that a schedule's faults can act per command;
+        # a stream that is not RESP (TLS) is relayed as bytes, untouched by them.
+        self.parsing = True
+        self.request_tail = b""  # a request still arriving
+        self.reply_tail = b""  # a reply still arriving
+        self.slots: deque[_Slot] = deque()  # one per request not yet answered, oldest first
+        self.hung = False  # a Hang fired: requests wait in ``held`` until restore()
+        self.held: list[bytes] = []  # requests a hung server has not read yet, in order
+        self.passed = 0  # bytes relayed so far, both ways (AfterBytes)

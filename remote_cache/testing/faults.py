@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import functools
 import json
 import math
 import random
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
 from remote_cache import _clock
@@ -418,8 +420,9 @@ class Fault(_Term):
     (every write), "get_many" (batch reads), or commands ("GET", "SET", "MGET", "MSET"...;
     see ``OPERATION_COMMANDS``); None: any. And whose key matches the
     glob ``key`` (the backend's key, ``pt2:<cache id>::<key>:c1``), whose cache id matches
-    ``cache`` (a glob), on cluster node ``node`` (the proxy's), in ``direction`` (the
-    proxy's byte faults).
+    ``cache`` (a glob), on cluster node ``node`` (the proxy's ``node``). ``direction``
+    ("upstream", "downstream") is part of the language, but no layer acts on one direction
+    alone yet: such a fault is refused by every layer.
     """
 
     does: Action
@@ -462,13 +465,19 @@ class Fault(_Term):
     @property
     def layers(self) -> tuple[str, ...]:
         """The layers that can simulate this fault."""
+        if self.direction != "both":
+            return ()  # no layer acts on one direction alone yet: refused, not ignored
         layers = self.does.layers
-        if isinstance(self.when, AfterBytes) or self.direction != "both" or self.node is not None:
+        if isinstance(self.when, AfterBytes) or self.node is not None:
             layers = tuple(layer for layer in layers if layer == "proxy")
         return layers
 
     def commands(self) -> frozenset[str] | None:
         """The Redis commands this fault matches (None: any)."""
+        return self._commands
+
+    @functools.cached_property
+    def _commands(self) -> frozenset[str] | None:
         if self.on is None:
             return None
         found: set[str] = set()
@@ -476,16 +485,30 @@ class Fault(_Term):
             found.update(OPERATION_COMMANDS.get(name, (name.upper(),)))
         return frozenset(found)
 
+    @functools.cached_property
+    def _key_glob(self) -> Callable[[str], object] | None:
+        return None if self.key is None else re.compile(fnmatch.translate(self.key)).match
+
+    @functools.cached_property
+    def _cache_glob(self) -> Callable[[str], object] | None:
+        return None if self.cache is None else re.compile(fnmatch.translate(self.cache)).match
+
     def matches(self, command: str, keys: Sequence[str]) -> bool:
         """Whether a call sending Redis ``command`` on ``keys`` matches."""
-        commands = self.commands()
+        commands = self._commands
         if commands is not None and command not in commands:
             return False
-        if self.key is not None and not any(fnmatch.fnmatchcase(k, self.key) for k in keys):
+        return self.matches_keys(keys)
+
+    def matches_keys(self, keys: Sequence[str]) -> bool:
+        """Whether ``keys`` (a call's) match the ``key`` and ``cache`` globs."""
+        key_glob = self._key_glob
+        if key_glob is not None and not any(key_glob(k) for k in keys):
             return False
-        if self.cache is not None:
+        cache_glob = self._cache_glob
+        if cache_glob is not None:
             ids = (_cache_id(k) for k in keys)
-            return any(i is not None and fnmatch.fnmatchcase(i, self.cache) for i in ids)
+            return any(i is not None and cache_glob(i) for i in ids)
         return True
 
 
@@ -578,6 +601,7 @@ class Schedule:
         self._calls: list[int] = []
         self._rngs: list[random.Random] = []
         self._started = 0.0
+        self._candidates: dict[str, tuple[int, ...]] = {}  # command -> faults that may match
         self._reset()
 
     def start(self) -> None:
@@ -608,19 +632,35 @@ class Schedule:
             raise ValueError(f"the {layer} layer cannot simulate " + "; ".join(unable))
 
     def decide(
-        self, command: str, keys: Sequence[str], *, sent: int = 0
+        self, command: str, keys: Sequence[str], *, sent: int = 0, node: int | None = None
     ) -> list[tuple[Fault, random.Random]]:
         """The faults that fire on a call sending Redis ``command`` (``CALL_COMMANDS`` names
-        the in-process operations') on ``keys``, each with its random stream; logged.
+        the in-process operations') on ``keys``, each with its random stream; logged. ``sent``:
+        the bytes the connection has relayed (``AfterBytes``); ``node``: the cluster node
+        the call goes to (a fault with ``node=`` matches only that one).
 
         ``ReenteredError`` for a call made while this thread is deciding (a signal handler).
         """
+        candidates = self._candidates.get(command)
+        if candidates is None:
+            candidates = self._candidates[command] = tuple(
+                index
+                for index, fault in enumerate(self.faults)
+                if (commands := fault.commands()) is None or command in commands
+            )
+        faults = self.faults
+        matching = [
+            index
+            for index in candidates
+            if faults[index].matches_keys(keys) and faults[index].node in (None, node)
+        ]
+        if not matching:  # the common case: decided without the lock or the clock
+            return []
         firing: list[tuple[Fault, random.Random]] = []
         with self._lock:
             seconds = _clock.monotonic() - self._started
-            for index, fault in enumerate(self.faults):
-                if not fault.matches(command, keys):
-                    continue
+            for index in matching:
+                fault = faults[index]
                 self._calls[index] += 1
                 n, rng = self._calls[index], self._rngs[index]
                 if fault.when.fires(n, rng, seconds, sent):

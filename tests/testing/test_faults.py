@@ -728,3 +728,229 @@ class TestFakeredisDetails:
                 fake.apply(Schedule([Fault(Corrupt())]))
             with pytest.raises(TypeError, match="Schedule"):
                 fake.apply("OOM")  # type: ignore[arg-type]
+
+
+# -- the proxy: the same schedule over a real network -------------------------------------------
+
+PROXY_SCHEDULES = [
+    *(pytest.param([Fault(Reply(name), on="put")], id=f"{name}-on-put") for name in REPLIES),
+    *(pytest.param([Fault(Reply(name), on="get")], id=f"{name}-on-get") for name in REPLIES),
+    pytest.param([Fault(Reply("ERR odd"))], id="custom-reply"),
+    pytest.param([Fault(Hang(), when=Nth(3))], id="third-call-hangs"),
+    pytest.param([Fault(Refuse(), when=FirstN(2))], id="refused-twice"),
+    pytest.param([Fault(Reply("LOADING"), when=During(0, 1.5))], id="loading-for-1.5s"),
+    pytest.param([Fault(Reply("OOM"), on="put", when=Chance(0.5))], id="flaky-oom"),
+    pytest.param([Fault(Latency(0.05), on="get")], id="latency-on-gets"),
+]
+
+
+def run_through_proxy(server: RedisServer, faults: list[Fault], caplog: Any) -> dict[str, Any]:
+    """``run_on``'s script through an ``OutageProxy`` in front of a real server."""
+    from remote_cache.testing import OutageProxy
+
+    server.client().flushall()
+    schedule = Schedule(faults, seed=5)
+    caplog.clear()
+    with (
+        isolated_cache_stats() as stats,
+        VirtualClock() as clock,
+        OutageProxy.for_url(server.url) as proxy,
+        redis_environment(proxy.url, timeout=0.5),
+    ):
+        proxy.apply(schedule)
+        results = script(clock.advance)
+        stat = stats["RemoteFxGraphCache"]
+    errors = [re.search(r"\((\w+Error)", r.getMessage()) for r in caplog.records]
+    return {
+        "results": results,
+        "counted": (stat.hit, stat.miss, stat.put, stat.fail_open),
+        "errors": [m.group(1) for m in errors if m],
+        "fired": [(x.fault, x.call, x.command, x.keys) for x in schedule.fired],
+    }
+
+
+@pytest.mark.redis
+class TestTheProxyAgrees:
+    """The proxy reads RESP: the same schedule gives the same values, counts, errors and
+    firings over a real network to a real server as in-process."""
+
+    @pytest.mark.parametrize("faults", PROXY_SCHEDULES)
+    def test_same_outcome(
+        self,
+        faults: list[Fault],
+        redis_server: RedisServer,
+        caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.setenv("REMOTE_CACHE_REDIS_TIMEOUT", "0.5")  # the proxy fixture's deadline
+        caplog.set_level(logging.WARNING)
+        in_process = run_on("in-process", faults, caplog)
+        del in_process["waited"]
+        in_process["fired"] = [fired[:4] for fired in in_process["fired"]]
+        assert run_through_proxy(redis_server, faults, caplog) == in_process
+        assert in_process["fired"]
+
+
+@pytest.mark.redis
+class TestProxyFaults:
+    """What only the proxy does, and what it leaves alone."""
+
+    @pytest.fixture
+    def proxied(self, redis_server: RedisServer) -> Iterator[Any]:
+        from remote_cache.testing import OutageProxy
+
+        redis_server.client().flushall()
+        with OutageProxy.for_url(redis_server.url) as proxy:
+            yield proxy
+
+    def _client(self, proxy: Any) -> Any:
+        import redis
+
+        return redis.Redis.from_url(proxy.url, socket_timeout=2, protocol=2)
+
+    def test_an_answer_keeps_its_turn_in_a_pipeline(self, proxied: Any) -> None:
+        proxied.apply(Schedule([Fault(Reply("OOM"), key="b")]))
+        client = self._client(proxied)
+        pipe = client.pipeline(transaction=False)
+        pipe.set("a", "1").set("b", "2").set("c", "3").get("a").get("c")
+        assert [type(r).__name__ if isinstance(r, Exception) else r for r in pipe.execute(
+            raise_on_error=False
+        )] == [True, "OutOfMemoryError", True, b"1", b"3"]  # fmt: skip
+        client.close()
+
+    def test_hang_holds_the_connection_until_restore(self, proxied: Any) -> None:
+        import redis
+
+        proxied.apply(Schedule([Fault(Hang(), on="get", when=Nth(1))]))
+        client = self._client(proxied)
+        client.set("k", "v")
+        slow = redis.Redis.from_url(proxied.url, socket_timeout=0.3, protocol=2)
+        with pytest.raises(redis.TimeoutError):
+            slow.get("k")
+        proxied.restore()
+        assert client.get("k") == b"v"  # another connection: untouched
+        client.close()
+        slow.close()
+
+    def test_held_requests_reach_the_server_in_order_after_restore(self, proxied: Any) -> None:
+        import socket
+
+        proxied.apply(Schedule([Fault(Hang(), on="SET", key="first")]))
+        with socket.create_connection((proxied.host, proxied.port), timeout=5) as sock:
+            sock.sendall(b"*3\r\n$3\r\nSET\r\n$5\r\nfirst\r\n$1\r\n1\r\n")
+            sock.sendall(b"*2\r\n$3\r\nGET\r\n$5\r\nfirst\r\n")
+            sock.settimeout(0.3)
+            with pytest.raises(TimeoutError):
+                sock.recv(100)
+            proxied.restore()
+            sock.settimeout(5)
+            received = b""
+            while received.count(b"\r\n") < 3:
+                received += sock.recv(100)
+        assert received == b"+OK\r\n$1\r\n1\r\n"  # each reply in its turn, none lost
+
+    def test_half_reply_then_reset(self, proxied: Any) -> None:
+        import redis
+
+        client = self._client(proxied)
+        client.set("k", "x" * 1000)
+        proxied.apply(Schedule([Fault(HalfReply(), on="get")]))
+        with pytest.raises(redis.ConnectionError):
+            client.get("k")
+        client.close()
+
+    def test_drip(self, proxied: Any) -> None:
+        client = self._client(proxied)
+        client.set("k", "x" * 300)
+        proxied.apply(Schedule([Fault(Drip(1000), on="get")]))
+        started = time.monotonic()
+        assert client.get("k") == b"x" * 300
+        assert time.monotonic() - started >= 0.25  # ~310 bytes at 1000 bytes/s
+        client.close()
+
+    def test_refuse_resets(self, proxied: Any) -> None:
+        import redis
+
+        client = self._client(proxied)
+        proxied.apply(Schedule([Fault(Refuse(), when=Nth(1))]))
+        with pytest.raises(redis.ConnectionError):
+            client.get("k")
+        assert client.get("k") is None  # the next call connects again
+        client.close()
+
+    def test_node_and_bytes(self, proxied: Any) -> None:
+        client = self._client(proxied)
+        proxied.node = 1
+        late = Fault(Reply("ERR late"), when=AfterBytes(2000))
+        schedule = proxied.apply(Schedule([Fault(Reply("ERR node 0"), node=0), late]))
+        assert client.set("k", "v")  # node 0's fault is not this node's; 2000 bytes not yet
+        with pytest.raises(Exception, match="late"):
+            client.set("big", "x" * 2000)  # the connection passes 2000 bytes with this one
+        assert [fired.fault for fired in schedule.fired] == [1]
+        client.close()
+
+    def test_a_layer_it_cannot_simulate(self, proxied: Any) -> None:
+        with pytest.raises(ValueError, match="proxy layer cannot simulate"):
+            proxied.apply(Schedule([Fault(Corrupt())]))
+        with pytest.raises(TypeError, match="Schedule"):
+            proxied.apply([Fault(Hang())])
+
+    def test_tls_passes_through_untouched(self) -> None:
+        from remote_cache.testing import OutageProxy
+
+        with RedisServer(tls=True) as server:
+            url = f"{server.url}?ssl_ca_certs={server.directory}/ca.crt&ssl_check_hostname=false"
+            with OutageProxy.for_url(url) as proxy:
+                schedule = proxy.apply(Schedule([Fault(Reply("OOM"))]))
+                backend = RedisRemoteCacheBackend(url=proxy.url, timeout=5)
+                backend.put("k", b"v")
+                assert backend.get("k") == b"v"
+                assert schedule.fired == []  # encrypted: no command to match
+
+
+class TestReplies:
+    """Replies as servers send them (RESP2 and RESP3): where each ends, at any cut."""
+
+    REPLIES = (
+        b"+OK\r\n",
+        b"-ERR no\r\n",
+        b":42\r\n",
+        b"$5\r\nhello\r\n",
+        b"$-1\r\n",
+        b"*2\r\n$1\r\na\r\n:1\r\n",
+        b"*-1\r\n",
+        b"*2\r\n*1\r\n+x\r\n$0\r\n\r\n",
+        b"_\r\n",
+        b",1.5\r\n",
+        b"#t\r\n",
+        b"(12345678901234567890\r\n",
+        b"!3\r\nbad\r\n",
+        b"=8\r\ntxt:abcd\r\n",
+        b"%1\r\n+k\r\n:1\r\n",
+        b"~2\r\n+a\r\n+b\r\n",
+        b">2\r\n+invalidate\r\n*1\r\n+k\r\n",
+        b"|1\r\n+ttl\r\n:3\r\n+OK\r\n",  # an attribute, then the reply it annotates
+    )
+
+    @pytest.mark.parametrize("reply", REPLIES)
+    def test_whole_and_every_cut(self, reply: bytes) -> None:
+        from remote_cache.testing._resp import reply_end
+
+        assert reply_end(reply + b"+next\r\n") == len(reply)
+        for cut in range(1, len(reply)):
+            assert reply_end(reply[:cut]) is None, cut
+
+    def test_push(self) -> None:
+        from remote_cache.testing._resp import is_push
+
+        assert is_push(b">1\r\n+x\r\n")
+        assert not is_push(b"*1\r\n+x\r\n")
+
+    @pytest.mark.parametrize(
+        "data", [b"bye", b"$x\r\n", b"*1x", b"$" + b"9" * 20, b"+" + b"x" * 70_000]
+    )
+    def test_not_a_reply(self, data: bytes) -> None:
+        from remote_cache.testing._resp import reply_end
+
+        with pytest.raises(ValueError):  # noqa: PT011 - each names its own problem
+            reply_end(data)

@@ -35,17 +35,17 @@ class TestExampleProject:
     def test_example_passes(self, pytester: pytest.Pytester) -> None:
         copy_example(pytester)
         result = run(pytester, "-v")
-        result.assert_outcomes(passed=7)
+        result.assert_outcomes(passed=11)
         result.stdout.fnmatch_lines(["*test_proxy_faults_bounded_and_recovered*blackhole*PASSED*"])
 
     def test_example_passes_under_xdist(self, pytester: pytest.Pytester) -> None:
         copy_example(pytester)
-        run(pytester, "-n", "2").assert_outcomes(passed=7)
+        run(pytester, "-n", "2").assert_outcomes(passed=11)
 
     def test_redis_tests_marked(self, pytester: pytest.Pytester) -> None:
         copy_example(pytester)
         result = run(pytester, "-m", "not remote_cache_redis")
-        result.assert_outcomes(passed=4, deselected=3)
+        result.assert_outcomes(passed=8, deselected=3)
 
 
 class TestMemoryFixtures:
