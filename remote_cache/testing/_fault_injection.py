@@ -269,18 +269,26 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
         if self.is_down:
             self._inject(self.down_error, operation, key)
         schedule = self.schedule
-        data_faults = self._scheduled(schedule, operation, key) if schedule is not None else []
+        data_faults = _NO_FAULTS
+        if schedule is not None:
+            try:
+                if isinstance(key, str):
+                    firing = schedule.decide_key(CALL_COMMANDS[operation], key)
+                else:
+                    firing = schedule.decide(CALL_COMMANDS[operation], key)
+            except ReenteredError:
+                raise self._reentered(operation, key) from None
+            if firing:
+                data_faults = self._scheduled(firing, operation, key)
         if self.plans:
             self._planned(operation, key)
         return data_faults
 
-    def _scheduled(self, schedule: Schedule, operation: str, key: Any) -> list[Fault]:
-        keys = [key] if isinstance(key, str) else list(key)
+    def _scheduled(
+        self, firing: list[tuple[Fault, random.Random]], operation: str, key: Any
+    ) -> list[Fault]:
+        """Apply the faults that fired; return the data faults among them."""
         delay, ending, data_faults = 0.0, None, []
-        try:
-            firing = schedule.decide(CALL_COMMANDS[operation], keys)
-        except ReenteredError:
-            raise self._reentered(operation, key) from None
         for fault, rng in firing:
             action = fault.does
             if isinstance(action, Latency):
@@ -373,6 +381,10 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
         """Whether the schedule has a ``Stale`` fault, which reads what a put replaced."""
         schedule = self.schedule
         return schedule is not None and any(isinstance(f.does, Stale) for f in schedule.faults)
+
+
+_NO_FAULTS: list[Fault] = []
+"""What ``_before`` returns when no data fault fired (never changed)."""
 
 
 def _names(fault: Fault, key: str) -> bool:

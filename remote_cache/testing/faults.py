@@ -548,6 +548,10 @@ def _register(*classes: type[_Term]) -> None:
 
 _seed: int | None = None
 _started: list[Schedule] = []
+_NOTHING: list[tuple[Fault, random.Random]] = []
+"""What ``decide`` returns when no fault fires (never changed)."""
+_MEMO_SIZE = 4096
+"""Single-key calls whose matching faults a schedule remembers (then it forgets them all)."""
 
 
 def current_seed() -> int:
@@ -602,6 +606,7 @@ class Schedule:
         self._rngs: list[random.Random] = []
         self._started = 0.0
         self._candidates: dict[str, tuple[int, ...]] = {}  # command -> faults that may match
+        self._matching: dict[tuple[str, str], tuple[int, ...]] = {}
         self._reset()
 
     def start(self) -> None:
@@ -641,21 +646,32 @@ class Schedule:
 
         ``ReenteredError`` for a call made while this thread is deciding (a signal handler).
         """
-        candidates = self._candidates.get(command)
-        if candidates is None:
-            candidates = self._candidates[command] = tuple(
-                index
-                for index, fault in enumerate(self.faults)
-                if (commands := fault.commands()) is None or command in commands
-            )
-        faults = self.faults
-        matching = [
-            index
-            for index in candidates
-            if faults[index].matches_keys(keys) and faults[index].node in (None, node)
-        ]
+        if len(keys) == 1 and node is None:
+            return self.decide_key(command, keys[0], sent=sent)
+        matching = self._match(command, keys, node)
+        return self._fire(matching, command, keys, sent) if matching else []
+
+    def decide_key(
+        self, command: str, key: str, *, sent: int = 0
+    ) -> list[tuple[Fault, random.Random]]:
+        """``decide`` for a call on one key, on no node: which faults match that command and
+        key is remembered, so that a call no fault matches costs a dictionary lookup."""
+        memo_key = (command, key)
+        matching = self._matching.get(memo_key)
+        if matching is None:
+            matching = self._match(command, (key,), None)
+            if len(self._matching) >= _MEMO_SIZE:
+                self._matching.clear()
+            self._matching[memo_key] = matching
         if not matching:  # the common case: decided without the lock or the clock
-            return []
+            return _NOTHING
+        return self._fire(matching, command, (key,), sent)
+
+    def _fire(
+        self, matching: tuple[int, ...], command: str, keys: Sequence[str], sent: int
+    ) -> list[tuple[Fault, random.Random]]:
+        """Count the call for each matching fault; those whose ``when`` says so fire."""
+        faults = self.faults
         firing: list[tuple[Fault, random.Random]] = []
         with self._lock:
             seconds = _clock.monotonic() - self._started
@@ -667,6 +683,22 @@ class Schedule:
                     self.fired.append(Fired(index, n, command, tuple(keys), seconds))
                     firing.append((fault, rng))
         return firing
+
+    def _match(self, command: str, keys: Sequence[str], node: int | None) -> tuple[int, ...]:
+        """The indexes of the faults whose command, keys and node match a call's."""
+        candidates = self._candidates.get(command)
+        if candidates is None:
+            candidates = self._candidates[command] = tuple(
+                index
+                for index, fault in enumerate(self.faults)
+                if (commands := fault.commands()) is None or command in commands
+            )
+        faults = self.faults
+        return tuple(
+            index
+            for index in candidates
+            if faults[index].node in (None, node) and faults[index].matches_keys(keys)
+        )
 
     def report(self) -> str:
         """The schedule, its seed and the faults that fired, for a failure's report."""
