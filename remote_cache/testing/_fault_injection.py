@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from remote_cache import (
-    BackendCommandError,
     BackendTimeoutError,
     BackendUnavailableError,
     RemoteCacheBackend,
@@ -421,16 +420,20 @@ def _ending_error(action: Any) -> SideEffect:
     if isinstance(action, Raise):
         return action.error
     if isinstance(action, Reply):
-        kind = BackendUnavailableError if action.drops_the_connection else BackendCommandError
-        text = f"simulated: the server replied -{action.text}"
-    else:  # Refuse: the fault classes are checked where they are sorted
-        kind, text = BackendUnavailableError, "simulated: connection refused"
 
-    def error(operation: str, key: Any) -> BaseException:
+        def reply(operation: str, key: Any) -> BaseException:
+            return action.error_for(operation, key if isinstance(key, str) else None)
+
+        return reply
+
+    def refused(operation: str, key: Any) -> BaseException:  # Refuse, the one action left
         named = key if isinstance(key, str) else None
-        return kind(f"{text} ({operation})", backend="simulated", operation=operation, key=named)
+        return BackendUnavailableError(
+            f"simulated: connection refused ({operation})",
+            backend="simulated", operation=operation, key=named,
+        )  # fmt: skip
 
-    return error
+    return refused
 
 
 def _timed_out(deadline: float, delay: float, operation: str, key: Any) -> BackendTimeoutError:

@@ -30,7 +30,12 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
-from remote_cache import _clock
+from remote_cache import (
+    BackendCommandError,
+    BackendError,
+    BackendUnavailableError,
+    _clock,
+)
 from remote_cache._guard import Guard
 
 __all__ = [
@@ -68,7 +73,7 @@ __all__ = [
 LAYERS = ("in-process", "fakeredis", "proxy")
 """Where a schedule can be applied: the backend injector, fakeredis, the TCP proxy."""
 
-REPLIES: dict[str, tuple[str, bool]] = {
+REPLIES: dict[str, tuple[str, bool]] = {  # (the reply, whether redis-py 8 drops the connection)
     "OOM": ("OOM command not allowed when used memory > 'maxmemory'.", False),
     "READONLY": ("READONLY You can't write against a read only replica.", False),
     "LOADING": ("LOADING Redis is loading the dataset in memory", True),
@@ -203,12 +208,36 @@ class Reply(Action):
 
     @property
     def drops_the_connection(self) -> bool:
-        """Whether redis-py takes this reply for a lost connection (the breaker opens)."""
-        code = self.text.split(" ", 1)[0]
-        for name, (text, transport) in REPLIES.items():
-            if text == self.text or (code == name and code != "ERR"):
-                return transport
-        return False
+        """Whether the Redis backend takes this reply for a lost connection (its breaker
+        opens): as the installed redis-py parses it, else as ``REPLIES`` says."""
+        return isinstance(self.error_for("get"), BackendUnavailableError)
+
+    def error_for(self, operation: str, key: str | None = None) -> BackendError:
+        """What the Redis backend raises when a standalone server answers ``operation`` so:
+        the error the installed redis-py parses the reply into, translated as the backend
+        translates it (without redis-py, ``REPLIES``'s verdict)."""
+        return _reply_error(self.text, operation, key)
+
+
+def _reply_error(text: str, operation: str, key: str | None) -> BackendError:
+    message = f"simulated: the server replied -{text} ({operation})"
+    try:
+        from redis.connection import DefaultParser
+    except ImportError:
+        code = text.split(" ", 1)[0]
+        transport = any(
+            known == text or (code == name and code != "ERR")
+            for name, (known, lost) in REPLIES.items()
+            if lost
+        )
+        fallback: type[BackendError] = BackendUnavailableError if transport else BackendCommandError
+        return fallback(message, backend="simulated", operation=operation, key=key)
+    from remote_cache._redis.errors import translate_redis_error
+
+    parsed = DefaultParser(socket_read_size=65536).parse_error(text)  # type: ignore[no-untyped-call]
+    error = translate_redis_error(parsed, backend="simulated", operation=operation, key=key)
+    kind = type(error) if error is not None else BackendCommandError
+    return kind(message, backend="simulated", operation=operation, key=key)
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
