@@ -541,9 +541,12 @@ def interrupted_run(argv: list[str], listener: socket.socket, cwd: Any) -> tuple
     try:
         listener.settimeout(60)
         connection, _ = listener.accept()  # the child is now waiting inside the run
-        connection.close()
-        child.send_signal(signal.SIGINT)
-        out, err = child.communicate(timeout=30)
+        # Held open, unread, until the child has exited: closing it with the child's bytes
+        # unread would reset the child's connection, which could end the run before the
+        # Ctrl-C lands (a loaded run did so).
+        with connection:
+            child.send_signal(signal.SIGINT)
+            out, err = child.communicate(timeout=30)
     finally:
         if child.poll() is None:
             child.kill()
