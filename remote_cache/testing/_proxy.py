@@ -14,6 +14,12 @@ from types import TracebackType
 from urllib.parse import urlsplit, urlunsplit
 
 from remote_cache.testing._proxy_relay import ProxyRelay, _Command
+from remote_cache.testing._proxy_toxics import (
+    Toxic,
+    check_direction,
+    check_number,
+    check_toxicity,
+)
 from remote_cache.testing.faults import Schedule
 
 __all__ = ["OutageProxy"]
@@ -29,11 +35,13 @@ def _check_seconds(seconds: float) -> None:
 class OutageProxy(ProxyRelay):
     """Forward a loopback port to ``(target_host, target_port)``, with faults on demand.
 
-    Faults (Toxiproxy's vocabulary): ``cut()`` resets open connections and refuses new ones
-    (the server looks crashed); ``blackhole()`` accepts connections and forwards nothing
-    either way, reading nothing, so what is sent waits in the socket buffers (a hung server
-    or a dropped route);
-    ``latency(seconds)`` delays every reply; ``reset_mid_reply()`` forwards half of the next
+    Faults (Toxiproxy's vocabulary): ``cut()`` (``down()``) resets open connections and
+    refuses new ones (the server looks crashed); ``blackhole()`` accepts connections and
+    forwards nothing either way, reading nothing, so what is sent waits in the socket buffers
+    (a hung server or a dropped route); per direction and with a per-connection
+    ``toxicity``: ``latency(seconds, jitter=...)``, ``bandwidth(bytes_per_second)``,
+    ``slicer(average_size, ...)``, ``limit_data(size)``; per connection: ``timeout(seconds)``,
+    ``reset_peer(seconds)``; ``reset_mid_reply()`` forwards half of the next
     reply, then resets the connection; ``slow_close(seconds)`` keeps a connection the server
     closed open, and silent, for that long; ``apply(schedule)`` acts per command (a fault
     schedule of ``remote_cache.testing.faults``); ``restore()`` ends them all.
@@ -62,6 +70,8 @@ class OutageProxy(ProxyRelay):
     ) -> None:
         self.target = (target_host, target_port)
         self._target_url = target_url
+        self.seed = 0
+        """The seed of the toxics' draws (toxicity, jitter, slice sizes) made from now on."""
         super().__init__(target_host, target_port)
 
     @classmethod
@@ -121,13 +131,105 @@ class OutageProxy(ProxyRelay):
         """
         self._command(self._do_blackhole)
 
-    def latency(self, seconds: float) -> None:
-        """Delay each reply chunk read from now on by ``seconds`` (0 ends it).
+    def latency(
+        self,
+        seconds: float,
+        *,
+        jitter: float = 0.0,
+        direction: str = "downstream",
+        toxicity: float = 1.0,
+    ) -> None:
+        """Delay each chunk read from now on by ``seconds``, give or take ``jitter`` (0 ends it).
 
-        Chunks already held keep their time, and a later chunk never overtakes an earlier one.
+        ``direction``: "downstream" (the server's replies, the default) or "upstream" (the
+        client's requests). ``toxicity``: the probability it applies to a connection (drawn
+        once per connection, from ``seed``). Chunks already held keep their time, and a
+        later chunk never overtakes an earlier one (jitter never reorders).
         """
         _check_seconds(seconds)
-        self._command(lambda: setattr(self, "_latency", float(seconds)))
+        _check_seconds(jitter)
+        self._toxic("latency", direction, toxicity, seconds=seconds, jitter=jitter)
+
+    def bandwidth(
+        self, bytes_per_second: float, *, direction: str = "downstream", toxicity: float = 1.0
+    ) -> None:
+        """Let at most ``bytes_per_second`` through, queued one after another (0 ends it).
+
+        Toxiproxy's ``bandwidth`` (which counts in KB/s): a slow link.
+        """
+        check_number("bytes_per_second", bytes_per_second)
+        self._toxic("bandwidth", direction, toxicity, bytes_per_second=bytes_per_second)
+
+    def slicer(
+        self,
+        average_size: int,
+        *,
+        size_variation: int = 0,
+        delay: float = 0.0,
+        direction: str = "downstream",
+        toxicity: float = 1.0,
+    ) -> None:
+        """Cut each chunk into slices of ``average_size`` bytes, give or take
+        ``size_variation``, each ``delay`` seconds after the one before (0 size ends it).
+
+        What a client meets when a reply arrives in many small reads.
+        """
+        check_number("average_size", average_size)
+        check_number("size_variation", size_variation)
+        _check_seconds(delay)
+        if size_variation > average_size:
+            raise ValueError(
+                f"Expected size_variation <= average_size but got {size_variation} > {average_size}"
+            )
+        self._toxic(
+            "slicer", direction, toxicity,
+            average_size=average_size, size_variation=size_variation, delay=delay,
+        )  # fmt: skip
+
+    def limit_data(
+        self, size: int, *, direction: str = "downstream", toxicity: float = 1.0
+    ) -> None:
+        """Close a connection once ``size`` bytes went its way from now on (0 ends it)."""
+        check_number("size", size)
+        self._toxic("limit_data", direction, toxicity, bytes=size)
+
+    def timeout(self, seconds: float = 0.0, *, toxicity: float = 1.0) -> None:
+        """Stop every byte of a connection, and close it after ``seconds`` (0: never).
+
+        Toxiproxy's ``timeout``: open connections and new ones stop now; ``restore()``
+        lets them move again.
+        """
+        _check_seconds(seconds)
+        self._toxic("timeout", None, toxicity, seconds=seconds, keep=True)
+
+    def reset_peer(self, seconds: float = 0.0, *, toxicity: float = 1.0) -> None:
+        """Reset connections (TCP RST) ``seconds`` after they open, or from now for open ones."""
+        _check_seconds(seconds)
+        self._toxic("reset_peer", None, toxicity, seconds=seconds, keep=True)
+
+    def down(self) -> None:
+        """Toxiproxy's name for ``cut()``: the server looks crashed."""
+        self.cut()
+
+    def _toxic(
+        self,
+        kind: str,
+        direction: str | None,
+        toxicity: float,
+        *,
+        keep: bool = False,
+        **settings: float,
+    ) -> None:
+        """Put a toxic in place of the one of its kind and direction; a zero first setting
+        (unless ``keep``) removes it."""
+        if direction is not None:
+            check_direction(direction)
+        check_toxicity(toxicity)
+        first = next(iter(settings.values()))
+        toxic = None
+        if keep or first:
+            toxic = Toxic(kind, direction, dict(settings), toxicity, seed=self.seed)
+        self._command(lambda: self._do_toxic(toxic, kind, direction))
 
     def reset_mid_reply(self) -> None:
         """From now on, forward half of each connection's next reply, then reset it (TCP RST).

@@ -24,6 +24,7 @@ from remote_cache.testing._proxy_streams import (
     _reset,
     _Slot,
 )
+from remote_cache.testing._proxy_toxics import Toxic, shape
 from remote_cache.testing._resp import DATA_COMMANDS, is_push, keys_of, reply_end, split_requests
 from remote_cache.testing.faults import Drip, HalfReply, Hang, Latency, Refuse, Reply, Schedule
 
@@ -50,7 +51,7 @@ class ProxyRelay:
     """Relay a loopback port to ``(target_host, target_port)`` from one serving thread.
 
     Builds the listener and the selector and starts the thread; the fault settings
-    (``_mode``, ``_latency``, ``_reset_mid_reply``, ``_slow_close``) are changed only by
+    (``_mode``, ``_toxics``, ``_reset_mid_reply``, ``_slow_close``) are changed only by
     commands the thread runs. A host that does not resolve raises ``OSError`` here.
     """
 
@@ -73,7 +74,7 @@ class ProxyRelay:
         self._commands_lock = threading.Lock()
         """Guards ``_commands`` and ``_closed``; the serving thread runs commands under it."""
         self._mode = "up"
-        self._latency = 0.0
+        self._toxics: list[Toxic] = []
         self._reset_mid_reply = False
         self._slow_close = 0.0
         self._schedule: Schedule | None = None
@@ -107,14 +108,44 @@ class ProxyRelay:
     def _do_blackhole(self) -> None:
         self._mode = "blackhole"
 
+    def _do_toxic(self, toxic: Toxic | None, kind: str, direction: str | None) -> None:
+        """Put ``toxic`` in place of the one of its kind and direction (None: remove it)."""
+        self._toxics = [t for t in self._toxics if (t.kind, t.direction) != (kind, direction)]
+        if toxic is not None:
+            self._toxics.append(toxic)
+        if direction is None:  # a toxic of the connection: it starts on the open ones now
+            for connection in list(self._connections):
+                self._start_connection_toxics(connection, time.monotonic())
+
+    def _applies(self, connection: _Connection, toxic: Toxic) -> bool:
+        """Whether ``toxic`` applies to ``connection`` (drawn once, by its toxicity)."""
+        drawn = connection.draws.get(id(toxic))
+        if drawn is None:
+            drawn = connection.draws[id(toxic)] = toxic.draw()
+        return drawn
+
+    def _start_connection_toxics(self, connection: _Connection, now: float) -> None:
+        """Start the timeout and reset_peer toxics that apply to ``connection``."""
+        for toxic in self._toxics:
+            if toxic.direction is not None or not self._applies(connection, toxic):
+                continue
+            seconds = toxic.settings["seconds"]
+            if toxic.kind == "timeout" and not connection.frozen:
+                connection.frozen = True
+                connection.timeout_at = now + seconds if seconds > 0 else None
+            elif toxic.kind == "reset_peer" and connection.reset_at is None:
+                connection.reset_at = now + seconds
+
     def _do_restore(self) -> None:
         self._mode = "up"
-        self._latency = 0.0
+        self._toxics = []
         self._reset_mid_reply = False
         self._slow_close = 0.0
         self._schedule = None
         for connection in list(self._connections):
             connection.hung = False
+            connection.frozen = False
+            connection.timeout_at = connection.reset_at = None
             if connection.held:  # the stalled server reads what waited, in order
                 connection.request.add(b"".join(connection.held), 0.0)
                 connection.held.clear()
@@ -163,6 +194,7 @@ class ProxyRelay:
         client.setblocking(False)
         connection = _Connection(client)
         self._connections.add(connection)
+        self._start_connection_toxics(connection, time.monotonic())
         if self._mode == "blackhole":
             connection.deferred = True
         else:
@@ -232,8 +264,27 @@ class ProxyRelay:
             half = max(1, len(data) // 2)
             data, direction.withheld = data[:half], data[half:]
             direction.reset_after = True
-        delay = 0.0 if from_client else self._latency
-        direction.add(data, time.monotonic() + delay if delay > 0 else 0.0)
+        self._queue(connection, from_client, data)
+
+    def _queue(
+        self, connection: _Connection, from_client: bool, data: bytes, delay: float = 0.0
+    ) -> None:
+        """Queue bytes for one direction, ``delay`` seconds late, shaped by its toxics."""
+        direction = connection.request if from_client else connection.reply
+        name = "upstream" if from_client else "downstream"
+        toxics = [t for t in self._toxics if t.direction == name and self._applies(connection, t)]
+        limit = next((t for t in toxics if t.kind == "limit_data"), None)
+        if limit is not None:
+            room = int(limit.settings["bytes"]) - direction.queued
+            if len(data) >= room:  # the limit is reached: the connection closes once sent
+                data, direction.close_after = data[: max(room, 0)], True
+        direction.queued += len(data)
+        if not data:
+            return
+        now = time.monotonic()
+        backlog = max(0.0, direction.last_due - now)
+        for piece, due in shape(toxics, data, delay, backlog):
+            direction.add(piece, now + due if due > 0 else 0.0)
 
     # -- requests and replies, read as RESP ------------------------------------------------
 
@@ -271,7 +322,7 @@ class ProxyRelay:
             elif slot.answer is None:
                 forward.append(raw)
         if forward:
-            connection.request.add(b"".join(forward), 0.0)
+            self._queue(connection, True, b"".join(forward))
         self._answer_front(connection, time.monotonic())
 
     def _meet_faults(self, connection: _Connection, fields: list[bytes]) -> _Slot | None:
@@ -337,20 +388,20 @@ class ProxyRelay:
         if direction.reset_after:  # a reset is due after what is held: this waits behind it
             direction.withheld += reply
             return
-        delay = self._latency + (slot.delay if slot is not None else 0.0)
-        due = now + delay if delay > 0 else 0.0
+        delay = slot.delay if slot is not None else 0.0
         if self._reset_mid_reply or (slot is not None and slot.half):
             half = max(1, len(reply) // 2)
-            direction.add(reply[:half], due)
+            self._queue(connection, False, reply[:half], delay)
             direction.withheld, direction.reset_after = reply[half:], True
             return
         if slot is not None and slot.drip:
             step = max(1, slot.drip // 10)  # a tenth of a second's worth at a time
-            start = due or now
             for index, offset in enumerate(range(0, len(reply), step)):
-                direction.add(reply[offset : offset + step], start + 0.1 * (index + 1))
+                self._queue(
+                    connection, False, reply[offset : offset + step], delay + 0.1 * (index + 1)
+                )
             return
-        direction.add(reply, due)
+        self._queue(connection, False, reply, delay)
 
     def _connected(self, connection: _Connection) -> None:
         assert connection.upstream is not None
@@ -383,6 +434,9 @@ class ProxyRelay:
         if direction.reset_after:
             self._drop(connection, reset=True)
             return False
+        if direction.close_after:  # limit_data: what it let through is sent, then the close
+            self._drop(connection)
+            return False
         if direction.eof and not direction.done:
             direction.done = True
             if direction is connection.reply and connection.slow_close > 0:
@@ -407,7 +461,13 @@ class ProxyRelay:
 
     def _pump(self, connection: _Connection, now: float) -> None:
         """Move what is due on ``connection``, end it when both sides are done, set interest."""
-        if self._mode == "up":
+        if connection.reset_at is not None and now >= connection.reset_at:
+            self._drop(connection, reset=True)  # reset_peer
+            return
+        if connection.timeout_at is not None and now >= connection.timeout_at:
+            self._drop(connection)  # timeout: the connection closes, nothing having moved
+            return
+        if self._mode == "up" and not connection.frozen:
             upstream = connection.upstream
             if (
                 upstream is not None
@@ -429,7 +489,7 @@ class ProxyRelay:
         self._interest(connection, now)
 
     def _interest(self, connection: _Connection, now: float) -> None:
-        up = self._mode == "up"
+        up = self._mode == "up" and not connection.frozen
         request, reply = connection.request, connection.reply
         client_events = 0
         if up and not request.eof and request.buffered < _BUFFER_LIMIT:
@@ -473,8 +533,9 @@ class ProxyRelay:
                     due = direction.next_due()
                     if due is not None and due > now:
                         wake = min(wake, due)
-            if connection.close_at is not None:
-                wake = min(wake, connection.close_at)
+            for at in (connection.close_at, connection.timeout_at, connection.reset_at):
+                if at is not None:
+                    wake = min(wake, at)
         return max(0.0, wake - now)
 
     def _serve(self) -> None:

@@ -42,6 +42,8 @@ class _Direction:
         self.done = False  # the end was passed on
         self.reset_after = False  # once flushed, reset the connection (reset_mid_reply)
         self.withheld = b""  # the part of the reply cut off by reset_mid_reply, kept for restore()
+        self.queued = 0  # bytes queued so far (limit_data counts them)
+        self.close_after = False  # once flushed, close the connection (limit_data reached)
 
     def add(self, data: bytes, due: float) -> None:
         # A chunk is never due before the one ahead of it, so a lowered latency cannot reorder.
@@ -104,3 +106,7 @@ class _Connection:
         self.hung = False  # a Hang fired: requests wait in ``held`` until restore()
         self.held: list[bytes] = []  # requests a hung server has not read yet, in order
         self.passed = 0  # bytes relayed so far, both ways (AfterBytes)
+        self.draws: dict[int, bool] = {}  # toxic (its id) -> whether it applies here
+        self.frozen = False  # a timeout toxic: nothing moves either way
+        self.timeout_at: float | None = None  # a timeout toxic: when the connection closes
+        self.reset_at: float | None = None  # a reset_peer toxic: when it is reset
