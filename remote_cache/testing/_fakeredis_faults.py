@@ -108,6 +108,8 @@ class _FaultingSocket:
         if isinstance(ending, Hang):
             delay = math.inf
         if delay > self._deadline:
+            if ending is None:  # a slow reply: the server does the work, its answer is late
+                self._sock.sendall(raw)
             _clock.sleep(self._deadline)
             raise TimeoutError("simulated: the server did not answer in time")  # as a socket's
         if delay:

@@ -262,13 +262,15 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
 
     # -- the calls ------------------------------------------------------------------------
 
-    def _before(self, operation: str, key: Any) -> list[Fault]:
+    def _before(self, operation: str, key: Any) -> tuple[list[Fault], BaseException | None]:
         """Apply what fires on this call before it reaches ``inner``; return the data faults
-        (``Corrupt``, ``Truncate``, ``DropPut``, ``Stale``) left to apply to it."""
+        (``Corrupt``, ``Truncate``, ``DropPut``, ``Stale``) left to apply to it, and the
+        timeout to raise once it has run (a reply slower than the deadline: the server did
+        the work, the client gave up waiting for its answer)."""
         if self.is_down:
             self._inject(self.down_error, operation, key)
         schedule = self.schedule
-        data_faults = _NO_FAULTS
+        data_faults, late = _NO_FAULTS, None
         if schedule is not None:
             try:
                 if isinstance(key, str):
@@ -278,15 +280,16 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
             except ReenteredError:
                 raise self._reentered(operation, key) from None
             if firing:
-                data_faults = self._scheduled(firing, operation, key)
+                data_faults, late = self._scheduled(firing, operation, key)
         if self.plans:
-            self._planned(operation, key)
-        return data_faults
+            late = self._planned(operation, key) or late
+        return data_faults, late
 
     def _scheduled(
         self, firing: list[tuple[Fault, random.Random]], operation: str, key: Any
-    ) -> list[Fault]:
-        """Apply the faults that fired; return the data faults among them."""
+    ) -> tuple[list[Fault], BaseException | None]:
+        """Apply the faults that fired; return the data faults among them, and a timeout
+        to raise after the call."""
         delay, ending, data_faults = 0.0, None, []
         for fault, rng in firing:
             action = fault.does
@@ -298,10 +301,12 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
                 ending = action
         if isinstance(ending, Hang):
             delay = math.inf
-        self._wait(delay, operation, key)
+        late = self._wait(delay, operation, key)
+        if late is not None and ending is not None:
+            self._inject(late, operation, key)  # no answer in time: nothing was done
         if ending is not None:
             self._inject(_ending_error(ending), operation, key)
-        return data_faults
+        return data_faults, late
 
     def _reentered(self, operation: str, key: Any) -> BackendUnavailableError:
         return BackendUnavailableError(
@@ -309,24 +314,30 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
             backend="simulated", operation=operation, key=key if isinstance(key, str) else None,
         )  # fmt: skip
 
-    def _wait(self, delay: float, operation: str, key: Any) -> None:
-        """Wait ``delay`` (on ``sleep``); past the deadline, wait it and raise a timeout."""
+    def _wait(self, delay: float, operation: str, key: Any) -> BaseException | None:
+        """Wait ``delay`` (on ``sleep``); past the deadline, wait that and return the timeout
+        the client meets (a ``Hang``, never answered, is raised at once: nothing was done)."""
         if self.deadline is not None and delay > self.deadline:
             self._sleep(self.deadline)  # a real client gives up here, whatever comes later
-            self._inject(_timed_out(self.deadline, delay, operation, key), operation, key)
+            timeout = _timed_out(self.deadline, delay, operation, key)
+            if math.isinf(delay):
+                self._inject(timeout, operation, key)
+            return timeout
         if delay:
             self._sleep(delay)
+        return None
 
-    def _planned(self, operation: str, key: Any) -> None:
+    def _planned(self, operation: str, key: Any) -> BaseException | None:
         if not self._lock.enter():
             raise self._reentered(operation, key)
         try:
             delay, error = self._fire(operation)
         finally:
             self._lock.leave()
-        self._wait(delay, operation, key)
+        late = self._wait(delay, operation, key)
         if error is not None:
-            self._inject(error, operation, key)
+            self._inject(late if late is not None else error, operation, key)
+        return late
 
     def _fire(self, operation: str) -> tuple[float, SideEffect | None]:
         """The delay and the error of the plans that fire on this call. Hold the lock."""
@@ -348,33 +359,41 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
         self.last_error = error
 
     def _get(self, key: str) -> Any:
-        faults = self._before("get", key)
+        faults, late = self._before("get", key)
         value = self.inner.get(key)
+        if late is not None:
+            self._inject(late, "get", key)
         return _read(faults, key, value, self._previous) if faults else value
 
     def _put(self, key: str, data: Any) -> None:
-        faults = self._before("put", key)
+        faults, late = self._before("put", key)
         if self._remembers():
             self._previous[key] = self.inner.get(key)
         if not any(isinstance(f.does, DropPut) and _names(f, key) for f in faults):
             self.inner.put(key, data)
+        if late is not None:
+            self._inject(late, "put", key)  # stored: only its answer came too late
 
     def _get_many(self, keys: list[str]) -> dict[str, Any]:
-        faults = self._before("get_many", tuple(keys))
+        faults, late = self._before("get_many", tuple(keys))
         found = self.inner.get_many(keys)
+        if late is not None:
+            self._inject(late, "get_many", tuple(keys))
         if not faults:
             return found
         read = {key: _read(faults, key, found.get(key), self._previous) for key in keys}
         return {key: value for key, value in read.items() if value is not None}
 
     def _put_many(self, mapping: Mapping[str, Any]) -> None:
-        faults = self._before("put_many", tuple(mapping))
+        faults, late = self._before("put_many", tuple(mapping))
         if self._remembers():
             self._previous.update({key: self.inner.get(key) for key in mapping})
         dropped = [f for f in faults if isinstance(f.does, DropPut)]
         kept = {k: v for k, v in mapping.items() if not any(_names(f, k) for f in dropped)}
         if kept:
             self.inner.put_many(kept)
+        if late is not None:
+            self._inject(late, "put_many", tuple(mapping))
 
     def _remembers(self) -> bool:
         """Whether the schedule has a ``Stale`` fault, which reads what a put replaced."""

@@ -34,7 +34,7 @@ from remote_cache.testing.faults import (
 
 __all__ = ["OUTAGES", "Outage"]
 
-BOTH = ("in-process", "fakeredis")
+EVERY_LAYER = ("in-process", "fakeredis", "proxy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +55,7 @@ class Outage:
     reads: str
     writes: str
     rereads: str
-    layers: tuple[str, ...] = BOTH
+    layers: tuple[str, ...] = EVERY_LAYER
     recovers_after: float | None = None
 
     def schedule(self, seed: int | None = None) -> Schedule:
@@ -69,7 +69,7 @@ def _outage(
     fault: Fault,
     outcome: str,
     *,
-    layers: tuple[str, ...] = BOTH,
+    layers: tuple[str, ...] = EVERY_LAYER,
     recovers_after: float | None = None,
 ) -> Outage:
     """An ``Outage`` of one fault; ``outcome`` is "reads, writes, rereads"."""
@@ -114,7 +114,7 @@ _CATALOGUE = [
     _outage("stalled-server", "a stalled server (a fork for a snapshot, swap): no answer at all",
             Fault(Hang()), "miss, dropped, miss"),
     _outage("slow-server", "a server slower than the deadline: 2 s a reply",
-            Fault(Latency(2)), "miss, dropped, miss"),
+            Fault(Latency(2)), "miss, stored, miss"),
     _outage("slow-network", "a congested link: 0.2 s more a reply, give or take 0.1",
             Fault(Latency(0.2, jitter=0.1)), "hit, stored, new"),
     _outage("hot-key-node-down", "the node serving one entry down, the others up",
