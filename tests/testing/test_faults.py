@@ -954,3 +954,39 @@ class TestReplies:
 
         with pytest.raises(ValueError):  # noqa: PT011 - each names its own problem
             reply_end(data)
+
+
+@pytest.mark.redis
+class TestABusyServerAgrees:
+    """A server busy past the deadline (``DEBUG SLEEP``) stores a put it answers too late, as
+    ``Latency`` past the deadline does on every layer."""
+
+    def test_a_late_answer_is_a_stored_put(self) -> None:
+        import threading
+
+        with RedisServer(config={"enable-debug-command": "yes"}) as server:
+            admin = server.client()
+            busy = threading.Thread(target=lambda: admin.execute_command("DEBUG", "SLEEP", "1"))
+            with redis_environment(server.url, timeout=0.3):
+                cache = RemoteFxGraphCache("fx")
+                cache.get("warm")  # connected before the server is busy
+                busy.start()
+                time.sleep(0.1)
+                with isolated_cache_stats() as stats:
+                    cache.put("k", "v")  # times out; the server does it when it wakes
+                    assert stats["RemoteFxGraphCache"].fail_open == 1
+                busy.join(timeout=10)
+                deadline = time.monotonic() + 5
+                while server.client().get("pt2:fx::k:c1") is None and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                real = server.client().get("pt2:fx::k:c1")
+        assert real == b'"v"'
+        for layer in ("in-process", "fakeredis"):
+            blocks = {"in-process": outage_backends, "fakeredis": fakeredis_backends}
+            with VirtualClock(), blocks[layer]() as handle, isolated_cache_stats() as stats:
+                handle.apply(Schedule([Fault(Latency(2), on="put")]))
+                cache = RemoteFxGraphCache("fx")
+                cache.put("k", "v")
+                assert stats["RemoteFxGraphCache"].fail_open == 1
+                handle.restore()
+                assert cache.get("k") == "v", layer
