@@ -105,6 +105,8 @@ class _FaultingSocket:
                 delay += action.delay(rng)
             elif ending is None:
                 ending = action
+        if isinstance(ending, Refuse):  # refused at once: no latency to wait
+            raise ConnectionRefusedError(111, "simulated: connection refused")
         if isinstance(ending, Hang):
             delay = math.inf
         if delay > self._deadline:
@@ -114,8 +116,6 @@ class _FaultingSocket:
             raise TimeoutError("simulated: the server did not answer in time")  # as a socket's
         if delay:
             _clock.sleep(delay)
-        if isinstance(ending, Refuse):
-            raise ConnectionRefusedError(111, "simulated: connection refused")
         if isinstance(ending, Reply):
             self._sock.put_response(_error_reply(ending.text))
             return

@@ -10,12 +10,15 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from remote_cache import (
+    BackendCommandError,
     BackendTimeoutError,
     BackendUnavailableError,
     RemoteCacheBackend,
     _clock,
 )
+from remote_cache._breaker import CircuitBreaker
 from remote_cache._guard import Guard, ReenteredError
+from remote_cache.exceptions import CircuitOpenError
 from remote_cache.testing._side_effects import (
     OPERATIONS,
     SideEffect,
@@ -30,6 +33,7 @@ from remote_cache.testing.faults import (
     Hang,
     Latency,
     Raise,
+    Refuse,
     Reply,
     Schedule,
     Stale,
@@ -137,6 +141,7 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
         sleep: Callable[[float], None] = _clock.sleep,
         deadline: float | None = None,
         schedule: Schedule | None = None,
+        retry_after: float = 0.0,
     ) -> None:
         super().__init__()
         if deadline is not None and not deadline > 0:
@@ -152,6 +157,15 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
         self.last_error: BaseException | None = None
         self._sleep = sleep
         self._lock = Guard()
+        if isinstance(retry_after, bool) or not (
+            isinstance(retry_after, int | float) and 0 <= retry_after <= math.inf
+        ):
+            raise ValueError(f"Expected 0 <= retry_after <= inf seconds but got {retry_after!r}")
+        self.retry_after = retry_after
+        """The cool-down of the Redis backend's circuit breaker, kept here: after a failure
+        that looks like a lost server, calls are skipped that long, then one probes (0: no
+        cool-down, every call goes through; ``math.inf``: never again, upstream's way)."""
+        self._breaker = CircuitBreaker() if retry_after > 0 else None
         self.schedule: Schedule | None = None
         """The ``Schedule`` applied (``apply``), whose ``fired`` logs every fault that fired."""
         self._previous: dict[str, Any] = {}  # for Stale: the value each put replaced
@@ -289,16 +303,11 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
         self, firing: list[tuple[Fault, random.Random]], operation: str, key: Any
     ) -> tuple[list[Fault], BaseException | None]:
         """Apply the faults that fired; return the data faults among them, and a timeout
-        to raise after the call."""
-        delay, ending, data_faults = 0.0, None, []
-        for fault, rng in firing:
-            action = fault.does
-            if isinstance(action, Latency):
-                delay += action.delay(rng)
-            elif isinstance(action, Corrupt | Truncate | DropPut | Stale):
-                data_faults.append(fault)
-            elif ending is None:
-                ending = action
+        to raise after the call. Of several faults that end the call, the first in the
+        schedule's order wins; a refused connection waits for nothing."""
+        delay, ending, data_faults = _sorted(firing)
+        if isinstance(ending, Refuse):
+            self._inject(_ending_error(ending), operation, key)
         if isinstance(ending, Hang):
             delay = math.inf
         late = self._wait(delay, operation, key)
@@ -358,14 +367,64 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
         self.injected_by_operation[operation] += 1
         self.last_error = error
 
+    def _guarded(self, operation: str, key: Any, call: Callable[[], Any]) -> Any:
+        """``call()`` behind the breaker, as the Redis backend makes its calls: skipped while
+        it is open, opened by a lost server, closed by any answer."""
+        breaker = self._breaker
+        assert breaker is not None
+        probe = breaker.admit(None if math.isinf(self.retry_after) else self.retry_after)
+        if probe is None:
+            raise CircuitOpenError(
+                f"simulated: {operation} skipped, the server failed recently",
+                backend="simulated", operation=operation, key=key if isinstance(key, str) else None,
+            )  # fmt: skip
+        try:
+            result = call()
+        except BackendUnavailableError:
+            breaker.record_failure(probe)
+            raise
+        except BackendCommandError:
+            breaker.record_success()
+            raise
+        except BaseException:
+            breaker.release_probe(probe)
+            raise
+        breaker.record_success()
+        return result
+
     def _get(self, key: str) -> Any:
+        if self._breaker is not None:
+            return self._guarded("get", key, lambda: self._get_now(key))
+        return self._get_now(key)
+
+    def _put(self, key: str, data: Any) -> None:
+        if self._breaker is not None:
+            self._guarded("put", key, lambda: self._put_now(key, data))
+        else:
+            self._put_now(key, data)
+
+    def _get_many(self, keys: list[str]) -> dict[str, Any]:
+        if self._breaker is not None:
+            found: dict[str, Any] = self._guarded(
+                "get_many", keys, lambda: self._get_many_now(keys)
+            )
+            return found
+        return self._get_many_now(keys)
+
+    def _put_many(self, mapping: Mapping[str, Any]) -> None:
+        if self._breaker is not None:
+            self._guarded("put_many", tuple(mapping), lambda: self._put_many_now(mapping))
+        else:
+            self._put_many_now(mapping)
+
+    def _get_now(self, key: str) -> Any:
         faults, late = self._before("get", key)
         value = self.inner.get(key)
         if late is not None:
             self._inject(late, "get", key)
         return _read(faults, key, value, self._previous) if faults else value
 
-    def _put(self, key: str, data: Any) -> None:
+    def _put_now(self, key: str, data: Any) -> None:
         faults, late = self._before("put", key)
         if self._remembers():
             self._previous[key] = self.inner.get(key)
@@ -374,7 +433,7 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
         if late is not None:
             self._inject(late, "put", key)  # stored: only its answer came too late
 
-    def _get_many(self, keys: list[str]) -> dict[str, Any]:
+    def _get_many_now(self, keys: list[str]) -> dict[str, Any]:
         faults, late = self._before("get_many", tuple(keys))
         found = self.inner.get_many(keys)
         if late is not None:
@@ -384,7 +443,10 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
         read = {key: _read(faults, key, found.get(key), self._previous) for key in keys}
         return {key: value for key, value in read.items() if value is not None}
 
-    def _put_many(self, mapping: Mapping[str, Any]) -> None:
+    def _put_many_now(self, mapping: Mapping[str, Any]) -> None:
+        if self.schedule is not None and getattr(self.inner, "expire", None) is not None:
+            self._put_each(mapping)
+            return
         faults, late = self._before("put_many", tuple(mapping))
         if self._remembers():
             self._previous.update({key: self.inner.get(key) for key in mapping})
@@ -395,10 +457,71 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
         if late is not None:
             self._inject(late, "put_many", tuple(mapping))
 
+    def _put_each(self, mapping: Mapping[str, Any]) -> None:
+        """A batch with an expiry, as the Redis backend sends it: one ``SET ... EX`` per key
+        in a pipeline, each met by the schedule on its own. A refused one leaves the others
+        stored (the call fails with the first error); one that never answers holds up those
+        after it, which are then lost with the connection."""
+        if self.is_down:
+            self._inject(self.down_error, "put_many", tuple(mapping))
+        late: BaseException | None = None
+        if self.plans:
+            late = self._planned("put_many", tuple(mapping))
+        schedule = self.schedule
+        assert schedule is not None
+        stored: dict[str, Any] = {}
+        failure: BaseException | None = None
+        slowest = 0.0
+        for key, value in mapping.items():
+            try:
+                firing = schedule.decide_key("SET", key)
+            except ReenteredError:
+                raise self._reentered("put_many", key) from None
+            delay, ending, data_faults = _sorted(firing)
+            if isinstance(ending, Hang):
+                failure = failure or self._timeout_now(key)
+                break
+            if ending is not None:
+                failure = failure or _make_error(_ending_error(ending), "put_many", key)
+                continue
+            slowest = max(slowest, delay)  # pipelined: the replies wait for the slowest
+            if not any(isinstance(f.does, DropPut) and _names(f, key) for f in data_faults):
+                stored[key] = value
+        if self._remembers():
+            self._previous.update({key: self.inner.get(key) for key in stored})
+        if stored:
+            self.inner.put_many(stored)
+        if failure is not None:
+            self._inject(failure, "put_many", tuple(mapping))
+        late = self._wait(slowest, "put_many", tuple(mapping)) or late
+        if late is not None:
+            self._inject(late, "put_many", tuple(mapping))
+
+    def _timeout_now(self, key: str) -> BaseException:
+        """A call that is never answered: the client waits its deadline, then gives up."""
+        assert self.deadline is not None  # apply() refuses Hang without one
+        self._sleep(self.deadline)
+        return _timed_out(self.deadline, math.inf, "put_many", key)
+
     def _remembers(self) -> bool:
         """Whether the schedule has a ``Stale`` fault, which reads what a put replaced."""
         schedule = self.schedule
         return schedule is not None and any(isinstance(f.does, Stale) for f in schedule.faults)
+
+
+def _sorted(firing: list[tuple[Fault, random.Random]]) -> tuple[float, Any, list[Fault]]:
+    """The latency the faults that fired add, the first that ends the call (or None), and
+    the data faults among them."""
+    delay, ending, data_faults = 0.0, None, []
+    for fault, rng in firing:
+        action = fault.does
+        if isinstance(action, Latency):
+            delay += action.delay(rng)
+        elif isinstance(action, Corrupt | Truncate | DropPut | Stale):
+            data_faults.append(fault)
+        elif ending is None:
+            ending = action
+    return delay, ending, data_faults
 
 
 _NO_FAULTS: list[Fault] = []

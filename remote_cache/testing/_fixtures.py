@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import weakref
 from collections.abc import Callable, Iterator
@@ -82,6 +83,17 @@ class RecorderFixture(MemoryFixture):
         return self.recorder.ops()
 
 
+def fixture_retry_after() -> float:
+    """The circuit breaker's cool-down the fixtures keep: ``REMOTE_CACHE_REDIS_RETRY_AFTER``
+    when it is set (the Redis backend's own reading), else 0: no cool-down, every call after
+    a failure goes to the server (production's default is 30 s; set it, and advance a
+    ``remote_cache_clock``, to test that)."""
+    if not os.environ.get("REMOTE_CACHE_REDIS_RETRY_AFTER", "").strip():
+        return 0.0
+    retry_after = resolve_redis_settings(url=None).retry_after
+    return math.inf if retry_after is None else retry_after  # "never": math.inf
+
+
 def redis_deadline() -> float:
     """A call's deadline, as the Redis backend would resolve it now.
 
@@ -101,7 +113,9 @@ class OutageFixture(MemoryFixture):
 
     def __init__(self) -> None:
         super().__init__()
-        self.injector = FaultInjectingBackend(self.backend, deadline=redis_deadline())
+        self.injector = FaultInjectingBackend(
+            self.backend, deadline=redis_deadline(), retry_after=fixture_retry_after()
+        )
 
     def down(self) -> None:
         """Every backend call raises a ``BackendUnavailableError`` (a ``ConnectionError``)."""
@@ -174,17 +188,19 @@ def redis_environment(
     url: str | None,
     *,
     timeout: float = TEST_TIMEOUT,
-    retry_after: float = 0.0,
+    retry_after: float | None = None,
     client_factory: Callable[[Any], Any] | None = None,
     cluster: bool = False,
 ) -> Iterator[None]:
     """Point Redis caches at ``url`` the way users' code meets it: the environment.
 
-    Sets ``REMOTE_CACHE_REDIS_URL`` (and short timeouts and cool-down, and
-    ``REMOTE_CACHE_REDIS_CLUSTER=1`` with ``cluster``), clears the other Redis variables,
-    installs ``client_factory`` when given, and restores all of it on exit, closing the
-    clients and breakers the block used.
+    Sets ``REMOTE_CACHE_REDIS_URL`` (and short timeouts, the cool-down ``retry_after``, by
+    default ``fixture_retry_after()``, and ``REMOTE_CACHE_REDIS_CLUSTER=1`` with
+    ``cluster``), clears the other Redis variables, installs ``client_factory`` when given,
+    and restores all of it on exit, closing the clients and breakers the block used.
     """
+    if retry_after is None:
+        retry_after = fixture_retry_after()
     saved = {name: os.environ.get(name) for name in _REDIS_VARIABLES}
     saved_factory = RedisRemoteCacheBackend.client_factory
     reset_process_state(counters=False)  # clients, breakers and outages of before: not ours
@@ -194,7 +210,9 @@ def redis_environment(
         if url is not None:
             os.environ["REMOTE_CACHE_REDIS_URL"] = url
         os.environ["REMOTE_CACHE_REDIS_TIMEOUT"] = str(timeout)
-        os.environ["REMOTE_CACHE_REDIS_RETRY_AFTER"] = str(retry_after)
+        os.environ["REMOTE_CACHE_REDIS_RETRY_AFTER"] = (
+            "never" if math.isinf(retry_after) else str(retry_after)
+        )
         if cluster:
             os.environ["REMOTE_CACHE_REDIS_CLUSTER"] = "1"
         RedisRemoteCacheBackend.client_factory = client_factory

@@ -335,6 +335,7 @@ class ProxyRelay:
         if command not in DATA_COMMANDS:
             return slot
         keys = keys_of(command, fields)
+        ending = None  # of several faults that end the call, the first in the schedule wins
         for fault, rng in schedule.decide(command, keys, sent=connection.passed, node=self.node):
             action = fault.does
             if isinstance(action, Latency):
@@ -343,12 +344,14 @@ class ProxyRelay:
                 slot.drip = action.bytes_per_second
             elif isinstance(action, HalfReply):
                 slot.half = True
-            elif isinstance(action, Reply) and slot.answer is None:
-                slot.answer = b"-" + action.text.encode("utf-8") + b"\r\n"
-            elif isinstance(action, Refuse):
-                return None
-            elif isinstance(action, Hang):
-                connection.hung = True
+            elif ending is None:
+                ending = action
+        if isinstance(ending, Refuse):
+            return None
+        if isinstance(ending, Hang):
+            connection.hung = True
+        elif isinstance(ending, Reply):
+            slot.answer = b"-" + ending.text.encode("utf-8") + b"\r\n"
         return slot
 
     def _replies_in(self, connection: _Connection, data: bytes) -> None:

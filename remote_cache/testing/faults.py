@@ -145,7 +145,12 @@ class _Term:
 
 def _to_json_value(value: Any) -> Any:
     if isinstance(value, type) and issubclass(value, BaseException):
-        return f"{value.__module__}.{value.__qualname__}"
+        if "<locals>" in value.__qualname__:
+            raise ValueError(
+                f"{value.__qualname__} is defined inside a function: JSON cannot name it "
+                "(define the exception class at a module's top level)"
+            )
+        return f"{value.__module__}:{value.__qualname__}"
     if isinstance(value, tuple):
         return list(value)
     return value
@@ -183,8 +188,11 @@ class Raise(Action):
     layers: ClassVar[tuple[str, ...]] = ("in-process",)
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.error, type) and issubclass(self.error, BaseException)):
-            raise TypeError(f"Expected an exception class but got error={self.error!r}")
+        if not (isinstance(self.error, type) and issubclass(self.error, Exception)):
+            raise TypeError(
+                f"Expected an exception class (an Exception: a call raises it) but got "
+                f"error={self.error!r}"
+            )
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -382,7 +390,7 @@ class Calls(When):
 
     def __post_init__(self) -> None:
         _check_count("start", self.start)
-        _check_count("stop", self.stop, least=self.start)
+        _check_count("stop", self.stop, least=self.start + 1)  # an empty window never fires
 
     def fires(self, n: int, rng: random.Random, seconds: float, sent: int) -> bool:
         return self.start <= n < self.stop
@@ -469,22 +477,35 @@ class Fault(_Term):
             raise TypeError(f"Expected when= Always(), Nth(n)... but got {self.when!r}")
         if isinstance(self.on, list):
             object.__setattr__(self, "on", tuple(self.on))
+        self._check_names()
+        for name in ("key", "cache"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"Expected {name}= a glob (str) but got {value!r}")
+            if value == "":
+                raise ValueError(f"{name}='' matches no call: give a glob, or None for any")
+        if self.node is not None:
+            _check_count("node", self.node, least=0)
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"Expected direction in {DIRECTIONS} but got {self.direction!r}")
+
+    def _check_names(self) -> None:
+        """``on``'s names: operations in lower case, Redis commands in capitals, at least one."""
+        if self.on is not None and not self._names():
+            raise ValueError("on=() matches no call: give names, or None for every call")
         for name in self._names():
             if not name or not isinstance(name, str):
                 raise TypeError(f"Expected on= operation or command names but got {self.on!r}")
+            if not (name.islower() or name.isupper()):
+                raise ValueError(
+                    f"on={name!r}: an operation in lower case ({list(OPERATION_COMMANDS)}) "
+                    "or a Redis command in capitals (GET, SET...)"
+                )
             if name.islower() and name not in OPERATION_COMMANDS:
                 raise ValueError(
                     f"unknown operation {name!r}: expected one of {list(OPERATION_COMMANDS)}, "
                     "or a Redis command in capitals (GET, SET, MGET...)"
                 )
-        for name in ("key", "cache"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, str):
-                raise TypeError(f"Expected {name}= a glob (str) but got {value!r}")
-        if self.node is not None:
-            _check_count("node", self.node, least=0)
-        if self.direction not in DIRECTIONS:
-            raise ValueError(f"Expected direction in {DIRECTIONS} but got {self.direction!r}")
 
     def _names(self) -> tuple[str, ...]:
         if self.on is None:
@@ -826,12 +847,16 @@ def _exception_class(path: Any) -> type[BaseException]:
     import importlib
 
     if not isinstance(path, str) or not path:
-        raise ValueError(f"Expected an exception class's dotted name but got {path!r}")
-    module_name, _, name = path.rpartition(".")
+        raise ValueError(f"Expected an exception class's name (module:Class) but got {path!r}")
+    if ":" in path:  # module:Qualified.Name, as to_json writes it
+        module_name, _, qualname = path.partition(":")
+    else:  # module.Name, or a builtin's bare name
+        module_name, _, qualname = path.rpartition(".")
     try:
-        module = importlib.import_module(module_name) if module_name else builtins
-        found = getattr(module, name)
-    except (ImportError, AttributeError) as exc:
+        found: Any = importlib.import_module(module_name) if module_name else builtins
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError, ValueError) as exc:
         raise ValueError(f"no exception class {path!r}: {exc}") from exc
     if not (isinstance(found, type) and issubclass(found, BaseException)):
         raise ValueError(f"{path!r} is not an exception class")

@@ -66,15 +66,16 @@ class Outage:
 def _outage(
     name: str,
     seen: str,
-    fault: Fault,
+    fault: Fault | tuple[Fault, ...],
     outcome: str,
     *,
     layers: tuple[str, ...] = EVERY_LAYER,
     recovers_after: float | None = None,
 ) -> Outage:
-    """An ``Outage`` of one fault; ``outcome`` is "reads, writes, rereads"."""
+    """An ``Outage`` of ``fault`` (or faults); ``outcome`` is "reads, writes, rereads"."""
     reads, writes, rereads = outcome.split(", ")
-    return Outage(name, seen, (fault,), reads, writes, rereads, layers, recovers_after)
+    faults = fault if isinstance(fault, tuple) else (fault,)
+    return Outage(name, seen, faults, reads, writes, rereads, layers, recovers_after)
 
 
 ONE_KEY = "pt2:*::1:c1"
@@ -104,7 +105,8 @@ _CATALOGUE = [
     _outage("cluster-down", "the cluster lost a slot's master and its replicas",
             Fault(Reply("CLUSTERDOWN")), "miss, dropped, miss"),
     _outage("replica-link-down", "a replica cut from its master, replica-serve-stale-data no",
-            Fault(Reply("MASTERDOWN"), on="get"), "miss, stored, miss"),
+            (Fault(Reply("MASTERDOWN"), on="get"), Fault(Reply("READONLY"), on="put")),
+            "miss, dropped, miss"),
     _outage("busy-script", "a Lua script running too long: BUSY for 5 s, until it ends",
             Fault(Reply("BUSY"), when=During(0, 5)), "miss, dropped, miss", recovers_after=5),
     _outage("acl-too-narrow", "an ACL user allowed to read but not to write",

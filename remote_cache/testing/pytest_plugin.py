@@ -104,6 +104,24 @@ def pytest_runtest_makereport(
 _SEED = pytest.StashKey[int]()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """A test that leaves a ``VirtualClock`` installed (``install()`` without ``uninstall()``)
+    errors in its own teardown, and the clock is taken away, so the next test runs on the
+    system's clock instead of failing for it."""
+    result = yield
+    from remote_cache import _clock
+
+    leaked = _clock.installed()
+    if leaked is not None:
+        _clock.uninstall(leaked)
+        raise RuntimeError(
+            f"{item.nodeid} left {leaked!r} installed: use the remote_cache_clock fixture, "
+            "or `with VirtualClock() as clock:`, or call clock.uninstall()"
+        )
+    return result
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark the tests that use a real Redis server, so ``-m`` can select them."""
     for item in items:

@@ -83,14 +83,14 @@ whens = st.one_of(
     st.builds(Nth, st.integers(1, 100)),
     st.builds(FirstN, st.integers(1, 100)),
     st.builds(Every, st.integers(1, 100)),
-    st.integers(1, 50).flatmap(lambda a: st.builds(Calls, st.just(a), st.integers(a, 100))),
+    st.integers(1, 50).flatmap(lambda a: st.builds(Calls, st.just(a), st.integers(a + 1, 100))),
     st.builds(Chance, st.floats(0, 1, allow_nan=False)),
     st.floats(0, 100, allow_nan=False).flatmap(
         lambda a: st.builds(During, st.just(a), st.floats(a, 200, allow_nan=False))
     ),
     st.builds(AfterBytes, st.integers(0, 10**6)),
 )
-glob = st.none() | st.text("abcpt2:*?[]-", max_size=8)
+glob = st.none() | st.text("abcpt2:*?[]-", min_size=1, max_size=8)
 fault_terms = st.builds(
     Fault,
     actions,
@@ -139,7 +139,12 @@ class TestLanguage:
         ("build", "error", "message"),
         [
             (lambda: Nth(0), ValueError, "n >= 1"),
-            (lambda: Calls(5, 2), ValueError, "stop >= 5"),
+            (lambda: Calls(5, 2), ValueError, "stop >= 6"),
+            (lambda: Calls(3, 3), ValueError, "stop >= 4"),
+            (lambda: Fault(Hang(), on=()), ValueError, "on=() matches no call"),
+            (lambda: Fault(Hang(), on="Get"), ValueError, "in lower case"),
+            (lambda: Fault(Hang(), key=""), ValueError, "key='' matches no call"),
+            (lambda: Raise(KeyboardInterrupt), TypeError, "an Exception"),
             (lambda: Chance(1.5), ValueError, "0 <= p <= 1"),
             (lambda: During(5, 1), ValueError, "start <= stop"),
             (lambda: Latency(-1), ValueError, "seconds >= 0"),
@@ -581,7 +586,7 @@ class TestMatching:
 
     def test_builtin_exceptions_by_name(self) -> None:
         schedule = Schedule([Fault(Raise(TimeoutError))], seed=0)
-        assert '"builtins.TimeoutError"' in schedule.to_json()
+        assert '"builtins:TimeoutError"' in schedule.to_json()
         assert Schedule.from_json(schedule.to_json()) == schedule
 
     def test_a_schedule_started_twice_is_reported_once(self) -> None:
@@ -990,3 +995,151 @@ class TestABusyServerAgrees:
                 assert stats["RemoteFxGraphCache"].fail_open == 1
                 handle.restore()
                 assert cache.get("k") == "v", layer
+
+
+# -- found by attacking the layers from outside ---------------------------------------------
+
+
+class Errors:
+    """A namespace of exception classes, as some projects keep them."""
+
+    class Lost(ConnectionError):
+        """A nested exception class."""
+
+
+class TestFoundByAttack:
+    """Each case failed before: a batch with an expiry, faults that both end a call, the
+    breaker's cool-down, nested exception classes, a leaked clock."""
+
+    @pytest.mark.redis
+    @pytest.mark.parametrize("layer", ["in-process", "fakeredis", "proxy"])
+    def test_a_batch_with_an_expiry_is_one_set_per_key(
+        self, layer: str, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from remote_cache.testing import OutageProxy
+
+        monkeypatch.setenv("REMOTE_CACHE_REDIS_EXPIRE", "100")
+        schedule = Schedule([Fault(Reply("OOM"), on="put", when=Nth(2))], seed=0)
+        with contextlib.ExitStack() as stack:
+            stats = stack.enter_context(isolated_cache_stats())
+            if layer == "proxy":
+                redis_server.client().flushall()
+                proxy = stack.enter_context(OutageProxy.for_url(redis_server.url))
+                stack.enter_context(redis_environment(proxy.url, timeout=0.5))
+                monkeypatch.setenv("REMOTE_CACHE_REDIS_EXPIRE", "100")  # cleared by it
+                handle: Any = proxy
+            else:
+                blocks = {"in-process": outage_backends, "fakeredis": fakeredis_backends}
+                handle = stack.enter_context(blocks[layer]())
+            handle.apply(schedule)
+            cache = RemoteFxGraphCache("fx")
+            cache.put_many({"a": 1, "b": 2, "c": 3})  # SET a, SET b (refused), SET c
+            cache.put("d", 4)
+            found = cache.get_many(["a", "b", "c", "d"])
+            stat = stats["RemoteFxGraphCache"]
+            counted = (stat.put, stat.fail_open)
+        assert found == {"a": 1, "c": 3, "d": 4}
+        assert counted == (1, 3)  # the batch failed as a whole, though two of it were stored
+        assert [(x.call, x.command, x.keys) for x in schedule.fired] == [
+            (2, "SET", ("pt2:fx::b:c1",))
+        ]
+
+    @pytest.mark.parametrize(
+        ("faults", "waited"),
+        [
+            ([Fault(Hang()), Fault(Refuse())], 1.0),  # the first to end the call wins
+            ([Fault(Refuse()), Fault(Latency(2))], 0.0),  # refused at once: no wait
+            ([Fault(Hang()), Fault(Reply("NOPERM"))], 1.0),
+        ],
+        ids=["hang-then-refuse", "refuse-then-latency", "hang-then-reply"],
+    )
+    def test_the_first_fault_to_end_a_call_wins(
+        self, faults: list[Fault], waited: float, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.delenv("REMOTE_CACHE_REDIS_TIMEOUT", raising=False)
+        for block in (outage_backends, fakeredis_backends):
+            with VirtualClock() as clock, block() as handle:
+                handle.apply(Schedule(faults, seed=0))
+                assert RemoteFxGraphCache("fx").get("k") is None
+                assert clock.slept == waited, block.__name__
+
+    @pytest.mark.parametrize("block", [outage_backends, fakeredis_backends])
+    def test_the_cool_down_is_kept_when_set(
+        self, block: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("REMOTE_CACHE_REDIS_RETRY_AFTER", "30")
+        monkeypatch.delenv("REMOTE_CACHE_REDIS_TIMEOUT", raising=False)
+        with VirtualClock() as clock, block() as handle, isolated_cache_stats() as stats:
+            RemoteFxGraphCache("fx").put("k", 1)
+            handle.apply(Schedule([Fault(Hang())], seed=0))
+            for _ in range(3):
+                assert RemoteFxGraphCache("fx").get("k") is None
+            assert clock.slept == 1.0  # one deadline; then skipped for the cool-down
+            handle.restore()
+            assert RemoteFxGraphCache("fx").get("k") is None  # still cooling down
+            clock.advance(30)
+            assert RemoteFxGraphCache("fx").get("k") == 1  # the probe finds it back
+            assert stats["RemoteFxGraphCache"].fail_open == 4
+
+    def test_no_cool_down_unless_set(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from remote_cache.testing._fixtures import fixture_retry_after
+
+        monkeypatch.delenv("REMOTE_CACHE_REDIS_RETRY_AFTER", raising=False)
+        assert fixture_retry_after() == 0.0
+        monkeypatch.setenv("REMOTE_CACHE_REDIS_RETRY_AFTER", "never")
+        assert fixture_retry_after() == float("inf")
+        with fakeredis_backends():
+            import os
+
+            assert os.environ["REMOTE_CACHE_REDIS_RETRY_AFTER"] == "never"  # kept, not 0
+
+    def test_a_cool_down_of_never(self) -> None:
+        injector = FaultInjectingBackend(
+            InMemoryBackend({"k": b"v"}), retry_after=float("inf"), deadline=1
+        )
+        injector.apply(Schedule([Fault(Refuse(), when=Nth(1))]))
+        with pytest.raises(BackendUnavailableError):
+            injector.get("k")
+        with pytest.raises(BackendUnavailableError, match="skipped"):
+            injector.get("k")  # never again, as upstream
+
+    @pytest.mark.parametrize("retry_after", [-1, float("nan"), True])
+    def test_a_bad_cool_down_is_refused(self, retry_after: Any) -> None:
+        with pytest.raises(ValueError, match="retry_after"):
+            FaultInjectingBackend(InMemoryBackend(), retry_after=retry_after)
+
+    def test_a_command_error_closes_the_breaker(self) -> None:
+        injector = FaultInjectingBackend(InMemoryBackend({"k": b"v"}), retry_after=30, deadline=1)
+        injector.apply(Schedule([Fault(Reply("OOM"), on="put")]))
+        with pytest.raises(BackendCommandError):
+            injector.put("k", b"w")
+        assert injector.get("k") == b"v"  # the server answered: no cool-down
+
+    def test_a_nested_exception_class_round_trips(self) -> None:
+        schedule = Schedule([Fault(Raise(Errors.Lost))], seed=1)
+        assert ":Errors.Lost" in schedule.to_json()
+        assert Schedule.from_json(schedule.to_json()) == schedule
+        assert repr(schedule) == "Schedule([Fault(Raise(Errors.Lost))], seed=1)"
+
+    def test_a_class_inside_a_function_cannot_be_written(self) -> None:
+        class Local(Exception):
+            pass
+
+        with pytest.raises(ValueError, match="inside a function"):
+            Schedule([Fault(Raise(Local))]).to_json()
+
+    def test_a_leaked_clock_fails_the_test_that_leaked_it(self, pytester: pytest.Pytester) -> None:
+        pytester.makepyfile(
+            """
+            from remote_cache.testing import VirtualClock
+
+            def test_leaks():
+                VirtualClock().install()
+
+            def test_after(remote_cache_clock):
+                assert remote_cache_clock.installed
+            """
+        )
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+        result.assert_outcomes(passed=2, errors=1)
+        result.stdout.fnmatch_lines(["*ERROR at teardown of test_leaks*", "*left <VirtualClock*"])
