@@ -90,8 +90,8 @@ $(FLOORS_STAMP): requirements/floors.txt pyproject.toml
 
 # Every redis-py internal we use is checked there too (tests/test_redis_internals.py), and
 # the handshake with every URL option (tests/test_redis_handshake.py), cluster batches and a
-# dead master, and the fault schedules on every layer (how fakeredis and redis-py parse and
-# raise error replies: tests/testing/test_faults.py, test_outages.py).
+# dead master, and the fault schedules on fakeredis and a real server (how fakeredis and
+# redis-py parse and raise error replies).
 # The conformance suite runs on the in-memory, fakeredis and real-server backends, with its
 # verdicts, messages and defect catalogue: what touches Hypothesis, fakeredis and redis-py. Its
 # probes, concurrency runs and the local backend's runs (which need none of them) are left to
@@ -109,7 +109,8 @@ floors: $(FLOORS_STAMP) redis-server
 	  tests/testing/test_defect_catalogue.py::TestCatalogue tests/test_redis_internals.py \
 	  tests/test_redis_handshake.py tests/test_redis_cluster.py::TestBatchesOnTheCluster \
 	  tests/test_redis_cluster.py::TestKilledMaster \
-	  tests/testing/test_faults.py tests/testing/test_outages.py
+	  tests/testing/test_faults.py::TestEveryLayerAgrees tests/testing/test_faults.py::TestFakeredisDetails \
+	  tests/testing/test_faults.py::TestARealServerAgrees
 
 # Writes docs/benchmarks.md and docs/benchmarks.png. The comparison with PyTorch 2.13 runs
 # when torch is installed: $(BIN)/python -m pip install torch==2.13.0

@@ -27,9 +27,9 @@ from remote_cache.testing.outages import OUTAGES, Outage
 
 @contextlib.contextmanager
 def proxied(server: RedisServer) -> Iterator[OutageProxy]:
-    """Redis caches on ``server`` through an ``OutageProxy`` (0.5 s deadline, no cool-down)."""
+    """Redis caches on ``server`` through an ``OutageProxy`` (0.3 s deadline, no cool-down)."""
     server.client().flushall()
-    with OutageProxy.for_url(server.url) as proxy, redis_environment(proxy.url, timeout=0.5):
+    with OutageProxy.for_url(server.url) as proxy, redis_environment(proxy.url, timeout=0.3):
         yield proxy
 
 
