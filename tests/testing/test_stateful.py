@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import itertools
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -223,14 +224,21 @@ class TestPlantedDefects:
             def _get(self, key: str) -> Any:
                 return self.store.get(key) or None
 
-        with pytest.raises(AssertionError, match=r"returned None|is wrong: .*(hit|corrupt)") as e:
-            # Found after 100 to 150 examples on this seed in a fresh process, later in some
-            # long-lived ones: the margin keeps it found wherever it runs (a found defect stops
-            # the run, so the margin costs nothing).
-            run_cache_machine(ForgetsEmpty, examples=600, random_seed=0)
-        message = str(e.value)
+        # Found after 100 to 150 examples on seed 0 with the locked Hypothesis, not within 600
+        # with a later release: a few seeds keep it found whatever Hypothesis generates (a
+        # found defect stops the search, so the seeds after it cost nothing).
+        failures = []
+        for seed in range(5):
+            try:
+                run_cache_machine(ForgetsEmpty, examples=400, random_seed=seed)
+            except AssertionError as exc:
+                failures.append((seed, str(exc)))
+                break
+        assert failures, "the machine never found a backend that drops empty values"
+        seed, message = failures[0]
+        assert re.search(r"returned None|is wrong: .*(hit|corrupt)", message, re.DOTALL), message
         assert "state = CacheMachine()" in message  # the steps that failed
-        assert message.endswith("replay:   run_cache_machine(make_backend, random_seed=0)")
+        assert message.endswith(f"replay:   run_cache_machine(make_backend, random_seed={seed})")
 
 
 class TestMachineSetup:
