@@ -24,7 +24,7 @@ from remote_cache.testing._proxy_streams import (
     _reset,
     _Slot,
 )
-from remote_cache.testing._proxy_toxics import Toxic, shape
+from remote_cache.testing._proxy_toxics import Toxic, at_rate, shape
 from remote_cache.testing._resp import DATA_COMMANDS, is_push, keys_of, reply_end, split_requests
 from remote_cache.testing.faults import Drip, HalfReply, Hang, Latency, Refuse, Reply, Schedule
 
@@ -397,12 +397,9 @@ class ProxyRelay:
             self._queue(connection, False, reply[:half], delay)
             direction.withheld, direction.reset_after = reply[half:], True
             return
-        if slot is not None and slot.drip:
-            step = max(1, slot.drip // 10)  # a tenth of a second's worth at a time
-            for index, offset in enumerate(range(0, len(reply), step)):
-                self._queue(
-                    connection, False, reply[offset : offset + step], delay + 0.1 * (index + 1)
-                )
+        if slot is not None and slot.drip:  # the bandwidth toxic's shaping, for this reply
+            for piece, due in at_rate([(reply, delay)], slot.drip, backlog=0.0):
+                self._queue(connection, False, piece, due)
             return
         self._queue(connection, False, reply, delay)
 

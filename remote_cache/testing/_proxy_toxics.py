@@ -14,7 +14,15 @@ import math
 import random
 from typing import Any
 
-__all__ = ["DIRECTIONS", "Toxic", "check_direction", "check_number", "check_toxicity", "shape"]
+__all__ = [
+    "DIRECTIONS",
+    "Toxic",
+    "at_rate",
+    "check_direction",
+    "check_number",
+    "check_toxicity",
+    "shape",
+]
 
 DIRECTIONS = ("upstream", "downstream")
 """Towards the server (the client's requests), towards the client (the server's replies)."""
@@ -87,13 +95,13 @@ def shape(toxics: list[Toxic], data: bytes, delay: float, backlog: float) -> lis
             extra = toxic.settings["seconds"] + toxic.jitter()
             pieces = [(piece, max(0.0, due + extra)) for piece, due in pieces]
         elif toxic.kind == "bandwidth":
-            pieces = _at_rate(pieces, toxic.settings["bytes_per_second"], backlog)
+            pieces = at_rate(pieces, toxic.settings["bytes_per_second"], backlog)
         elif toxic.kind == "slicer":
             pieces = _sliced(pieces, toxic)
     return pieces
 
 
-def _at_rate(pieces: list[Piece], rate: float, backlog: float) -> list[Piece]:
+def at_rate(pieces: list[Piece], rate: float, backlog: float) -> list[Piece]:
     """Bytes at ``rate`` per second: a tenth of a second's worth per piece, one after another."""
     step = max(1, int(rate / 10))
     shaped: list[Piece] = []

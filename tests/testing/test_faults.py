@@ -278,15 +278,25 @@ def run_on(layer: str, faults: list[Fault], caplog: pytest.LogCaptureFixture) ->
         handle.apply(schedule)
         results = script(clock.advance)
         stat = stats["RemoteFxGraphCache"]
+    seen = _seen(results, stat, caplog, schedule, timed=True)
+    seen["waited"] = round(clock.slept, 3)
+    return seen
+
+
+def _seen(
+    results: list[Any], stat: Any, caplog: Any, schedule: Schedule, *, timed: bool
+) -> dict[str, Any]:
+    """What a caller of the script saw: values, counts, the errors logged, what fired (with
+    the time of each on the test's clock when ``timed``)."""
     errors = [re.search(r"\((\w+Error)", r.getMessage()) for r in caplog.records]
     return {
         "results": results,
         "counted": (stat.hit, stat.miss, stat.put, stat.fail_open),
         "errors": [m.group(1) for m in errors if m],
         "fired": [
-            (x.fault, x.call, x.command, x.keys, round(x.seconds, 3)) for x in schedule.fired
+            (x.fault, x.call, x.command, x.keys, *((round(x.seconds, 3),) if timed else ()))
+            for x in schedule.fired
         ],
-        "waited": round(clock.slept, 3),
     }
 
 
@@ -785,13 +795,7 @@ def run_through_proxy(server: RedisServer, faults: list[Fault], caplog: Any) -> 
         proxy.apply(schedule)
         results = script(clock.advance)
         stat = stats["RemoteFxGraphCache"]
-    errors = [re.search(r"\((\w+Error)", r.getMessage()) for r in caplog.records]
-    return {
-        "results": results,
-        "counted": (stat.hit, stat.miss, stat.put, stat.fail_open),
-        "errors": [m.group(1) for m in errors if m],
-        "fired": [(x.fault, x.call, x.command, x.keys) for x in schedule.fired],
-    }
+    return _seen(results, stat, caplog, schedule, timed=False)
 
 
 @pytest.mark.redis
