@@ -8,6 +8,7 @@ from collections.abc import Callable, Hashable
 from remote_cache import _clock
 from remote_cache._guard import Guard
 from remote_cache._process import at_fork, on_reset
+from remote_cache.exceptions import BackendCommandError, BackendUnavailableError
 
 __all__ = ["DEFAULT_LEASE", "CircuitBreaker", "breaker_for", "reset_breakers"]
 
@@ -140,6 +141,22 @@ class CircuitBreaker:
             self._probe = 0
         self.failures += 1
         return was_closed
+
+    def record_error(self, error: BaseException, probe: int | None = None) -> bool:
+        """Tell the breaker what a failed call says about the server; True when it opened.
+
+        A lost server (``BackendUnavailableError``) opens it; an error reply
+        (``BackendCommandError``) closes it, the server answered; anything else (a limit
+        of this process's own, an interrupt) says nothing: the probe it ended lets the next
+        call probe.
+        """
+        if isinstance(error, BackendUnavailableError):
+            return self.record_failure(probe)
+        if isinstance(error, BackendCommandError):
+            self.record_success()
+        else:
+            self.release_probe(probe)
+        return False
 
     def release_probe(self, probe: int | None = None) -> None:
         """Free the probe slot without a verdict: the next call after the cool-down probes.

@@ -226,3 +226,39 @@ class TestRegistry:
         breaker.record_failure()
         reset_breakers()
         assert not breaker.is_open
+
+
+class TestRecordError:
+    """``record_error``: what a failed call says about the server, in one place."""
+
+    def test_a_lost_server_opens_it(self) -> None:
+        from remote_cache import BackendUnavailableError
+        from remote_cache._breaker import CircuitBreaker
+
+        breaker = CircuitBreaker()
+        assert breaker.record_error(BackendUnavailableError("gone"))
+        assert breaker.is_open
+        assert not breaker.record_error(BackendUnavailableError("still gone"))  # already open
+
+    def test_an_error_reply_closes_it(self) -> None:
+        from remote_cache import BackendCommandError, BackendUnavailableError
+        from remote_cache._breaker import CircuitBreaker
+
+        breaker = CircuitBreaker()
+        breaker.record_error(BackendUnavailableError("gone"))
+        assert not breaker.record_error(BackendCommandError("OOM"))
+        assert not breaker.is_open
+
+    def test_anything_else_frees_the_probe(self) -> None:
+        from remote_cache import BackendError, BackendUnavailableError
+        from remote_cache._breaker import CircuitBreaker
+
+        breaker = CircuitBreaker()
+        breaker.record_error(BackendUnavailableError("gone"))
+        probe = breaker.admit(0)
+        assert probe
+        assert not breaker.record_error(BackendError("pool full"), probe)
+        assert breaker.is_open  # no verdict
+        assert breaker.admit(0) == probe + 1  # the next call probes
+        assert not breaker.record_error(KeyboardInterrupt(), probe + 1)
+        assert breaker.admit(0) == probe + 2

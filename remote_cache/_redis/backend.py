@@ -24,10 +24,8 @@ from remote_cache._settings import (
     url_secrets,
 )
 from remote_cache.exceptions import (
-    BackendCommandError,
     BackendError,
     BackendTimeoutError,
-    BackendUnavailableError,
     CircuitOpenError,
 )
 
@@ -295,19 +293,11 @@ class RedisRemoteCacheBackend(RemoteCacheBackend[bytes]):
         return result
 
     def _report_failure(self, breaker: CircuitBreaker, probe: int, error: BackendError) -> None:
-        """Tell the breaker what a failed call says about the server.
-
-        A transport failure opens it; an error reply closes it (the server answered); a
-        limit of this process's own (every pooled connection in use) says nothing: a probe
-        it ended lets the next call probe.
-        """
-        if isinstance(error, BackendUnavailableError):
-            if breaker.record_failure(probe):
-                log.debug("%s: circuit breaker opened", self._description)
-        elif isinstance(error, BackendCommandError):
-            breaker.record_success()
-        else:
-            breaker.release_probe(probe)
+        """Tell the breaker what a failed call says about the server (``record_error``):
+        a transport failure opens it, an error reply closes it, a limit of this process's own
+        (every pooled connection in use) lets the next call probe."""
+        if breaker.record_error(error, probe):
+            log.debug("%s: circuit breaker opened", self._description)
 
     def _get(self, key: str) -> bytes | None:
         name = _wire_key(key)

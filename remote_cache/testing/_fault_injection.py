@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from remote_cache import (
-    BackendCommandError,
     BackendTimeoutError,
     BackendUnavailableError,
     RemoteCacheBackend,
@@ -380,14 +379,8 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
             )  # fmt: skip
         try:
             result = call()
-        except BackendUnavailableError:
-            breaker.record_failure(probe)
-            raise
-        except BackendCommandError:
-            breaker.record_success()
-            raise
-        except BaseException:
-            breaker.release_probe(probe)
+        except BaseException as exc:
+            breaker.record_error(exc, probe)
             raise
         breaker.record_success()
         return result
