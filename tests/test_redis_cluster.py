@@ -88,7 +88,13 @@ class TestKilledMaster:
         self, remote_cache_redis_cluster: RedisClusterFixture
     ) -> None:
         cache = RemoteFxGraphCache("graphs")
-        cache.put_many({key: {"key": key} for key in KEYS})
+        # Set-up, not what is timed: a loaded run's first batch (a new client connecting to
+        # every master) once ran past the 0.5 s timeout, so it is written until it is there.
+        stored = {key: {"key": key} for key in KEYS}
+        deadline = time.monotonic() + 10
+        while cache.get_many(KEYS) != stored and time.monotonic() < deadline:
+            cache.put_many(stored)
+        assert cache.get_many(KEYS) == stored
         master_of = remote_cache_redis_cluster.node_for_key
         victim = master_of(backend_key(KEYS[0]))
         lost = [k for k in KEYS if master_of(backend_key(k)) == victim]
