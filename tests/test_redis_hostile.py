@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -59,6 +60,7 @@ class HostileServer:
     def __init__(self, reply: bytes = b"", drip: float | None = None) -> None:
         self.reply = reply
         self.drip = drip
+        self.greeting = b""  # sent unasked as a connection is accepted, which is then closed
         self.auth_ok = False
         self.connections = 0
         self._stop = threading.Event()
@@ -79,6 +81,11 @@ class HostileServer:
                 return
             self.connections += 1
             self._sockets.append(conn)
+            if self.greeting:  # a server refusing the connection says why, and closes it
+                with contextlib.suppress(OSError):
+                    conn.sendall(self.greeting)
+                conn.close()
+                continue
             thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
             self._threads.append(thread)
             thread.start()
@@ -251,3 +258,50 @@ class TestSlowDrip:
         assert timed(lambda: cache.get("k")) is None
         assert timed(lambda: cache.get_many(["k"])) == {}
         assert cache_stats["backend:RedisRemoteCacheBackend"].exception == 2
+
+
+class TestWhatAServerSaysUnasked:
+    """A server refusing a connection sends the reason before it closes it (its client limit
+    reached, protected mode): the error names that reason, not redis-py's "Connection not
+    ready", whether it arrives before the command is sent or as its reply."""
+
+    @staticmethod
+    def _connection(server: HostileServer) -> Any:
+        backend = RedisRemoteCacheBackend(url=f"redis://127.0.0.1:{server.port}", timeout=TIMEOUT)
+        connection = backend.client().connection_pool.make_connection()
+        connection.connect()
+        time.sleep(0.05)  # what the server says has arrived before the pool asks
+        return connection
+
+    @pytest.mark.parametrize(
+        ("greeting", "error"),
+        [
+            (b"-ERR max number of clients reached\r\n", "MaxClientsReachedError"),
+            (b"-DENIED Redis is running in protected mode\r\n", "ConnectionError"),
+        ],
+    )
+    def test_the_pool_meets_the_reason(
+        self, hostile: HostileServer, greeting: bytes, error: str
+    ) -> None:
+        import redis.exceptions
+
+        hostile.greeting = greeting
+        connection = self._connection(hostile)
+        with pytest.raises(redis.exceptions.ConnectionError) as raised:
+            connection.can_read()
+        assert type(raised.value).__name__ == error
+        assert str(raised.value) in greeting.decode()
+
+    def test_anything_else_is_left_to_the_pool(self, hostile: HostileServer) -> None:
+        hostile.greeting = b"+OK\r\n"  # no refusal: the pool drops the connection as it is
+        assert self._connection(hostile).can_read() is True
+
+    def test_the_backend_names_the_reason(self, hostile: HostileServer) -> None:
+        hostile.greeting = b"-ERR max number of clients reached\r\n"
+        backend = RedisRemoteCacheBackend(
+            url=f"redis://127.0.0.1:{hostile.port}", timeout=TIMEOUT, retry_after=0
+        )
+        for _ in range(5):  # before the command is sent, or as its reply: the same words
+            with pytest.raises(BackendUnavailableError) as raised:
+                backend.get("k")
+            assert "MaxClientsReachedError: max number of clients reached" in str(raised.value)

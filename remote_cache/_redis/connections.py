@@ -194,7 +194,26 @@ class _DeadlineConnectionMixin:
         # tickets arriving after a handshake that read nothing), which must not count.
         if not super().can_read(*args, **kwargs):  # type: ignore[misc]
             return False
-        return not only_tls_records_waiting(self)
+        if only_tls_records_waiting(self):
+            return False
+        if not self._owed and not self._handshaking:
+            self._raise_refusal()
+        return True
+
+    def _raise_refusal(self) -> None:
+        """Raise what a server said unasked: a server refusing a connection (its client
+        limit reached) sends the reason before it closes it. redis-py would only say
+        "Connection not ready"; anything else waiting is left for the pool to drop."""
+        import redis.exceptions as rexc
+
+        try:
+            super().read_response()  # type: ignore[misc]
+        except rexc.ConnectionError:  # the reason (MaxClientsReachedError), or the close
+            raise
+        except self._error_reply as exc:  # another refusal: a lost connection all the same
+            raise rexc.ConnectionError(str(exc)) from exc
+        except Exception:  # noqa: BLE001 - unreadable, or too slow: "not ready"
+            return
 
     def disconnect(self, *args: Any, **kwargs: Any) -> None:
         self._owed = 0

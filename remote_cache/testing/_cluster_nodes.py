@@ -22,7 +22,7 @@ from remote_cache.testing._server_builds import (
     find_redis_server,
 )
 
-__all__ = ["ClusterNodes"]
+__all__ = ["ClusterNodes", "free_cluster_port"]
 
 # Redis Cluster's bus listens on the client port plus this.
 BUS_PORT_OFFSET = 10_000
@@ -37,7 +37,7 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def _free_cluster_port(host: str, taken: set[int]) -> int:
+def free_cluster_port(host: str, taken: set[int]) -> int:
     """A free port whose bus port (port + 10000) is free too."""
     for _ in range(200):
         port = free_port(host)
@@ -94,7 +94,7 @@ class ClusterNodes:
         self._failing_over: dict[int, list[int]] = {}  # killed master -> its replicas
         self.nodes: list[RedisServer] = []
         for _ in range(masters * (1 + replicas)):
-            port = _free_cluster_port(host, ports)
+            port = free_cluster_port(host, ports)
             ports.add(port)
             self.nodes.append(RedisServer(binary=self.binary, host=host, port=port, config=config))
 

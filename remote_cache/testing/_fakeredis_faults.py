@@ -103,6 +103,8 @@ class _FaultingSocket:
             action = fault.does
             if isinstance(action, Latency):
                 delay += action.delay(rng)
+            elif fault.loses_answer:  # the server does the work; its answer never comes
+                delay = math.inf
             elif ending is None:
                 ending = action
         if isinstance(ending, Refuse):  # refused at once: no latency to wait

@@ -324,13 +324,10 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
 
     def _wait(self, delay: float, operation: str, key: Any) -> BaseException | None:
         """Wait ``delay`` (on ``sleep``); past the deadline, wait that and return the timeout
-        the client meets (a ``Hang``, never answered, is raised at once: nothing was done)."""
+        the client meets, to raise once the call is done (or at once, when it is not)."""
         if self.deadline is not None and delay > self.deadline:
             self._sleep(self.deadline)  # a real client gives up here, whatever comes later
-            timeout = _timed_out(self.deadline, delay, operation, key)
-            if math.isinf(delay):
-                self._inject(timeout, operation, key)
-            return timeout
+            return _timed_out(self.deadline, delay, operation, key)
         if delay:
             self._sleep(delay)
         return None
@@ -343,8 +340,10 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
         finally:
             self._lock.leave()
         late = self._wait(delay, operation, key)
+        if late is not None and (error is not None or math.isinf(delay)):
+            self._inject(late, operation, key)  # no answer in time: nothing was done
         if error is not None:
-            self._inject(late if late is not None else error, operation, key)
+            self._inject(error, operation, key)
         return late
 
     def _fire(self, operation: str) -> tuple[float, SideEffect | None]:
@@ -510,6 +509,8 @@ def _sorted(firing: list[tuple[Fault, random.Random]]) -> tuple[float, Any, list
         action = fault.does
         if isinstance(action, Latency):
             delay += action.delay(rng)
+        elif fault.loses_answer:  # done, and its answer never comes
+            delay = math.inf
         elif isinstance(action, Corrupt | Truncate | DropPut | Stale):
             data_faults.append(fault)
         elif ending is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import random
 import selectors
 import socket
 import threading
@@ -26,7 +27,16 @@ from remote_cache.testing._proxy_streams import (
 )
 from remote_cache.testing._proxy_toxics import Toxic, at_rate, shape
 from remote_cache.testing._resp import DATA_COMMANDS, is_push, keys_of, reply_end, split_requests
-from remote_cache.testing.faults import Drip, HalfReply, Hang, Latency, Refuse, Reply, Schedule
+from remote_cache.testing.faults import (
+    Drip,
+    Fault,
+    HalfReply,
+    Hang,
+    Latency,
+    Refuse,
+    Reply,
+    Schedule,
+)
 
 __all__ = ["ProxyRelay"]
 
@@ -151,6 +161,11 @@ class ProxyRelay:
                 connection.held.clear()
             connection.request.release()
             connection.reply.release()
+            if connection.answers_lost:  # the answers that never came come now, in order
+                connection.answers_lost = False
+                lost, connection.lost_replies = connection.lost_replies, []
+                for reply in lost:
+                    self._queue(connection, False, reply)
             connection.slow_close = 0.0
             if connection.close_at is not None:
                 connection.close_at = 0.0
@@ -312,6 +327,9 @@ class ProxyRelay:
             return
         forward: list[bytes] = []
         for fields, raw in requests:
+            if connection.request.reset_after:  # half a request went: the rest never will
+                connection.request.withheld += raw
+                continue
             slot = _Slot() if connection.hung else self._meet_faults(connection, fields)
             if slot is None:
                 self._drop(connection, reset=True)  # Refuse: the connection is reset
@@ -319,11 +337,28 @@ class ProxyRelay:
             connection.slots.append(slot)
             if connection.hung:  # a stalled server: read nothing more until restore()
                 connection.held.append(raw)
+            elif slot.answer is None and slot.shapes_request():
+                if forward:  # those before it go first
+                    self._queue(connection, True, b"".join(forward))
+                    forward = []
+                self._send_shaped(connection, raw, slot)
             elif slot.answer is None:
                 forward.append(raw)
         if forward:
             self._queue(connection, True, b"".join(forward))
         self._answer_front(connection, time.monotonic())
+
+    def _send_shaped(self, connection: _Connection, raw: bytes, slot: _Slot) -> None:
+        """Queue one request for the server: late, trickling, or half of it then a reset."""
+        if slot.send_half:
+            half = max(1, len(raw) // 2)
+            self._queue(connection, True, raw[:half], slot.send_delay)
+            connection.request.withheld, connection.request.reset_after = raw[half:], True
+        elif slot.send_drip:
+            for piece, due in at_rate([(raw, slot.send_delay)], slot.send_drip, backlog=0.0):
+                self._queue(connection, True, piece, due)
+        else:
+            self._queue(connection, True, raw, slot.send_delay)
 
     def _meet_faults(self, connection: _Connection, fields: list[bytes]) -> _Slot | None:
         """The slot of a request after the faults that fire on it; None to refuse it."""
@@ -337,15 +372,8 @@ class ProxyRelay:
         keys = keys_of(command, fields)
         ending = None  # of several faults that end the call, the first in the schedule wins
         for fault, rng in schedule.decide(command, keys, sent=connection.passed, node=self.node):
-            action = fault.does
-            if isinstance(action, Latency):
-                slot.delay += action.delay(rng)
-            elif isinstance(action, Drip):
-                slot.drip = action.bytes_per_second
-            elif isinstance(action, HalfReply):
-                slot.half = True
-            elif ending is None:
-                ending = action
+            if not _shape(slot, fault, rng) and ending is None:
+                ending = fault.does
         if isinstance(ending, Refuse):
             return None
         if isinstance(ending, Hang):
@@ -387,6 +415,10 @@ class ProxyRelay:
         self, connection: _Connection, reply: bytes, slot: _Slot | None, now: float
     ) -> None:
         """Queue one reply for the client: late, trickling, or half of it then a reset."""
+        if connection.answers_lost or (slot is not None and slot.lost):
+            connection.answers_lost = True  # the answers after it wait behind it
+            connection.lost_replies.append(reply)
+            return
         direction = connection.reply
         if direction.reset_after:  # a reset is due after what is held: this waits behind it
             direction.withheld += reply
@@ -576,3 +608,29 @@ class ProxyRelay:
                             self._connected(connection)
                     elif events & selectors.EVENT_READ:
                         self._read(connection, from_client=role == "client")
+
+
+def _shape(slot: _Slot, fault: Fault, rng: random.Random) -> bool:
+    """Set on ``slot`` what ``fault`` (that fired) does to the bytes of its request or reply;
+    False for a fault that ends the call instead (an answer, a refusal, a hang)."""
+    action, upstream = fault.does, fault.direction == "upstream"
+    if isinstance(action, Latency):
+        if upstream:
+            slot.send_delay += action.delay(rng)
+        else:
+            slot.delay += action.delay(rng)
+    elif isinstance(action, Drip):
+        if upstream:
+            slot.send_drip = action.bytes_per_second
+        else:
+            slot.drip = action.bytes_per_second
+    elif isinstance(action, HalfReply):
+        if upstream:
+            slot.send_half = True
+        else:
+            slot.half = True
+    elif fault.loses_answer:
+        slot.lost = True
+    else:
+        return False
+    return True

@@ -73,13 +73,21 @@ class _Slot:
     """What the proxy owes the client for one request, in order: the server's reply, or an
     answer of its own (a fault's error reply), and how to deliver it."""
 
-    __slots__ = ("answer", "delay", "drip", "half")
+    __slots__ = ("answer", "delay", "drip", "half", "lost", "send_delay", "send_drip", "send_half")
 
     def __init__(self) -> None:
         self.answer: bytes | None = None  # sent instead of the server's reply
         self.delay = 0.0  # added to the reply's latency
         self.drip = 0  # bytes per second the reply trickles at (0: at once)
         self.half = False  # half of the reply, then a reset
+        self.lost = False  # the reply never comes (held until restore())
+        self.send_delay = 0.0  # the request's latency on its way to the server
+        self.send_drip = 0  # bytes per second the request trickles at (0: at once)
+        self.send_half = False  # half of the request, then a reset
+
+    def shapes_request(self) -> bool:
+        """Whether the request goes to the server other than at once, whole."""
+        return bool(self.send_delay or self.send_drip or self.send_half)
 
 
 class _Connection:
@@ -105,6 +113,8 @@ class _Connection:
         self.slots: deque[_Slot] = deque()  # one per request not yet answered, oldest first
         self.hung = False  # a Hang fired: requests wait in ``held`` until restore()
         self.held: list[bytes] = []  # requests a hung server has not read yet, in order
+        self.answers_lost = False  # a Hang "downstream" fired: replies wait until restore()
+        self.lost_replies: list[bytes] = []  # those replies, in order
         self.passed = 0  # bytes relayed so far, both ways (AfterBytes)
         self.draws: dict[int, bool] = {}  # toxic (its id) -> whether it applies here
         self.frozen = False  # a timeout toxic: nothing moves either way

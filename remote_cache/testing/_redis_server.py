@@ -203,8 +203,12 @@ class RedisServer:
             argv += [f"--{directive}", value]
         return argv
 
-    def start(self) -> RedisServer:
-        """Start the server and wait until it answers PING; return self."""
+    def start(self, *, loaded: bool = True) -> RedisServer:
+        """Start the server and wait until it answers PING; return self.
+
+        ``loaded=False`` returns as soon as it answers at all: a server loading a large
+        dataset answers ``LOADING`` to every command until it is done.
+        """
         if self.running:
             return self
         self._process = spawn(
@@ -213,7 +217,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        self._wait_ready()
+        self._wait_ready(loaded=loaded)
         return self
 
     def _log_tail(self) -> str:
@@ -233,12 +237,13 @@ class RedisServer:
             f"{name} exited at start:\n{stderr.decode(errors='replace')}{self._log_tail()}"
         )
 
-    def _wait_ready(self) -> None:
+    def _wait_ready(self, *, loaded: bool = True) -> None:
         deadline = time.monotonic() + self.startup_timeout
+        answers = (b"+PONG",) if loaded else (b"+PONG", b"-LOADING")
         while time.monotonic() < deadline:
             if self._process is None or self._process.poll() is not None:
                 raise self._exited_error()
-            if self.ping():
+            if self._ping_reply().startswith(answers):
                 return
             time.sleep(0.02)
         self.kill()
@@ -249,6 +254,10 @@ class RedisServer:
 
     def ping(self, timeout: float = 0.5) -> bool:
         """Whether the server answers PING now (speaking RESP on a plain socket)."""
+        return self._ping_reply(timeout).startswith(b"+PONG")
+
+    def _ping_reply(self, timeout: float = 0.5) -> bytes:
+        """The start of the server's reply to PING (b"" when it gives none)."""
         try:
             with contextlib.ExitStack() as stack:
                 conn = stack.enter_context(
@@ -260,11 +269,11 @@ class RedisServer:
                 if self.password:
                     conn.sendall(_resp("AUTH", self.password))
                     if not conn.recv(64).startswith(b"+OK"):
-                        return False
+                        return b""
                 conn.sendall(_resp("PING"))
-                return conn.recv(64).startswith(b"+PONG")
+                return conn.recv(64)
         except OSError:
-            return False
+            return b""
 
     def kill(self) -> None:
         """End the server at once with SIGKILL, as a crash would (its data is lost)."""
@@ -273,10 +282,11 @@ class RedisServer:
             if self._process.stderr is not None:
                 self._process.stderr.close()
 
-    def restart(self) -> RedisServer:
-        """Start the server again on the same port (killing it first if it runs)."""
+    def restart(self, *, loaded: bool = True) -> RedisServer:
+        """Start the server again on the same port (killing it first if it runs); ``loaded``
+        as for ``start``."""
         self.kill()
-        return self.start()
+        return self.start(loaded=loaded)
 
     def stop(self) -> None:
         """Stop the server and remove its folder."""

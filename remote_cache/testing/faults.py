@@ -250,12 +250,21 @@ def _reply_error(text: str, operation: str, key: str | None) -> BackendError:
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class Hang(Action):
-    """The server never answers: the call ends at its deadline, a timeout."""
+    """The server never answers: the call ends at its deadline, a timeout.
+
+    As a fault's ``direction``: "both" and "upstream", the request never reaches the server
+    (nothing is done); "downstream", the server does the work and its answer is lost.
+    """
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class Latency(Action):
-    """The answer comes ``seconds`` late, give or take ``jitter`` (drawn from the seed)."""
+    """The answer comes ``seconds`` late, give or take ``jitter`` (drawn from the seed).
+
+    As a fault's ``direction``: "upstream" delays the request on its way (at the proxy, a put
+    slower than the deadline is stored when it arrives, after the client gave up; in-process
+    and on fakeredis, at once), "downstream" and "both" the answer.
+    """
 
     seconds: float
     jitter: float = 0.0
@@ -273,7 +282,8 @@ class Latency(Action):
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class Drip(Action):
-    """The bytes flow at ``bytes_per_second`` (a slow link)."""
+    """The bytes flow at ``bytes_per_second`` (a slow link): the reply's, or the request's
+    with ``direction="upstream"``."""
 
     bytes_per_second: int
     layers: ClassVar[tuple[str, ...]] = ("proxy",)
@@ -284,7 +294,8 @@ class Drip(Action):
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class HalfReply(Action):
-    """Part of the reply arrives, then the connection is reset."""
+    """Part of the reply arrives, then the connection is reset; with
+    ``direction="upstream"``, part of the request (the server never runs it)."""
 
     layers: ClassVar[tuple[str, ...]] = ("proxy",)
 
@@ -446,7 +457,10 @@ class AfterBytes(When):
 # -- a fault, a schedule -------------------------------------------------------------------
 
 DIRECTIONS = ("both", "upstream", "downstream")
-"""A byte fault's direction at the proxy: both ways, towards the server, towards the client."""
+"""A byte fault's direction: both ways, towards the server, towards the client."""
+
+DIRECTED = (Hang, Latency, Drip, HalfReply)
+"""The actions a link does to bytes, which take a ``direction``; the others are answers."""
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -458,8 +472,8 @@ class Fault(_Term):
     see ``OPERATION_COMMANDS``); None: any. And whose key matches the
     glob ``key`` (the backend's key, ``pt2:<cache id>::<key>:c1``), whose cache id matches
     ``cache`` (a glob), on cluster node ``node`` (the proxy's ``node``). ``direction``
-    ("upstream", "downstream") is part of the language, but no layer acts on one direction
-    alone yet: such a fault is refused by every layer.
+    ("upstream": the request, "downstream": the answer) narrows what ``Hang``, ``Latency``,
+    ``Drip`` and ``HalfReply`` act on; see each.
     """
 
     does: Action
@@ -488,6 +502,11 @@ class Fault(_Term):
             _check_count("node", self.node, least=0)
         if self.direction not in DIRECTIONS:
             raise ValueError(f"Expected direction in {DIRECTIONS} but got {self.direction!r}")
+        if self.direction != "both" and not isinstance(self.does, DIRECTED):
+            raise ValueError(
+                f"direction={self.direction!r} applies to what a link does to bytes (Hang, "
+                f"Latency, Drip, HalfReply); {self.does!r} is the server's answer, which has none"
+            )
 
     def _check_names(self) -> None:
         """``on``'s names: operations in lower case, Redis commands in capitals, at least one."""
@@ -515,12 +534,15 @@ class Fault(_Term):
     @property
     def layers(self) -> tuple[str, ...]:
         """The layers that can simulate this fault."""
-        if self.direction != "both":
-            return ()  # no layer acts on one direction alone yet: refused, not ignored
         layers = self.does.layers
         if isinstance(self.when, AfterBytes) or self.node is not None:
             layers = tuple(layer for layer in layers if layer == "proxy")
         return layers
+
+    @property
+    def loses_answer(self) -> bool:
+        """Whether the call is done and its answer lost (``Hang`` with "downstream")."""
+        return self.direction == "downstream" and isinstance(self.does, Hang)
 
     def commands(self) -> frozenset[str] | None:
         """The Redis commands this fault matches (None: any)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import re
 import time
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from redis.crc import key_slot
 
 import remote_cache
 from remote_cache import (
@@ -28,6 +30,8 @@ from remote_cache import (
 from remote_cache.testing import (
     FaultInjectingBackend,
     InMemoryBackend,
+    RedisClusterFixture,
+    RedisClusterServer,
     RedisServer,
     VirtualClock,
     fakeredis_backends,
@@ -36,6 +40,7 @@ from remote_cache.testing import (
     redis_environment,
 )
 from remote_cache.testing import faults as f
+from remote_cache.testing._cluster_nodes import free_cluster_port
 from remote_cache.testing.faults import (
     REPLIES,
     AfterBytes,
@@ -100,8 +105,15 @@ fault_terms = st.builds(
     key=glob,
     cache=glob,
     node=st.none() | st.integers(0, 5),
-    direction=st.sampled_from(["both", "upstream", "downstream"]),
     when=whens,
+).flatmap(
+    lambda fault: (
+        st.sampled_from(f.DIRECTIONS).map(
+            lambda direction: dataclasses.replace(fault, direction=direction)
+        )
+        if isinstance(fault.does, f.DIRECTED)
+        else st.just(fault)
+    )
 )
 schedules = st.builds(Schedule, st.lists(fault_terms, max_size=5), seed=st.integers(0, 2**32))
 
@@ -252,6 +264,13 @@ LAYER_SCHEDULES = [
     pytest.param([Fault(Reply("LOADING"), when=During(0, 1.5))], id="loading-for-1.5s"),
     pytest.param([Fault(Reply("OOM"), on="put", when=Chance(0.5))], id="flaky-oom"),
     pytest.param([Fault(Reply("READONLY"), on="put"), Fault(Latency(0.4), on="get")], id="two"),
+    pytest.param([Fault(Hang(), on="put", direction="downstream")], id="put-answers-lost"),
+    pytest.param([Fault(Hang(), direction="upstream", when=Nth(3))], id="a-request-lost"),
+    pytest.param([Fault(Latency(0.3), direction="upstream")], id="late-requests"),
+    pytest.param(
+        [Fault(Hang(), on="put", direction="downstream"), Fault(Reply("OOM"), key="*b*")],
+        id="answer-lost-after-a-refusal",
+    ),
 ]
 
 
@@ -382,28 +401,50 @@ class TestDataFaults:
 # -- a real server -----------------------------------------------------------------------------
 
 
-def _three_calls() -> dict[str, Any]:
+def _three_calls(first: str = "a", second: str = "b") -> dict[str, Any]:
     """Read what was stored before, write, read both: what is compared with a real server."""
     with isolated_cache_stats() as stats:
         cache = RemoteFxGraphCache("fx")
-        results = [cache.get("a")]
-        cache.put("b", 2)
-        results += [cache.get("b"), cache.get("a")]
+        results = [cache.get(first)]
+        cache.put(second, 2)
+        results += [cache.get(second), cache.get(first)]
         stat = stats["RemoteFxGraphCache"]
     return {"results": results, "counted": (stat.hit, stat.miss, stat.put, stat.fail_open)}
 
 
-def _script_on_server(url: str) -> dict[str, Any]:
+def _batch_calls(first: str, second: str) -> dict[str, Any]:
+    """A batch read of two entries stored before, then each alone."""
+    with isolated_cache_stats() as stats:
+        cache = RemoteFxGraphCache("fx")
+        batch = cache.get_many([first, second])
+        results = [batch.get(first), batch.get(second), cache.get(first), cache.get(second)]
+        stat = stats["RemoteFxGraphCache"]
+    return {"results": results, "counted": (stat.hit, stat.miss, stat.put, stat.fail_open)}
+
+
+def _script_on_server(url: str, script: Callable[[], dict[str, Any]] = _three_calls) -> Any:
     with redis_environment(url, timeout=0.5):
-        return _three_calls()
+        return script()
 
 
-def _script_on_fakes(faults: list[Fault], layer: str) -> dict[str, Any]:
+def _script_on_fakes(
+    faults: list[Fault],
+    layer: str,
+    script: Callable[[], dict[str, Any]] = _three_calls,
+    stored: tuple[str, ...] = ("a",),
+) -> dict[str, Any]:
+    """``script``'s outcome on ``layer`` under ``faults``, the ``stored`` entries put before."""
     blocks = {"in-process": outage_backends, "fakeredis": fakeredis_backends}
     with VirtualClock(), blocks[layer]() as handle:
-        RemoteFxGraphCache("fx").put("a", 1)
+        for name in stored:
+            RemoteFxGraphCache("fx").put(name, 1)
         handle.apply(Schedule(faults))
-        return _three_calls()
+        return script()
+
+
+def _backend_key(name: str) -> str:
+    """The key of entry ``name`` of the scripts' cache on the server."""
+    return f"pt2:fx::{name}:c1"
 
 
 @pytest.mark.redis
@@ -463,6 +504,160 @@ class TestARealServerAgrees:
         faults = [Fault(Hang(), when=FirstN(2))]  # the pause outlasts two deadlines
         for layer in ("in-process", "fakeredis"):
             assert _script_on_fakes(faults, layer)["counted"] == real["counted"]
+
+    def test_a_restart_loading_a_large_dataset(self, fresh_redis_server: RedisServer) -> None:
+        self._seeded(fresh_redis_server)
+        admin = fresh_redis_server.client()
+        for start in range(0, 20_000, 2_000):  # about 4 s to load at 200 us a key
+            admin.mset({f"filler:{n}": "x" for n in range(start, start + 2_000)})
+        admin.save()
+        fresh_redis_server.config["key-load-delay"] = "200"
+        fresh_redis_server.config["loading-process-events-interval-bytes"] = "1024"
+        fresh_redis_server.restart(loaded=False)  # it answers LOADING, the test ends it
+        real = _script_on_server(fresh_redis_server.url)
+        assert fresh_redis_server._ping_reply().startswith(b"-LOADING")  # still loading
+        for layer in ("in-process", "fakeredis"):
+            assert _script_on_fakes([Fault(Reply("LOADING"))], layer) == real
+        assert real["counted"] == (0, 3, 0, 4)
+
+    def test_the_client_limit(self, fresh_redis_server: RedisServer) -> None:
+        self._seeded(fresh_redis_server)
+        admin = fresh_redis_server.client()
+        admin.config_set("maxclients", 1)  # the admin's own connection is the one
+        real = _script_on_server(fresh_redis_server.url)
+        for layer in ("in-process", "fakeredis"):
+            assert _script_on_fakes([Fault(Reply("MAXCLIENTS"))], layer) == real
+        assert real["counted"] == (0, 3, 0, 4)
+
+    def test_a_password_set_after_the_deploy(self, fresh_redis_server: RedisServer) -> None:
+        self._seeded(fresh_redis_server)
+        fresh_redis_server.client().config_set("requirepass", "new")  # the admin stays in
+        real = _script_on_server(fresh_redis_server.url)  # a deploy with no password: NOAUTH
+        for layer in ("in-process", "fakeredis"):
+            assert _script_on_fakes([Fault(Reply("NOAUTH"))], layer) == real
+        assert real["counted"] == (0, 3, 0, 4)
+
+    def test_the_messages_agree(
+        self, fresh_redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The warning a user reads names the same redis-py error on every layer."""
+        admin = fresh_redis_server.client()
+        admin.config_set("maxclients", 1)  # held: the admin's connection is the one
+        with caplog.at_level(logging.WARNING, logger="remote_cache"):
+            _script_on_server(fresh_redis_server.url)
+            _script_on_fakes([Fault(Reply("MAXCLIENTS"))], "fakeredis")
+        admin.close()
+        # "... (BackendUnavailableError: <url>: <what redis-py raised>); failing open ..."
+        said = [re.search(r"Error: \S+: (.*?)\);", r.getMessage()) for r in caplog.records]
+        errors = [match.group(1) for match in said if match]
+        assert errors == ["MaxClientsReachedError: max number of clients reached"] * 2
+
+
+def _names_in_one_slot(count: int) -> list[str]:
+    """``count`` entry names whose keys hash to one slot (a batch of them is one slot's)."""
+    by_slot: dict[int, list[str]] = {}
+    for n in range(100_000):
+        names = by_slot.setdefault(key_slot(_backend_key(f"e{n}").encode()), [])
+        names.append(f"e{n}")
+        if len(names) == count:
+            return names
+    raise AssertionError("no slot")  # pragma: no cover - the birthday bound: about 200 names
+
+
+def _name_on(cluster: RedisClusterServer, index: int, *, besides: str) -> str:
+    """An entry name whose key node ``index`` serves, in another slot than ``besides``'s."""
+    taken = key_slot(_backend_key(besides).encode())
+    for n in range(10_000):
+        key = _backend_key(f"n{n}")
+        if cluster.node_for_key(key) == index and key_slot(key.encode()) != taken:
+            return f"n{n}"
+    raise AssertionError("no name")  # pragma: no cover - a third of the names qualify
+
+
+@contextlib.contextmanager
+def _migrating(cluster: RedisClusterServer, slot: int, source: int, target: int) -> Iterator[None]:
+    """``slot`` half moved from node ``source`` to ``target`` (ASK), put back after."""
+    src, dst = cluster.nodes[source].client(), cluster.nodes[target].client()
+    ids = [_text(c.execute_command("CLUSTER", "MYID")) for c in (src, dst)]
+    try:
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[0])
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[1])
+        yield
+    finally:
+        for client in (src, dst):
+            client.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+            client.close()
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@pytest.mark.redis
+class TestARealClusterAgrees:
+    """A client that is not a cluster client, on a real cluster in the middle of a resharding,
+    meets what the schedule's replies say: MOVED, ASK, TRYAGAIN, CLUSTERDOWN."""
+
+    def test_moved(self, remote_cache_redis_cluster: RedisClusterFixture) -> None:
+        cluster = remote_cache_redis_cluster.cluster
+        RemoteFxGraphCache("fx").put("a", 1)  # through the fixture's cluster client
+        owner = cluster.node_for_key(_backend_key("a"))
+        node = (owner + 1) % len(cluster.nodes)  # the node a stale configuration names
+        second = _name_on(cluster, node, besides="a")
+        script = functools.partial(_three_calls, "a", second)
+        real = _script_on_server(cluster.nodes[node].url, script)
+        faults = [Fault(Reply("MOVED"), key=_backend_key("a"))]
+        for layer in ("in-process", "fakeredis"):
+            assert _script_on_fakes(faults, layer, script) == real
+        assert real["results"] == [None, 2, None]
+
+    def test_asked_for_a_key_already_moved(
+        self, remote_cache_redis_cluster: RedisClusterFixture
+    ) -> None:
+        cluster = remote_cache_redis_cluster.cluster
+        key = _backend_key("a")
+        source = cluster.node_for_key(key)
+        target = (source + 1) % len(cluster.nodes)
+        with _migrating(cluster, key_slot(key.encode()), source, target):
+            script = functools.partial(_three_calls, "a", "a")  # its write is asked away too
+            real = _script_on_server(cluster.nodes[source].url, script)
+        for layer in ("in-process", "fakeredis"):
+            assert _script_on_fakes([Fault(Reply("ASK"), key=key)], layer, script) == real
+        assert real["counted"] == (0, 3, 0, 4)
+
+    def test_a_batch_over_a_slot_half_moved(
+        self, remote_cache_redis_cluster: RedisClusterFixture
+    ) -> None:
+        cluster = remote_cache_redis_cluster.cluster
+        kept, moved = _names_in_one_slot(2)
+        cache = RemoteFxGraphCache("fx")
+        cache.put(kept, 1)
+        cache.put(moved, 1)
+        slot = key_slot(_backend_key(kept).encode())
+        source = cluster.node_for_key(_backend_key(kept))
+        target = (source + 1) % len(cluster.nodes)
+        script = functools.partial(_batch_calls, kept, moved)
+        with _migrating(cluster, slot, source, target):
+            node, admin = cluster.nodes[target], cluster.nodes[source].client()
+            admin.execute_command("MIGRATE", node.host, node.port, _backend_key(moved), 0, 5000)
+            admin.close()
+            real = _script_on_server(cluster.nodes[source].url, script)
+        faults = [
+            Fault(Reply("TRYAGAIN"), on="get_many"),
+            Fault(Reply("ASK"), key=_backend_key(moved)),
+        ]
+        for layer in ("in-process", "fakeredis"):
+            assert _script_on_fakes(faults, layer, script, (kept, moved)) == real
+        assert real["results"] == [None, None, 1, None]
+
+    def test_a_node_serving_no_slot(self) -> None:
+        port = free_cluster_port("127.0.0.1", set())
+        config = {"cluster-enabled": "yes", "cluster-config-file": "nodes.conf"}
+        with RedisServer(port=port, config=config) as lone:  # no slot assigned: cluster down
+            real = _script_on_server(lone.url)
+        for layer in ("in-process", "fakeredis"):
+            assert _script_on_fakes([Fault(Reply("CLUSTERDOWN"))], layer) == real
+        assert real["counted"] == (0, 3, 0, 4)
 
 
 # -- replay from a failure's report --------------------------------------------------------
@@ -776,6 +971,8 @@ PROXY_SCHEDULES = [
     pytest.param([Fault(Reply("LOADING"), when=During(0, 1.5))], id="loading-for-1.5s"),
     pytest.param([Fault(Reply("OOM"), on="put", when=Chance(0.5))], id="flaky-oom"),
     pytest.param([Fault(Latency(0.05), on="get")], id="latency-on-gets"),
+    pytest.param([Fault(Hang(), on="put", direction="downstream", when=Nth(2))], id="answer-lost"),
+    pytest.param([Fault(Latency(0.05), direction="upstream")], id="late-requests"),
 ]
 
 
@@ -896,6 +1093,107 @@ class TestProxyFaults:
         assert client.get("k") == b"x" * 300
         assert time.monotonic() - started >= 0.25  # ~310 bytes at 1000 bytes/s
         client.close()
+
+
+class TestDirections:
+    """``direction=`` on what a link does: the request's way ("upstream") or the answer's
+    ("downstream"). Over a real network to a real server, what the server got is checked."""
+
+    @pytest.fixture
+    def proxied(self, redis_server: RedisServer) -> Iterator[Any]:
+        from remote_cache.testing import OutageProxy
+
+        redis_server.client().flushall()
+        with OutageProxy.for_url(redis_server.url) as proxy:
+            yield proxy
+
+    @staticmethod
+    def _client(proxy: Any, timeout: float = 2.0) -> Any:
+        import redis
+
+        return redis.Redis.from_url(proxy.url, socket_timeout=timeout, protocol=2)
+
+    def test_an_answer_lost_after_the_work(self, proxied: Any, redis_server: RedisServer) -> None:
+        import redis
+
+        proxied.apply(Schedule([Fault(Hang(), on="SET", direction="downstream")]))
+        client = self._client(proxied, timeout=0.3)
+        with pytest.raises(redis.TimeoutError):
+            client.set("k", "v")
+        assert redis_server.client().get("k") == b"v"  # done: only its answer was lost
+        client.close()
+
+    def test_the_answers_after_a_lost_one_wait_and_come_on_restore(self, proxied: Any) -> None:
+        import socket
+
+        proxied.apply(Schedule([Fault(Hang(), key="first", direction="downstream")]))
+        with socket.create_connection((proxied.host, proxied.port), timeout=5) as sock:
+            sock.sendall(b"*3\r\n$3\r\nSET\r\n$5\r\nfirst\r\n$1\r\n1\r\n")
+            sock.sendall(b"*2\r\n$3\r\nGET\r\n$6\r\nsecond\r\n")
+            sock.settimeout(0.3)
+            with pytest.raises(TimeoutError):
+                sock.recv(100)
+            proxied.restore()
+            sock.settimeout(5)
+            received = b""
+            while received.count(b"\r\n") < 2:
+                received += sock.recv(100)
+        assert received == b"+OK\r\n$-1\r\n"  # in order, none lost
+
+    def test_a_request_lost_on_its_way(self, proxied: Any, redis_server: RedisServer) -> None:
+        import redis
+
+        proxied.apply(Schedule([Fault(Hang(), on="SET", direction="upstream")]))
+        client = self._client(proxied, timeout=0.3)
+        with pytest.raises(redis.TimeoutError):
+            client.set("k", "v")
+        assert redis_server.client().get("k") is None  # never reached the server
+        client.close()
+
+    def test_half_a_request_then_a_reset(self, proxied: Any, redis_server: RedisServer) -> None:
+        import redis
+
+        proxied.apply(Schedule([Fault(HalfReply(), on="SET", direction="upstream")]))
+        client = self._client(proxied)
+        with pytest.raises(redis.ConnectionError):
+            client.set("k", "x" * 1000)
+        assert redis_server.client().get("k") is None  # half a command is none
+        proxied.restore()
+        assert client.set("k", "y") is True  # a new connection: all well
+        client.close()
+
+    def test_a_request_late_on_its_way_is_done_when_it_arrives(
+        self, proxied: Any, redis_server: RedisServer
+    ) -> None:
+        import redis
+
+        proxied.apply(Schedule([Fault(Latency(0.5), on="SET", direction="upstream")]))
+        client = self._client(proxied, timeout=0.2)
+        with pytest.raises(redis.TimeoutError):
+            client.set("k", "v")
+        direct = redis_server.client()
+        assert direct.get("k") is None  # still on its way
+        deadline = time.monotonic() + 3
+        while direct.get("k") is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert direct.get("k") == b"v"  # it arrived after the client gave up
+        client.close()
+
+    def test_a_dripping_request(self, proxied: Any) -> None:
+        client = self._client(proxied)
+        proxied.apply(Schedule([Fault(Drip(2000), on="SET", direction="upstream")]))
+        started = time.monotonic()
+        assert client.set("k", "x" * 300) is True
+        assert time.monotonic() - started >= 0.12  # ~330 bytes at 2000 bytes/s
+        proxied.restore()
+        started = time.monotonic()
+        assert client.get("k") == b"x" * 300  # the reply was never slowed
+        assert time.monotonic() - started < 0.12
+        client.close()
+
+    def test_a_reply_is_no_direction(self) -> None:
+        with pytest.raises(ValueError, match=r"Reply.*has none"):
+            Fault(Reply("OOM"), direction="downstream")
 
     def test_refuse_resets(self, proxied: Any) -> None:
         import redis
