@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from remote_cache.testing._processes import free_port
+from remote_cache.testing._proxy import OutageProxy
 from remote_cache.testing._redis_server import RedisServer
 from remote_cache.testing._server_builds import (
     INSTALL_HINT,
@@ -63,11 +64,16 @@ class ClusterNodes:
         host: str = "127.0.0.1",
         node_timeout_ms: int = 1000,
         startup_timeout: float = 30.0,
+        proxied: bool = False,
     ) -> None:
         if masters < 3:
             raise ValueError(f"Expected masters >= 3 (Redis Cluster's minimum) but got {masters}")
         if replicas < 0:
             raise ValueError(f"Expected replicas >= 0 but got {replicas}")
+        if proxied and replicas:
+            raise ValueError(
+                "proxied=True takes no replicas: the replication stream would pass the proxies"
+            )
         self.binary = find_redis_server(binary)
         cli = shutil.which("redis-cli", path=os.path.dirname(self.binary)) or shutil.which(
             "redis-cli"
@@ -97,12 +103,34 @@ class ClusterNodes:
             port = free_cluster_port(host, ports)
             ports.add(port)
             self.nodes.append(RedisServer(binary=self.binary, host=host, port=port, config=config))
+        self.proxies: list[OutageProxy] = []
+        """With ``proxied``: an ``OutageProxy`` in front of each node (``nodes`` order), whose
+        port that node announces, so that cluster clients reach it only through the proxy."""
+        if proxied:
+            self._put_behind_proxies()
+
+    def _put_behind_proxies(self) -> None:
+        for index, node in enumerate(self.nodes):
+            proxy = OutageProxy(node.host, node.port)
+            proxy.node = index  # Fault(node=index) matches it
+            self.proxies.append(proxy)
+            node.config["cluster-announce-port"] = str(proxy.port)
+            node.config["cluster-announce-bus-port"] = str(node.port + BUS_PORT_OFFSET)
+
+    def _index_of_port(self, port: int) -> int:
+        """The index of the node a cluster reply names by ``port`` (its own, or its proxy's)."""
+        for index, node in enumerate(self.nodes):
+            if port == node.port or (self.proxies and port == self.proxies[index].port):
+                return index
+        raise RedisServerError(f"no node of this cluster has port {port}")
 
     @property
     def url(self) -> str:
-        """``redis://host:port/0`` of the first running node; cluster clients discover the rest."""
-        running = [node for node in self.nodes if node.running]
-        return (running or self.nodes)[0].url
+        """``redis://host:port/0`` of the first running node (its proxy's, with ``proxied``);
+        cluster clients discover the rest."""
+        running = [index for index, node in enumerate(self.nodes) if node.running]
+        first = (running or [0])[0]
+        return self.proxies[first].url if self.proxies else self.nodes[first].url
 
     @property
     def urls(self) -> list[str]:
@@ -185,13 +213,12 @@ class ClusterNodes:
 
     def replicas_of(self, index: int) -> list[int]:
         """The indexes of the running nodes that replicate node ``index`` now."""
-        port = self.nodes[index].port
         found = []
         for other, node in enumerate(self.nodes):
             if other == index or not node.running:
                 continue
             role = self._ask(other, "ROLE")
-            if _text(role[0]) == "slave" and int(role[2]) == port:
+            if _text(role[0]) == "slave" and self._index_of_port(int(role[2])) == index:
                 found.append(other)
         return found
 
@@ -202,17 +229,18 @@ class ClusterNodes:
             node = client.get_node_from_key(key)
         finally:
             client.close()
-        ports = [n.port for n in self.nodes]
-        return ports.index(int(node.port))
+        return self._index_of_port(int(node.port))
 
     def kill(self, index: int) -> None:
         """End node ``index`` at once (SIGKILL, as a crash would)."""
         self.nodes[index].kill()
 
     def stop(self) -> None:
-        """Stop every node and remove their folders."""
+        """Stop every node (and proxy) and remove their folders."""
         for node in self.nodes:
             node.stop()
+        for proxy in self.proxies:
+            proxy.close()
 
     def flush(self) -> None:
         """Empty every running master (the cluster is ours: nobody else's data is on it).
@@ -223,12 +251,23 @@ class ClusterNodes:
             self._ask(index, "FLUSHALL")
 
     def client(self, **options: Any) -> Any:
-        """A redis-py ``RedisCluster`` client for this cluster (needs the ``redis`` package)."""
+        """A redis-py ``RedisCluster`` client for this cluster (needs the ``redis`` package);
+        with ``proxied``, it goes to the nodes directly, past their proxies and faults."""
         from redis.cluster import RedisCluster
 
         options.setdefault("socket_timeout", 5.0)
+        if self.proxies:
+            options.setdefault("address_remap", self._past_the_proxy)
         node = next((node for node in self.nodes if node.running), self.nodes[0])
         return RedisCluster(host=self.host, port=node.port, **options)
+
+    def _past_the_proxy(self, address: tuple[str, int]) -> tuple[str, int]:
+        """The node's own address for the address of its proxy (others unchanged)."""
+        host, port = address
+        for index, proxy in enumerate(self.proxies):
+            if port == proxy.port:
+                return self.nodes[index].host, self.nodes[index].port
+        return host, port
 
 
 def _text(value: object) -> str:

@@ -24,6 +24,7 @@ from remote_cache.testing._fakeredis import new_fake_server
 from remote_cache.testing._fakeredis_faults import faulting_client
 from remote_cache.testing._namespace import KeyNamespace, NamespacedClient, unique_key_prefix
 from remote_cache.testing._override import override_backends
+from remote_cache.testing._proxy import OutageProxy
 from remote_cache.testing._redis_cluster import RedisClusterServer
 from remote_cache.testing._redis_server import RedisServer
 from remote_cache.testing.faults import Schedule
@@ -418,6 +419,42 @@ class RedisClusterFixture:
         self.cluster = cluster
         self.url = cluster.url
         self.client = client
+        self.proxies = cluster.proxies
+        """With ``@pytest.mark.remote_cache_cluster(proxied=True)``: each node's
+        ``OutageProxy`` (``nodes`` order); empty otherwise."""
+        self._schedule: Schedule | None = None
+
+    def apply(self, schedule: Schedule) -> Schedule:
+        """Apply ``schedule`` at every node's proxy (``Fault(node=i)`` matches node ``i``'s
+        only), its counts shared by the whole cluster; returns it. Needs ``proxied=True``."""
+        if not self.proxies:
+            raise RuntimeError(
+                "apply() needs the nodes behind proxies: mark the test "
+                "@pytest.mark.remote_cache_cluster(proxied=True)"
+            )
+        for proxy in self.proxies:
+            proxy.apply(schedule)
+        self._schedule = schedule
+        return schedule
+
+    @property
+    def schedule(self) -> Schedule | None:
+        """The ``Schedule`` applied, or None."""
+        return self._schedule
+
+    def restore(self) -> None:
+        """End every fault of the proxies (the nodes killed are brought back after the test)."""
+        for proxy in self.proxies:
+            proxy.restore()
+        self._schedule = None
+
+    def proxy_for_key(self, key: str | bytes) -> OutageProxy:
+        """The proxy of the master serving ``key`` (a backend key, as stored)."""
+        if not self.proxies:
+            raise RuntimeError(
+                "proxy_for_key() needs @pytest.mark.remote_cache_cluster(proxied=True)"
+            )
+        return self.proxies[self.node_for_key(key)]
 
     def kill(self, index: int) -> None:
         """Kill master ``index`` (restarted after the test if the test does not)."""

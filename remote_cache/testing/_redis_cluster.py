@@ -32,7 +32,13 @@ class RedisClusterServer(ClusterNodes):
     as a context manager, or call ``start()`` and ``stop()``; the processes are killed at
     interpreter exit regardless.
 
-    Raises ``ValueError`` for fewer than 3 masters or a negative ``replicas``, and
+    ``proxied=True`` puts each node behind an ``OutageProxy`` of its own (``proxies``, with
+    ``proxy.node`` its index), whose port the node announces: a cluster client reaches every
+    node through its proxy, and ``Fault(node=i)`` matches node ``i``'s. The cluster bus
+    stays direct; proxied clusters have no replicas.
+
+    Raises ``ValueError`` for fewer than 3 masters, a negative ``replicas``, or replicas
+    with ``proxied``, and
     ``FileNotFoundError`` when ``redis-server`` or ``redis-cli`` is missing.
     """
 
@@ -79,13 +85,15 @@ class RedisClusterServer(ClusterNodes):
     def _promoted(self, dead: int, replicas: list[int]) -> Callable[[], str | None]:
         """A check: a node of ``replicas`` is a master, and every running node agrees that
         node ``dead`` serves no slot any more."""
-        port = self.nodes[dead].port
 
         def check() -> str | None:
             if not any(_text(self._ask(i, "ROLE")[0]) == "master" for i in replicas):
                 return f"no replica of node {dead} is a master yet"
             for index, node in enumerate(self.nodes):
-                if node.running and any(owner == port for *_, owner in self._slot_owners(index)):
+                if not node.running:
+                    continue
+                owners = {self._index_of_port(owner) for *_, owner in self._slot_owners(index)}
+                if dead in owners:
                     return f"node {index} still sees node {dead} serving slots"
             return self._agreed()
 

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from remote_cache.testing._redis_cluster import RedisClusterServer
     from remote_cache.testing._redis_server import RedisServer
 
+PROXY_DEADLINE = 0.3
+"""The Redis timeout of caches behind the fixtures' proxies: a fault past it costs little."""
+
 REDIS_FIXTURES = ("remote_cache_redis", "remote_cache_proxy", "remote_cache_redis_cluster")
 
 
@@ -65,8 +68,9 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers",
-        "remote_cache_cluster(replicas=N): the remote_cache_redis_cluster fixture gives N "
-        "replicas per master (0, 1 or 2), for failover(i)",
+        "remote_cache_cluster(replicas=N, proxied=False): the remote_cache_redis_cluster "
+        "fixture gives N replicas per master (0, 1 or 2), for failover(i); proxied=True puts "
+        "each node behind an OutageProxy",
     )
 
 
@@ -296,7 +300,7 @@ def remote_cache_proxy(remote_cache_redis: RedisFixture) -> Iterator[OutageProxy
             from remote_cache import RedisRemoteCacheBackend
 
             factory = RedisRemoteCacheBackend.client_factory
-        with redis_environment(proxy.url, timeout=0.3, client_factory=factory):
+        with redis_environment(proxy.url, timeout=PROXY_DEADLINE, client_factory=factory):
             yield proxy
 
 
@@ -305,22 +309,23 @@ class _Clusters:
 
     def __init__(self, binary: str | None) -> None:
         self.binary = binary
-        self.started: dict[int, RedisClusterServer] = {}
+        self.started: dict[tuple[int, bool], RedisClusterServer] = {}
 
-    def get(self, replicas: int) -> RedisClusterServer:
-        """The cluster with ``replicas`` replicas per master, started on first use."""
+    def get(self, replicas: int, proxied: bool) -> RedisClusterServer:
+        """The cluster with ``replicas`` replicas per master (behind proxies with
+        ``proxied``), started on first use."""
         from remote_cache.testing._redis_cluster import RedisClusterServer
 
-        cluster = self.started.get(replicas)
+        cluster = self.started.get((replicas, proxied))
         if cluster is None:
             try:
-                cluster = RedisClusterServer(replicas=replicas, binary=self.binary)
+                cluster = RedisClusterServer(replicas=replicas, binary=self.binary, proxied=proxied)
             except FileNotFoundError as exc:
                 pytest.fail(
                     f"the remote_cache_redis_cluster fixture needs redis-server: {exc}",
                     pytrace=False,
                 )
-            self.started[replicas] = cluster.start()
+            self.started[(replicas, proxied)] = cluster.start()
         return cluster
 
     def stop(self) -> None:
@@ -346,14 +351,14 @@ def _remote_cache_redis_clusters(request: pytest.FixtureRequest) -> Iterator[_Cl
         clusters.stop()
 
 
-def _replicas_asked(request: pytest.FixtureRequest) -> int:
-    """The ``replicas`` of the test's ``remote_cache_cluster`` marker (0 without one)."""
+def _cluster_asked(request: pytest.FixtureRequest) -> tuple[int, bool]:
+    """The ``replicas`` and ``proxied`` of the test's ``remote_cache_cluster`` marker."""
     marker = request.node.get_closest_marker("remote_cache_cluster")
     if marker is None:
-        return 0
-    if marker.args or set(marker.kwargs) - {"replicas"}:
+        return 0, False
+    if marker.args or set(marker.kwargs) - {"replicas", "proxied"}:
         pytest.fail(
-            "remote_cache_cluster takes only replicas=N, e.g. "
+            "remote_cache_cluster takes only replicas=N and proxied=True, e.g. "
             "@pytest.mark.remote_cache_cluster(replicas=1)",
             pytrace=False,
         )
@@ -362,7 +367,18 @@ def _replicas_asked(request: pytest.FixtureRequest) -> int:
         pytest.fail(
             f"remote_cache_cluster(replicas={replicas!r}): expected 0, 1 or 2", pytrace=False
         )
-    return replicas
+    proxied = marker.kwargs.get("proxied", False)
+    if not isinstance(proxied, bool):
+        pytest.fail(
+            f"remote_cache_cluster(proxied={proxied!r}): expected True or False", pytrace=False
+        )
+    if proxied and replicas:
+        pytest.fail(
+            "remote_cache_cluster(proxied=True) takes no replicas: the replication stream "
+            "would pass the proxies",
+            pytrace=False,
+        )
+    return replicas, proxied
 
 
 @pytest.fixture
@@ -373,20 +389,29 @@ def remote_cache_redis_cluster(
 
     Caches see ``REMOTE_CACHE_REDIS_URL`` and ``REMOTE_CACHE_REDIS_CLUSTER=1``. Three
     masters; ``@pytest.mark.remote_cache_cluster(replicas=1)`` gives each a replica, for
-    ``failover(i)``. Whatever the test killed or failed over is put back afterwards.
+    ``failover(i)``; ``@pytest.mark.remote_cache_cluster(proxied=True)`` puts each node
+    behind an ``OutageProxy`` (``proxies``; ``apply(schedule)``, ``Fault(node=i)``).
+    Whatever the test killed, failed over or applied is put back afterwards.
     """
-    from remote_cache.testing._fixtures import RedisClusterFixture, redis_environment
+    from remote_cache.testing._fixtures import (
+        TEST_TIMEOUT,
+        RedisClusterFixture,
+        redis_environment,
+    )
 
     _the_only_backend(request, "remote_cache_redis_cluster")
-    cluster = _remote_cache_redis_clusters.get(_replicas_asked(request))
+    cluster = _remote_cache_redis_clusters.get(*_cluster_asked(request))
     if not cluster.running:  # an earlier test failed before its cluster was put back
         cluster.restore()
     cluster.flush()
     client = cluster.client()
+    handle = RedisClusterFixture(cluster, client)
     try:
-        with redis_environment(cluster.url, cluster=True):
-            yield RedisClusterFixture(cluster, client)
+        timeout = PROXY_DEADLINE if cluster.proxies else TEST_TIMEOUT
+        with redis_environment(cluster.url, cluster=True, timeout=timeout):
+            yield handle
     finally:
+        handle.restore()
         client.close()
         cluster.restore()
 

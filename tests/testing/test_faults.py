@@ -660,6 +660,68 @@ class TestARealClusterAgrees:
         assert real["counted"] == (0, 3, 0, 4)
 
 
+@pytest.mark.redis
+@pytest.mark.remote_cache_cluster(proxied=True)
+class TestOneNodeOfACluster:
+    """Each node of a cluster behind a proxy of its own: ``Fault(node=i)`` fails node ``i``'s
+    calls only, for a cluster client that follows the slots as it would in production."""
+
+    def _spread(self, cluster: RedisClusterFixture) -> dict[int, list[str]]:
+        """Entry names stored before the outage, by the index of the node serving each."""
+        cache = RemoteFxGraphCache("fx")
+        by_node: dict[int, list[str]] = {}
+        for n in range(24):
+            cache.put(str(n), n)
+            by_node.setdefault(cluster.node_for_key(_backend_key(str(n))), []).append(str(n))
+        assert len(by_node) == 3  # every node serves some
+        return by_node
+
+    def test_one_node_loading(self, remote_cache_redis_cluster: RedisClusterFixture) -> None:
+        by_node = self._spread(remote_cache_redis_cluster)
+        schedule = remote_cache_redis_cluster.apply(Schedule([Fault(Reply("LOADING"), node=1)]))
+        with isolated_cache_stats() as stats:
+            cache = RemoteFxGraphCache("fx")
+            read = {name: cache.get(name) for names in by_node.values() for name in names}
+            stat = stats["RemoteFxGraphCache"]
+        assert {n for n, value in read.items() if value is None} == set(by_node[1])
+        assert all(read[n] == int(n) for n in (*by_node[0], *by_node[2]))
+        assert (stat.hit, stat.miss) == (24 - len(by_node[1]), len(by_node[1]))
+        assert {fired.keys for fired in schedule.fired} == {
+            (_backend_key(n),) for n in by_node[1]
+        }  # each proxy fires for its own node alone
+
+    def test_a_batch_over_every_node(self, remote_cache_redis_cluster: RedisClusterFixture) -> None:
+        by_node = self._spread(remote_cache_redis_cluster)
+        remote_cache_redis_cluster.apply(Schedule([Fault(Hang(), node=2)]))
+        started = time.monotonic()
+        found = RemoteFxGraphCache("fx").get_many([str(n) for n in range(24)])
+        assert time.monotonic() - started < 2  # bounded by the deadline, not hung
+        assert set(found) <= {n for n in map(str, range(24)) if n not in by_node[2]}
+        remote_cache_redis_cluster.restore()
+        again = RemoteFxGraphCache("fx").get_many([str(n) for n in range(24)])
+        assert again == {str(n): n for n in range(24)}  # every node answers again
+
+    def test_the_proxy_of_a_key(self, remote_cache_redis_cluster: RedisClusterFixture) -> None:
+        cache = RemoteFxGraphCache("fx")
+        cache.put("a", 1)
+        proxy = remote_cache_redis_cluster.proxy_for_key(_backend_key("a"))
+        assert proxy.node == remote_cache_redis_cluster.node_for_key(_backend_key("a"))
+        proxy.cut()  # that node looks crashed to the cluster's clients
+        assert cache.get("a") is None
+        assert remote_cache_redis_cluster.client.get(_backend_key("a")) is not None  # direct
+
+
+def test_apply_needs_the_nodes_behind_proxies() -> None:
+    unstarted = RedisClusterServer()  # ports picked, nothing started
+    handle = RedisClusterFixture(unstarted, client=None)
+    with pytest.raises(RuntimeError, match="proxied=True"):
+        handle.apply(Schedule([Fault(Hang())]))
+    with pytest.raises(RuntimeError, match="proxied=True"):
+        handle.proxy_for_key("k")
+    with pytest.raises(ValueError, match="no replicas"):
+        RedisClusterServer(replicas=1, proxied=True)
+
+
 # -- replay from a failure's report --------------------------------------------------------
 
 FLAKY_TEST = """

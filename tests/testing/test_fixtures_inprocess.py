@@ -291,10 +291,18 @@ class TestPluginRefusals:
             @pytest.mark.remote_cache_cluster(replicas=3)
             def test_too_many(remote_cache_redis_cluster):
                 pass
+
+            @pytest.mark.remote_cache_cluster(proxied="yes")
+            def test_proxied_text(remote_cache_redis_cluster):
+                pass
+
+            @pytest.mark.remote_cache_cluster(replicas=1, proxied=True)
+            def test_proxied_replicas(remote_cache_redis_cluster):
+                pass
             """
         )
         result = inprocess(pytester, "--remote-cache-redis-server=/nonexistent/redis-server")
-        result.assert_outcomes(errors=5)
+        result.assert_outcomes(errors=7)
         result.stdout.fnmatch_lines(
             [
                 "*the remote_cache_redis fixture needs redis-server*",
@@ -302,6 +310,8 @@ class TestPluginRefusals:
                 "*remote_cache_cluster takes only replicas=N*",
                 "*remote_cache_cluster takes only replicas=N*",
                 "*remote_cache_cluster(replicas=3): expected 0, 1 or 2*",
+                "*remote_cache_cluster(proxied='yes'): expected True or False*",
+                "*remote_cache_cluster(proxied=True) takes no replicas*",
             ]
         )
 
