@@ -20,8 +20,6 @@ from remote_cache.testing._fixtures import (
     MemoryFixture,
     OutageFixture,
     RecorderFixture,
-    RedisClusterFixture,
-    RedisFixture,
     fakeredis_backends,
     memory_backends,
     outage_backends,
@@ -42,6 +40,7 @@ from remote_cache.testing._server_builds import (
     find_redis_server,
     find_valkey_server,
 )
+from remote_cache.testing._server_fixtures import RedisClusterFixture, RedisFixture
 from remote_cache.testing._side_effects import SideEffect
 
 __all__ = [

@@ -1,4 +1,10 @@
-"""``FaultInjectingBackend``: wraps a backend and fails or slows its calls by ``FaultPlan``s."""
+"""``FaultInjectingBackend``: wraps a backend and fails or slows its calls by ``FaultPlan``s
+and a ``Schedule``'s faults, behind a breaker as the Redis backend's calls are.
+
+Over 400 lines on purpose: its call paths (a get, a put, their batches, and a batch with an
+expiry met key by key) each apply plans, a schedule and the breaker in the same order, and
+are read side by side; the faults' words and matching are in ``faults``.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ from remote_cache import (
 from remote_cache._breaker import CircuitBreaker
 from remote_cache._guard import Guard, ReenteredError
 from remote_cache.exceptions import CircuitOpenError
+from remote_cache.testing._fault_terms import CALL_COMMANDS
 from remote_cache.testing._side_effects import (
     OPERATIONS,
     SideEffect,
@@ -25,7 +32,6 @@ from remote_cache.testing._side_effects import (
     _simulated_outage,
 )
 from remote_cache.testing.faults import (
-    CALL_COMMANDS,
     Corrupt,
     DropPut,
     Fault,

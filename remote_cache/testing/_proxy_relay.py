@@ -4,6 +4,10 @@
 they are due, passes on ends and resets, and runs the fault changes (``_Command``) the
 public methods queue for it. It owns every socket: no other thread touches one. The
 public API (``OutageProxy`` in ``_proxy``) subclasses it.
+
+Over 400 lines on purpose: it is one state machine, the serving thread's, whose methods
+share every connection's state (bytes due, RESP slots, held requests and answers); the
+pieces that keep no such state are apart (``_proxy_streams``, ``_proxy_toxics``, ``_resp``).
 """
 
 from __future__ import annotations

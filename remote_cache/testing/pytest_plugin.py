@@ -2,6 +2,9 @@
 
 Importing this module stays cheap: it loads in every pytest run where the package is
 installed, so the harness itself is imported inside the fixtures.
+
+Over 400 lines on purpose: every fixture, option, marker and hook a user meets is here, each
+a thin wrapper of a framework-free set-up (``_fixtures``, ``_server_fixtures``, ``_torch``).
 """
 
 from __future__ import annotations
@@ -20,12 +23,11 @@ if TYPE_CHECKING:
         MemoryFixture,
         OutageFixture,
         RecorderFixture,
-        RedisClusterFixture,
-        RedisFixture,
     )
     from remote_cache.testing._proxy import OutageProxy
     from remote_cache.testing._redis_cluster import RedisClusterServer
     from remote_cache.testing._redis_server import RedisServer
+    from remote_cache.testing._server_fixtures import RedisClusterFixture, RedisFixture
 
 PROXY_DEADLINE = 0.3
 """The Redis timeout of caches behind the fixtures' proxies: a fault past it costs little."""
@@ -271,7 +273,7 @@ def remote_cache_redis(
     under a prefix unique to the test, deleted after it; ``.server`` is then None.
     """
     from remote_cache.exceptions import MissingDependencyError
-    from remote_cache.testing._fixtures import _require_redis, external_redis, own_redis
+    from remote_cache.testing._server_fixtures import _require_redis, external_redis, own_redis
 
     _the_only_backend(request, "remote_cache_redis")
 
@@ -338,7 +340,7 @@ class _Clusters:
 def _remote_cache_redis_clusters(request: pytest.FixtureRequest) -> Iterator[_Clusters]:
     """Local Redis Clusters (3 masters) per session and xdist worker, stopped at its end."""
     from remote_cache.exceptions import MissingDependencyError
-    from remote_cache.testing._fixtures import _require_redis
+    from remote_cache.testing._server_fixtures import _require_redis
 
     try:
         _require_redis("the remote_cache_redis_cluster fixture")
@@ -393,11 +395,8 @@ def remote_cache_redis_cluster(
     behind an ``OutageProxy`` (``proxies``; ``apply(schedule)``, ``Fault(node=i)``).
     Whatever the test killed, failed over or applied is put back afterwards.
     """
-    from remote_cache.testing._fixtures import (
-        TEST_TIMEOUT,
-        RedisClusterFixture,
-        redis_environment,
-    )
+    from remote_cache.testing._fixtures import TEST_TIMEOUT, redis_environment
+    from remote_cache.testing._server_fixtures import RedisClusterFixture
 
     _the_only_backend(request, "remote_cache_redis_cluster")
     cluster = _remote_cache_redis_clusters.get(*_cluster_asked(request))

@@ -32,8 +32,9 @@ from remote_cache.testing import (
     RedisServerError,
     find_redis_server,
 )
-from remote_cache.testing._fixtures import RecorderFixture, external_redis, own_redis
+from remote_cache.testing._fixtures import RecorderFixture
 from remote_cache.testing._processes import spawn, stop_process
+from remote_cache.testing._server_fixtures import external_redis, own_redis
 
 MAIN = Path(remote_cache.__file__).parent / "__main__.py"
 

@@ -13,7 +13,8 @@ import torch._inductor.remote_cache as trc
 from bench import torch_outage
 from remote_cache import CacheStats, RemoteFxGraphCache
 from remote_cache.testing import OutageProxy, RedisServer
-from remote_cache.testing._fixtures import MemoryFixture, OutageFixture, RedisFixture
+from remote_cache.testing._fixtures import MemoryFixture, OutageFixture
+from remote_cache.testing._server_fixtures import RedisFixture
 from remote_cache.testing._torch import TorchFixture
 from tests.torch.conftest import compile_and_run, expected_grad, torch
 
