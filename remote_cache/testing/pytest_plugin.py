@@ -313,7 +313,7 @@ class _Clusters:
         self.binary = binary
         self.started: dict[tuple[int, bool], RedisClusterServer] = {}
 
-    def get(self, replicas: int, proxied: bool) -> RedisClusterServer:
+    def get(self, replicas: int, proxied: bool = False) -> RedisClusterServer:
         """The cluster with ``replicas`` replicas per master (behind proxies with
         ``proxied``), started on first use."""
         from remote_cache.testing._redis_cluster import RedisClusterServer

@@ -65,6 +65,7 @@ from remote_cache.testing.faults import (
     Stale,
     Truncate,
 )
+from remote_cache.testing.outages import OUTAGES
 
 NAMESPACE = {**vars(f), **{n: getattr(remote_cache, n) for n in remote_cache.__all__}}
 """What a test that pastes a schedule's repr has imported: the language and our exceptions."""
@@ -535,6 +536,38 @@ class TestARealServerAgrees:
         real = _script_on_server(fresh_redis_server.url)  # a deploy with no password: NOAUTH
         for layer in ("in-process", "fakeredis"):
             assert _script_on_fakes([Fault(Reply("NOAUTH"))], layer) == real
+        assert real["counted"] == (0, 3, 0, 4)
+
+    def test_a_replica_cut_from_its_master(self, fresh_redis_server: RedisServer) -> None:
+        self._seeded(fresh_redis_server)
+        admin = fresh_redis_server.client()
+        admin.config_set("replica-serve-stale-data", "no")
+        admin.execute_command("REPLICAOF", "127.0.0.1", "1")  # its master never answers
+        real = _script_on_server(fresh_redis_server.url)
+        entry = OUTAGES["replica-link-down"]
+        for layer in ("in-process", "fakeredis"):
+            assert _script_on_fakes(list(entry.faults), layer) == real
+        assert real["counted"] == (0, 3, 0, 4)
+
+    def test_a_script_running_too_long(self, fresh_redis_server: RedisServer) -> None:
+        import threading
+
+        self._seeded(fresh_redis_server)
+        admin = fresh_redis_server.client(socket_timeout=10)
+        admin.config_set("busy-reply-threshold", 50)  # ms: others get BUSY after it
+        spin = (  # 0.8 s of a busy loop
+            "local function now() local t = redis.call('TIME') return t[1] * 1e6 + t[2] end "
+            "local start = now() while now() - start < 800000 do end"
+        )
+        script = threading.Thread(target=lambda: admin.eval(spin, 0))
+        script.start()
+        try:
+            time.sleep(0.15)  # past the threshold: the server answers BUSY
+            real = _script_on_server(fresh_redis_server.url)
+        finally:
+            script.join(timeout=10)
+        for layer in ("in-process", "fakeredis"):
+            assert _script_on_fakes([Fault(Reply("BUSY"))], layer) == real
         assert real["counted"] == (0, 3, 0, 4)
 
     def test_the_messages_agree(
