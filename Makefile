@@ -89,7 +89,8 @@ $(FLOORS_STAMP): requirements/floors.txt pyproject.toml
 	touch $(FLOORS_STAMP)
 
 # Every redis-py internal we use is checked there too (tests/test_redis_internals.py), and
-# the handshake with every URL option (tests/test_redis_handshake.py), cluster batches and a
+# the handshake with every URL option (tests/test_redis_handshake.py), the reason a refusing
+# server gives before the first command (tests/test_redis_hostile.py), cluster batches and a
 # dead master, and the fault schedules on fakeredis and a real server (how fakeredis and
 # redis-py parse and raise error replies).
 # The conformance suite runs on the in-memory, fakeredis and real-server backends, with its
@@ -101,6 +102,7 @@ floors: $(FLOORS_STAMP) redis-server
 	HYPOTHESIS_PROFILE=dev $(FLOORS_VENV)/bin/python -m pytest -p no:cacheprovider -q -n 2 --dist worksteal \
 	  -W ignore::pytest.PytestConfigWarning \
 	  tests/testing/test_backends.py tests/testing/test_conformance.py::TestInMemoryConforms \
+	  tests/test_redis_hostile.py::TestWhatAServerSaysUnasked \
 	  tests/testing/test_conformance.py::TestRedisOverFakeredisConforms \
 	  tests/testing/test_conformance.py::TestRealRedisConforms \
 	  tests/testing/test_conformance.py::TestCheckBackend \

@@ -274,22 +274,19 @@ class TestWhatAServerSaysUnasked:
         return connection
 
     @pytest.mark.parametrize(
-        ("greeting", "error"),
+        "greeting",
         [
-            (b"-ERR max number of clients reached\r\n", "MaxClientsReachedError"),
-            (b"-DENIED Redis is running in protected mode\r\n", "ConnectionError"),
+            b"-ERR max number of clients reached\r\n",  # MaxClientsReachedError (redis-py 6+)
+            b"-DENIED Redis is running in protected mode\r\n",
         ],
     )
-    def test_the_pool_meets_the_reason(
-        self, hostile: HostileServer, greeting: bytes, error: str
-    ) -> None:
+    def test_the_pool_meets_the_reason(self, hostile: HostileServer, greeting: bytes) -> None:
         import redis.exceptions
 
         hostile.greeting = greeting
         connection = self._connection(hostile)
         with pytest.raises(redis.exceptions.ConnectionError) as raised:
             connection.can_read()
-        assert type(raised.value).__name__ == error
         assert str(raised.value) in greeting.decode()
 
     def test_anything_else_is_left_to_the_pool(self, hostile: HostileServer) -> None:
@@ -304,4 +301,4 @@ class TestWhatAServerSaysUnasked:
         for _ in range(5):  # before the command is sent, or as its reply: the same words
             with pytest.raises(BackendUnavailableError) as raised:
                 backend.get("k")
-            assert "MaxClientsReachedError: max number of clients reached" in str(raised.value)
+            assert "Error: max number of clients reached" in str(raised.value)

@@ -583,7 +583,9 @@ class TestARealServerAgrees:
         # "... (BackendUnavailableError: <url>: <what redis-py raised>); failing open ..."
         said = [re.search(r"Error: \S+: (.*?)\);", r.getMessage()) for r in caplog.records]
         errors = [match.group(1) for match in said if match]
-        assert errors == ["MaxClientsReachedError: max number of clients reached"] * 2
+        assert len(errors) == 2  # redis-py 5 says ConnectionError, later MaxClientsReachedError
+        assert errors[0] == errors[1]
+        assert errors[0].endswith("Error: max number of clients reached")
 
 
 def _names_in_one_slot(count: int) -> list[str]:
