@@ -90,14 +90,23 @@ class _FaultingSocket:
             self._sock.sendall(data)
             return
         requests, self._pending = split_requests(self._pending + bytes(data))
+        slowest = 0.0  # pipelined: the answers wait for the slowest
         for fields, raw in requests:
             command = fields[0].decode("ascii", "replace").upper() if fields else ""
             if schedule is None or command not in DATA_COMMANDS:
                 self._sock.sendall(raw)
                 continue
-            self._send(schedule, command, fields, raw)
+            slowest = max(slowest, self._send(schedule, command, fields, raw))
+        if slowest > self._deadline:  # done, or refused, and answered too late
+            _clock.sleep(self._deadline)
+            raise TimeoutError("simulated: the server did not answer in time")  # as a socket's
+        if slowest:
+            _clock.sleep(slowest)
 
-    def _send(self, schedule: Schedule, command: str, fields: list[bytes], raw: bytes) -> None:
+    def _send(self, schedule: Schedule, command: str, fields: list[bytes], raw: bytes) -> float:
+        """Send one request as its faults say; return how late its answer is. A refused
+        connection, or a stalled server (``Hang``), ends the call here: the requests after
+        it in a pipeline never reach the server."""
         delay, ending = 0.0, None
         for fault, rng in schedule.decide(command, keys_of(command, fields)):
             action = fault.does
@@ -109,19 +118,14 @@ class _FaultingSocket:
                 ending = action
         if isinstance(ending, Refuse):  # refused at once: no latency to wait
             raise ConnectionRefusedError(111, "simulated: connection refused")
-        if isinstance(ending, Hang):
-            delay = math.inf
-        if delay > self._deadline:
-            if ending is None:  # a slow reply: the server does the work, its answer is late
-                self._sock.sendall(raw)
+        if isinstance(ending, Hang):  # nothing more is read: this and what follows are lost
             _clock.sleep(self._deadline)
             raise TimeoutError("simulated: the server did not answer in time")  # as a socket's
-        if delay:
-            _clock.sleep(delay)
         if isinstance(ending, Reply):
-            self._sock.put_response(_error_reply(ending.text))
-            return
-        self._sock.sendall(raw)
+            self._sock.put_response(_error_reply(ending.text))  # refused, in its turn
+        else:
+            self._sock.sendall(raw)
+        return delay
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)

@@ -457,9 +457,10 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
 
     def _put_each(self, mapping: Mapping[str, Any]) -> None:
         """A batch with an expiry, as the Redis backend sends it: one ``SET ... EX`` per key
-        in a pipeline, each met by the schedule on its own. A refused one leaves the others
-        stored (the call fails with the first error); one that never answers holds up those
-        after it, which are then lost with the connection."""
+        in a pipeline, each met by the schedule on its own. One refused by an error reply
+        leaves the others stored (the call fails with the first error); a refused connection
+        or a stalled server (``Hang``) loses that one and those after it, and ends the call;
+        a late or lost answer leaves every key stored and the call timed out."""
         if self.is_down:
             self._inject(self.down_error, "put_many", tuple(mapping))
         late: BaseException | None = None
@@ -476,10 +477,13 @@ class FaultInjectingBackend(RemoteCacheBackend[Any]):
             except ReenteredError:
                 raise self._reentered("put_many", key) from None
             delay, ending, data_faults = _sorted(firing)
-            if isinstance(ending, Hang):
-                failure = failure or self._timeout_now(key)
+            if isinstance(ending, Hang):  # a stalled server: this and those after are lost
+                failure = self._timeout_now(key)
                 break
-            if ending is not None:
+            if isinstance(ending, Refuse):  # the connection reset here: the same
+                failure = _make_error(_ending_error(ending), "put_many", key)
+                break
+            if ending is not None:  # refused by an error reply: the others are stored
                 failure = failure or _make_error(_ending_error(ending), "put_many", key)
                 continue
             slowest = max(slowest, delay)  # pipelined: the replies wait for the slowest

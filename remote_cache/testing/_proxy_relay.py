@@ -157,6 +157,8 @@ class ProxyRelay:
         self._slow_close = 0.0
         self._schedule = None
         for connection in list(self._connections):
+            if connection.hung and _client_left(connection.client):
+                connection.held.clear()  # a paused server never runs what a client that left sent
             connection.hung = False
             connection.frozen = False
             connection.timeout_at = connection.reset_at = None
@@ -179,7 +181,11 @@ class ProxyRelay:
 
     # -- the serving thread ---------------------------------------------------------------
 
-    def _drop(self, connection: _Connection, *, reset: bool = False) -> None:
+    def _drop(
+        self, connection: _Connection, *, reset: bool = False, upstream_ends: bool = False
+    ) -> None:
+        """Close both sides (``reset``: with a reset); ``upstream_ends``: the server's side
+        with an end of stream all the same, so that it reads what was sent before."""
         if connection.closed:
             return
         connection.closed = True
@@ -191,7 +197,7 @@ class ProxyRelay:
         for sock in (connection.client, connection.upstream):
             if sock is None:
                 continue
-            if reset:
+            if reset and not (upstream_ends and sock is connection.upstream):
                 _reset(sock)
             else:
                 sock.close()
@@ -265,6 +271,8 @@ class ProxyRelay:
 
     def _ended(self, connection: _Connection, from_client: bool) -> None:
         """One side ended: what came of a request or reply cut short goes on as it is."""
+        if from_client and connection.hung:
+            connection.held.clear()  # a paused server never runs what a client that left sent
         if from_client:
             held, connection.request_tail = connection.request_tail, b""
         else:
@@ -335,8 +343,12 @@ class ProxyRelay:
                 connection.request.withheld += raw
                 continue
             slot = _Slot() if connection.hung else self._meet_faults(connection, fields)
-            if slot is None:
-                self._drop(connection, reset=True)  # Refuse: the connection is reset
+            if slot is None:  # Refuse: the connection is reset as this request arrives
+                if not forward:
+                    self._drop(connection, reset=True)
+                    return
+                self._queue(connection, True, b"".join(forward))  # those before it went
+                connection.request.reset_after = True
                 return
             connection.slots.append(slot)
             if connection.hung:  # a stalled server: read nothing more until restore()
@@ -467,8 +479,8 @@ class ProxyRelay:
             direction.chunks.popleft()
         if direction.chunks:
             return True
-        if direction.reset_after:
-            self._drop(connection, reset=True)
+        if direction.reset_after:  # the server reads what went before the reset
+            self._drop(connection, reset=True, upstream_ends=direction is connection.request)
             return False
         if direction.close_after:  # limit_data: what it let through is sent, then the close
             self._drop(connection)
@@ -638,3 +650,13 @@ def _shape(slot: _Slot, fault: Fault, rng: random.Random) -> bool:
     else:
         return False
     return True
+
+
+def _client_left(client: socket.socket) -> bool:
+    """Whether the client closed or reset its side, with nothing unread before that end."""
+    try:
+        return client.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False  # nothing waiting: still there
+    except OSError:
+        return True  # reset

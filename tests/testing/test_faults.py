@@ -1240,11 +1240,14 @@ class TestDirections:
     def test_a_request_lost_on_its_way(self, proxied: Any, redis_server: RedisServer) -> None:
         import redis
 
-        proxied.apply(Schedule([Fault(Hang(), on="SET", direction="upstream")]))
-        client = self._client(proxied, timeout=0.3)
-        with pytest.raises(redis.TimeoutError):
-            client.set("k", "v")
-        assert redis_server.client().get("k") is None  # never reached the server
+        client = self._client(proxied, timeout=0.2)
+        for _ in range(3):  # the client leaves at its timeout, the test restores at once
+            proxied.apply(Schedule([Fault(Hang(), on="SET", direction="upstream")]))
+            with pytest.raises(redis.TimeoutError):
+                client.set("k", "v")
+            proxied.restore()
+            time.sleep(0.1)
+            assert redis_server.client().get("k") is None  # never reached the server
         client.close()
 
     def test_half_a_request_then_a_reset(self, proxied: Any, redis_server: RedisServer) -> None:
@@ -1462,6 +1465,49 @@ class TestFoundByAttack:
         assert [(x.call, x.command, x.keys) for x in schedule.fired] == [
             (2, "SET", ("pt2:fx::b:c1",))
         ]
+
+    @pytest.mark.redis
+    @pytest.mark.parametrize("layer", ["in-process", "fakeredis", "proxy"])
+    @pytest.mark.parametrize(
+        ("does", "direction", "stored"),
+        [
+            (Reply("OOM"), "both", {"a", "c"}),  # refused alone: the others are stored
+            (Refuse(), "both", {"a"}),  # the connection reset there: those after it lost
+            (Hang(), "both", {"a"}),  # a stalled server: the same
+            (Hang(), "downstream", {"a", "b", "c"}),  # every one done, an answer lost
+            (Latency(2), "both", {"a", "b", "c"}),  # every one done, answered too late
+        ],
+        ids=["reply", "refuse", "hang", "answer-lost", "late"],
+    )
+    def test_one_key_of_a_pipelined_batch(  # noqa: PLR0917 - the parameters
+        self,
+        layer: str,
+        does: Any,
+        direction: str,
+        stored: set[str],
+        redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        from remote_cache.testing import OutageProxy
+
+        monkeypatch.setenv("REMOTE_CACHE_REDIS_EXPIRE", "100")  # one SET ... EX per key
+        schedule = Schedule([Fault(does, key="pt2:fx::b:c1", direction=direction)], seed=0)
+        with contextlib.ExitStack() as stack:
+            if layer == "proxy":
+                redis_server.client().flushall()
+                proxy = stack.enter_context(OutageProxy.for_url(redis_server.url))
+                stack.enter_context(redis_environment(proxy.url, timeout=0.3))
+                monkeypatch.setenv("REMOTE_CACHE_REDIS_EXPIRE", "100")  # cleared by it
+                handle: Any = proxy
+            else:
+                stack.enter_context(VirtualClock())
+                blocks = {"in-process": outage_backends, "fakeredis": fakeredis_backends}
+                handle = stack.enter_context(blocks[layer]())
+            handle.apply(schedule)
+            cache = RemoteFxGraphCache("fx")
+            cache.put_many({"a": 1, "b": 2, "c": 3})
+            handle.restore()
+            assert set(cache.get_many(["a", "b", "c"])) == stored
 
     @pytest.mark.parametrize(
         ("faults", "waited"),
