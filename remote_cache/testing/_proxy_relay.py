@@ -383,7 +383,12 @@ class ProxyRelay:
         if schedule is None or not fields:
             return slot
         command = fields[0].decode("ascii", "replace").upper()
+        if command == "ASKING":  # a cluster client followed an ASK here: the next is served
+            connection.asking = True
         if command not in DATA_COMMANDS:
+            return slot
+        if connection.asking:
+            connection.asking = False
             return slot
         keys = keys_of(command, fields)
         ending = None  # of several faults that end the call, the first in the schedule wins
@@ -395,8 +400,19 @@ class ProxyRelay:
         if isinstance(ending, Hang):
             connection.hung = True
         elif isinstance(ending, Reply):
-            slot.answer = b"-" + ending.text.encode("utf-8") + b"\r\n"
+            slot.answer = b"-" + self._redirect(ending.text, keys).encode("utf-8") + b"\r\n"
         return slot
+
+    def _redirect(self, text: str, keys: list[str]) -> str:
+        """A MOVED or ASK reply at a cluster node's proxy names the key's slot and this
+        proxy, so a cluster client follows it back here, as to a real node; any other
+        reply, and any reply of a proxy of no cluster node, is ``text`` itself."""
+        code = text.split(" ", 1)[0]
+        if self.node is None or code not in ("MOVED", "ASK") or not keys:
+            return text
+        from redis.crc import key_slot
+
+        return f"{code} {key_slot(keys[0].encode())} {self.host}:{self.port}"
 
     def _replies_in(self, connection: _Connection, data: bytes) -> None:
         """Deliver each complete reply as its request's slot says, answers of ours in turn."""

@@ -736,6 +736,42 @@ class TestOneNodeOfACluster:
         again = RemoteFxGraphCache("fx").get_many([str(n) for n in range(24)])
         assert again == {str(n): n for n in range(24)}  # every node answers again
 
+    def test_an_ask_is_followed_as_from_a_real_migration(
+        self, remote_cache_redis_cluster: RedisClusterFixture
+    ) -> None:
+        cluster = remote_cache_redis_cluster.cluster
+        key = _backend_key("a")
+        source = cluster.node_for_key(key)
+        target = (source + 1) % len(cluster.nodes)
+        script = functools.partial(_three_calls, "a", "a")
+        RemoteFxGraphCache("fx").put("a", 1)
+        with _migrating(cluster, key_slot(key.encode()), source, target):
+            node, admin = cluster.nodes[target], cluster.nodes[source].client()
+            admin.execute_command("MIGRATE", node.host, node.port, key, 0, 5000)
+            admin.close()
+            real = script()  # the cluster client follows ASK to the target, through its proxy
+        remote_cache_redis_cluster.client.delete(key)
+        cluster.nodes[target].client().flushall()  # the moved entry, in a slot not its own
+        RemoteFxGraphCache("fx").put("a", 1)
+        schedule = remote_cache_redis_cluster.apply(Schedule([Fault(Reply("ASK"), key=key)]))
+        assert script() == real
+        assert real["counted"] == (3, 0, 1, 0)  # no failure: redirections are followed
+        assert len(schedule.fired) == 4  # each call asked away once, then served
+
+    def test_a_moved_names_a_node_of_the_cluster(
+        self, remote_cache_redis_cluster: RedisClusterFixture
+    ) -> None:
+        cache = RemoteFxGraphCache("fx")
+        cache.put("a", 1)
+        remote_cache_redis_cluster.apply(
+            Schedule([Fault(Reply("MOVED"), key=_backend_key("a"), when=FirstN(1))])
+        )
+        assert cache.get("a") == 1  # followed back to the node serving it
+        remote_cache_redis_cluster.restore()
+        others = [f"s{n}" for n in range(40)]
+        cache.put_many({name: name for name in others})
+        assert cache.get_many(others) == {name: name for name in others}  # no slot misled
+
     def test_the_proxy_of_a_key(self, remote_cache_redis_cluster: RedisClusterFixture) -> None:
         cache = RemoteFxGraphCache("fx")
         cache.put("a", 1)
