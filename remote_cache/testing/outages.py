@@ -42,7 +42,9 @@ class Outage:
     """An outage production has, as faults, and what a cache does under it.
 
     What a cache does is told by three calls made while the outage lasts, on an entry stored
-    before it: ``reads`` (a get of the entry: "hit", "miss" or "corrupt"), ``writes``
+    before it, by a process that connects during it (the outages that refuse new connections
+    only leave a connection made before them working): ``reads`` (a get of the entry: "hit",
+    "miss" or "corrupt"), ``writes``
     (whether an overwrite of it made during the outage is there once the outage is over:
     "stored" or "dropped") and ``rereads`` (a batch get of it after that overwrite: "new",
     "old" value, "miss" or "corrupt"). ``recovers_after``: seconds after which the outage
@@ -90,11 +92,11 @@ _CATALOGUE = [
             Fault(Reply("LOADING"), when=During(0, 30)), "miss, dropped, miss", recovers_after=30),
     _outage("memory-full", "memory full under maxmemory-policy noeviction: writes refused",
             Fault(Reply("OOM"), on="put"), "hit, dropped, old"),
-    _outage("password-rotated", "the password rotated: a connection made after it is refused",
+    _outage("password-rotated", "a password set or rotated: a new connection is refused",
             Fault(Reply("NOAUTH")), "miss, dropped, miss"),
-    _outage("wrong-password", "a deploy still using the password a rotation retired",
+    _outage("wrong-password", "a deploy still on the password a rotation retired: new connections",
             Fault(Reply("WRONGPASS")), "miss, dropped, miss"),
-    _outage("client-limit", "maxclients reached by a build farm's burst of connections",
+    _outage("client-limit", "maxclients reached by a build farm: a new connection is refused",
             Fault(Reply("MAXCLIENTS")), "miss, dropped, miss"),
     _outage("resharding-moved", "the entry's slot moved in a resharding (a non-cluster client)",
             Fault(Reply("MOVED"), key=ONE_KEY), "miss, dropped, miss"),
@@ -107,7 +109,7 @@ _CATALOGUE = [
     _outage("replica-link-down", "a replica cut from its master, replica-serve-stale-data no",
             (Fault(Reply("MASTERDOWN"), on="get"), Fault(Reply("READONLY"), on="put")),
             "miss, dropped, miss"),
-    _outage("busy-script", "a Lua script running too long: BUSY for 5 s, until it ends",
+    _outage("busy-script", "a Lua script past busy-reply-threshold: BUSY until it ends, 5 s on",
             Fault(Reply("BUSY"), when=During(0, 5)), "miss, dropped, miss", recovers_after=5),
     _outage("acl-too-narrow", "an ACL user allowed to read but not to write",
             Fault(Reply("NOPERM"), on="put"), "hit, dropped, old"),
