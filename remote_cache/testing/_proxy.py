@@ -193,14 +193,18 @@ class OutageProxy(ProxyRelay):
         check_number("size", size)
         self._toxic("limit_data", direction, toxicity, bytes=size)
 
-    def timeout(self, seconds: float = 0.0, *, toxicity: float = 1.0) -> None:
-        """Stop every byte of a connection, and close it after ``seconds`` (0: never).
+    def timeout(
+        self, seconds: float = 0.0, *, direction: str | None = None, toxicity: float = 1.0
+    ) -> None:
+        """Stop the bytes of a connection, and close it after ``seconds`` (0: never).
 
-        Toxiproxy's ``timeout``: open connections and new ones stop now; ``restore()``
-        lets them move again.
+        Toxiproxy's ``timeout``: open connections and new ones stop now, both ways, or only
+        the requests (``direction="upstream"``) or the replies ("downstream": the server
+        does the work, its answers never come). ``restore()`` closes the connections it
+        stopped, as removing Toxiproxy's toxic does (what was held is dropped).
         """
         _check_seconds(seconds)
-        self._toxic("timeout", None, toxicity, seconds=seconds, keep=True)
+        self._toxic("timeout", direction, toxicity, seconds=seconds, keep=True)
 
     def reset_peer(self, seconds: float = 0.0, *, toxicity: float = 1.0) -> None:
         """Reset connections (TCP RST) ``seconds`` after they open, or from now for open ones."""

@@ -127,7 +127,7 @@ class ProxyRelay:
         self._toxics = [t for t in self._toxics if (t.kind, t.direction) != (kind, direction)]
         if toxic is not None:
             self._toxics.append(toxic)
-        if direction is None:  # a toxic of the connection: it starts on the open ones now
+        if direction is None or kind == "timeout":  # it starts on the open connections now
             for connection in list(self._connections):
                 self._start_connection_toxics(connection, time.monotonic())
 
@@ -141,11 +141,11 @@ class ProxyRelay:
     def _start_connection_toxics(self, connection: _Connection, now: float) -> None:
         """Start the timeout and reset_peer toxics that apply to ``connection``."""
         for toxic in self._toxics:
-            if toxic.direction is not None or not self._applies(connection, toxic):
+            if toxic.kind not in ("timeout", "reset_peer") or not self._applies(connection, toxic):
                 continue
             seconds = toxic.settings["seconds"]
-            if toxic.kind == "timeout" and not connection.frozen:
-                connection.frozen = True
+            if toxic.kind == "timeout" and connection.frozen is None:
+                connection.frozen = toxic.direction or "both"
                 connection.timeout_at = now + seconds if seconds > 0 else None
             elif toxic.kind == "reset_peer" and connection.reset_at is None:
                 connection.reset_at = now + seconds
@@ -157,10 +157,12 @@ class ProxyRelay:
         self._slow_close = 0.0
         self._schedule = None
         for connection in list(self._connections):
+            if connection.frozen is not None:  # Toxiproxy closes what a timeout stopped
+                self._drop(connection)
+                continue
             if connection.hung and _client_left(connection.client):
                 connection.held.clear()  # a paused server never runs what a client that left sent
             connection.hung = False
-            connection.frozen = False
             connection.timeout_at = connection.reset_at = None
             if connection.held:  # the stalled server reads what waited, in order
                 connection.request.add(b"".join(connection.held), 0.0)
@@ -531,15 +533,18 @@ class ProxyRelay:
         if connection.timeout_at is not None and now >= connection.timeout_at:
             self._drop(connection)  # timeout: the connection closes, nothing having moved
             return
-        if self._mode == "up" and not connection.frozen:
+        if self._mode == "up":
             upstream = connection.upstream
             if (
-                upstream is not None
+                connection.flows(request=True)
+                and upstream is not None
                 and not connection.connecting
                 and not self._flush(connection, connection.request, upstream, now)
             ):
                 return
-            if not self._flush(connection, connection.reply, connection.client, now):
+            if connection.flows(request=False) and not self._flush(
+                connection, connection.reply, connection.client, now
+            ):
                 return
         if connection.close_at is not None:
             if now >= connection.close_at:
@@ -553,12 +558,14 @@ class ProxyRelay:
         self._interest(connection, now)
 
     def _interest(self, connection: _Connection, now: float) -> None:
-        up = self._mode == "up" and not connection.frozen
+        up = self._mode == "up"
+        requests_flow = up and connection.flows(request=True)
+        replies_flow = up and connection.flows(request=False)
         request, reply = connection.request, connection.reply
         client_events = 0
-        if up and not request.eof and request.buffered < _BUFFER_LIMIT:
+        if requests_flow and not request.eof and request.buffered < _BUFFER_LIMIT:
             client_events |= selectors.EVENT_READ
-        if up and reply.chunks and reply.chunks[0].due <= now:
+        if replies_flow and reply.chunks and reply.chunks[0].due <= now:
             client_events |= selectors.EVENT_WRITE
         wanted = {connection.client: client_events}
         upstream = connection.upstream
@@ -566,10 +573,15 @@ class ProxyRelay:
             upstream_events = 0
             if connection.connecting:
                 upstream_events = selectors.EVENT_WRITE
-            elif up:
-                if not reply.eof and not reply.reset_after and reply.buffered < _BUFFER_LIMIT:
+            else:
+                if (
+                    replies_flow
+                    and not reply.eof
+                    and not reply.reset_after
+                    and reply.buffered < _BUFFER_LIMIT
+                ):
                     upstream_events |= selectors.EVENT_READ
-                if request.chunks:
+                if requests_flow and request.chunks:
                     upstream_events |= selectors.EVENT_WRITE
             wanted[upstream] = upstream_events
         for sock, events in wanted.items():

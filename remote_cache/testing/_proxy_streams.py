@@ -118,6 +118,10 @@ class _Connection:
         self.lost_replies: list[bytes] = []  # those replies, in order
         self.passed = 0  # bytes relayed so far, both ways (AfterBytes)
         self.draws: dict[int, bool] = {}  # toxic (its id) -> whether it applies here
-        self.frozen = False  # a timeout toxic: nothing moves either way
+        self.frozen: str | None = None  # a timeout toxic: "both", or the way nothing moves
         self.timeout_at: float | None = None  # a timeout toxic: when the connection closes
         self.reset_at: float | None = None  # a reset_peer toxic: when it is reset
+
+    def flows(self, *, request: bool) -> bool:
+        """Whether the requests (or the replies) move: no timeout toxic stops them."""
+        return self.frozen not in ("both", "upstream" if request else "downstream")

@@ -1327,6 +1327,21 @@ class TestDirections:
         assert time.monotonic() - started < 0.12
         client.close()
 
+    @pytest.mark.parametrize(("direction", "stored"), [("upstream", None), ("downstream", b"v")])
+    def test_a_timeout_toxic_one_way(
+        self, proxied: Any, redis_server: RedisServer, direction: str, stored: bytes | None
+    ) -> None:
+        import redis
+
+        client = self._client(proxied, timeout=0.2)
+        client.ping()  # connected before: a new one's handshake would stop too
+        proxied.timeout(0, direction=direction)
+        with pytest.raises(redis.TimeoutError):
+            client.set("k", "v")
+        time.sleep(0.05)
+        assert redis_server.client().get("k") == stored  # downstream: done, answer stopped
+        client.close()
+
     def test_a_reply_is_no_direction(self) -> None:
         with pytest.raises(ValueError, match=r"Reply.*has none"):
             Fault(Reply("OOM"), direction="downstream")
