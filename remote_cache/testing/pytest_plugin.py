@@ -102,12 +102,27 @@ def pytest_runtest_makereport(
         if schedules:
             lines = [schedule.report() for schedule in schedules]
             seed = item.stash[_SEED]
-            lines.append(f"replay: pytest '{item.nodeid}' --remote-cache-seed={seed}")
+            lines.append(f"replay: {_replay_command(item)} --remote-cache-seed={seed}")
             report.sections.append(("remote_cache faults", "\n".join(lines)))
     return report
 
 
 _SEED = pytest.StashKey[int]()
+
+
+def _replay_command(item: pytest.Item) -> str:
+    """``pytest '<the test's id>'``, quoted for a POSIX shell, run from pytest's root folder
+    (node ids are relative to it): prefixed with ``cd <root> &&`` when run from elsewhere."""
+    command = f"pytest {_quoted(item.nodeid)}"
+    root = item.config.rootpath
+    if item.config.invocation_params.dir != root:
+        command = f"cd {_quoted(str(root))} && {command}"
+    return command
+
+
+def _quoted(text: str) -> str:
+    """``text`` in single quotes for a POSIX shell (a quote in it closed, escaped, reopened)."""
+    return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
 @pytest.hookimpl(wrapper=True)

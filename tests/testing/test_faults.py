@@ -850,6 +850,37 @@ class TestReplayFromTheReport:
         untimed = [re.sub(r" at \+[\d.]+s$", "", line) for line in section]  # real time moves
         assert [re.sub(r" at \+[\d.]+s$", "", line) for line in _faults_section(again)] == untimed
 
+    def test_the_line_runs_as_printed_from_elsewhere(self, pytester: pytest.Pytester) -> None:
+        import subprocess
+        import sys
+
+        pytester.makepyfile(
+            test_quote="""
+            import pytest
+            from remote_cache.testing.faults import Fault, Hang, Schedule
+
+            @pytest.mark.parametrize("name", ["it's"])
+            def test_q(remote_cache_outage, name):
+                remote_cache_outage.apply(Schedule([Fault(Hang())]))
+                assert name == "no"
+            """
+        )
+        (pytester.path / "elsewhere").mkdir()
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "../test_quote.py"],
+            cwd=pytester.path / "elsewhere", capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        replay = next(line for line in result.stdout.splitlines() if line.startswith("replay: "))
+        command = replay.removeprefix("replay: ").replace(
+            "&& pytest ", f"&& {sys.executable} -m pytest -p no:cacheprovider "
+        )
+        assert command.startswith("cd '")  # run from pytest's root, where node ids start
+        again = subprocess.run(
+            ["/bin/sh", "-c", command], cwd=pytester.path / "elsewhere",
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert "1 failed" in again.stdout, again.stdout + again.stderr  # found, run, failed
+
     def test_a_passing_test_reports_nothing(self, pytester: pytest.Pytester) -> None:
         pytester.makepyfile(
             test_fine="""

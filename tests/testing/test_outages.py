@@ -132,8 +132,10 @@ class TestCatalogue:
 
 
 def _docs_rows() -> list[str]:
+    """The rows of the catalogue's table in docs/testing.md (its section only)."""
     text = DOCS.read_text(encoding="utf-8")
-    return [line for line in text.splitlines() if re.match(r"\| `[a-z0-9-]+` \|", line)]
+    section = text.split("### A catalogue of production outages", 1)[1].split("\n#", 1)[0]
+    return [line for line in section.splitlines() if re.match(r"\| `[a-z0-9-]+` \|", line)]
 
 
 def docs_row(outage: Outage) -> str:
@@ -152,3 +154,22 @@ class TestDocs:
 
     def test_rows(self) -> None:
         assert _docs_rows() == [docs_row(outage) for outage in OUTAGES.values()]
+
+    def test_every_fixture_has_its_section(self) -> None:
+        """Each fixture users name keeps its section (a table rewrite once dropped five)."""
+        from remote_cache.testing import pytest_plugin
+
+        fixtures = [
+            name
+            for name in vars(pytest_plugin)
+            if name.startswith("remote_cache_") and callable(getattr(pytest_plugin, name))
+        ]
+        assert len(fixtures) >= 11
+        headings = {
+            line.split("`")[1]
+            for line in DOCS.read_text(encoding="utf-8").splitlines()
+            if line.startswith("## `")
+        }
+        torch_docs = DOCS.with_name("torch.md").read_text(encoding="utf-8")
+        assert "The pytest plugin's fixture `remote_cache_torch`" in torch_docs  # its chapter
+        assert sorted(set(fixtures) - headings) == ["remote_cache_torch"]
