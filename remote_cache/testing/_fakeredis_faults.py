@@ -82,6 +82,7 @@ class _FaultingSocket:
         self._sock = sock
         self._schedule_of = schedule_of
         self._deadline = deadline
+        self._born_under = schedule_of()  # the schedule it is a new connection of
         self._pending = b""  # a request still arriving (redis-py sends a large value apart)
 
     def sendall(self, data: Any) -> None:
@@ -108,7 +109,8 @@ class _FaultingSocket:
         connection, or a stalled server (``Hang``), ends the call here: the requests after
         it in a pipeline never reach the server."""
         delay, ending = 0.0, None
-        for fault, rng in schedule.decide(command, keys_of(command, fields)):
+        new = schedule is self._born_under
+        for fault, rng in schedule.decide(command, keys_of(command, fields), new_connection=new):
             action = fault.does
             if isinstance(action, Latency):
                 delay += action.delay(rng)

@@ -231,12 +231,25 @@ class FakeRedisFixture:
         self.client = fakeredis.FakeRedis(server=self.server)
         self.schedule: Schedule | None = None
         """The ``Schedule`` applied (``apply``); its ``fired`` logs every fault that fired."""
+        self._clients: dict[float, Any] = {}
 
     def make_client(self, settings: Any = None) -> Any:
-        """A new client of the fake server (what each Redis backend gets); its data commands
-        meet the faults of the schedule applied, if any, as replies of a real server."""
+        """The client of the fake server a Redis backend gets: one per deadline, shared by
+        every backend, as the Redis backend shares one per server, so its connections outlive
+        a schedule applied later. Its data commands meet the faults of the schedule applied,
+        if any, as replies of a real server."""
         deadline = settings.timeout if settings is not None else redis_deadline()
-        return faulting_client(self.server, lambda: self.schedule, deadline=deadline)
+        client = self._clients.get(deadline)
+        if client is None:
+            client = faulting_client(self.server, lambda: self.schedule, deadline=deadline)
+            self._clients[deadline] = client
+        return client
+
+    def close_clients(self) -> None:
+        """Close the caches' connections: their next calls connect anew, as a new process's
+        would (a fault with ``connections="new"`` meets them)."""
+        for client in self._clients.values():
+            client.connection_pool.disconnect()
 
     def apply(self, schedule: Schedule) -> Schedule:
         """Apply ``schedule`` to every Redis cache's commands (its counts and clock start

@@ -220,6 +220,7 @@ class ProxyRelay:
             return
         client.setblocking(False)
         connection = _Connection(client)
+        connection.born_under = self._schedule
         self._connections.add(connection)
         self._start_connection_toxics(connection, time.monotonic())
         if self._mode == "blackhole":
@@ -394,7 +395,10 @@ class ProxyRelay:
             return slot
         keys = keys_of(command, fields)
         ending = None  # of several faults that end the call, the first in the schedule wins
-        for fault, rng in schedule.decide(command, keys, sent=connection.passed, node=self.node):
+        new = connection.born_under is schedule
+        for fault, rng in schedule.decide(
+            command, keys, sent=connection.passed, node=self.node, new_connection=new
+        ):
             if not _shape(slot, fault, rng) and ending is None:
                 ending = fault.does
         if isinstance(ending, Refuse):

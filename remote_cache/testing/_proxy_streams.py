@@ -113,6 +113,7 @@ class _Connection:
         self.slots: deque[_Slot] = deque()  # one per request not yet answered, oldest first
         self.hung = False  # a Hang fired: requests wait in ``held`` until restore()
         self.held: list[bytes] = []  # requests a hung server has not read yet, in order
+        self.born_under: object = None  # the schedule applied when it was accepted
         self.asking = False  # ASKING came: the next data command is served, as on a real node
         self.answers_lost = False  # a Hang "downstream" fired: replies wait until restore()
         self.lost_replies: list[bytes] = []  # those replies, in order

@@ -106,6 +106,9 @@ __all__ = [
 DIRECTIONS = ("both", "upstream", "downstream")
 """A byte fault's direction: both ways, towards the server, towards the client."""
 
+CONNECTIONS = ("any", "new")
+"""Which connections a fault's calls are made on: any, or those opened after it was applied."""
+
 DIRECTED = (Hang, Latency, Drip, HalfReply)
 """The actions a link does to bytes, which take a ``direction``; the others are answers."""
 
@@ -118,9 +121,11 @@ class Fault(_Term):
     (every write), "get_many" (batch reads), or commands ("GET", "SET", "MGET", "MSET"...;
     see ``OPERATION_COMMANDS``); None: any. And whose key matches the
     glob ``key`` (the backend's key, ``pt2:<cache id>::<key>:c1``), whose cache id matches
-    ``cache`` (a glob), on cluster node ``node`` (the proxy's ``node``). ``direction``
-    ("upstream": the request, "downstream": the answer) narrows what ``Hang``, ``Latency``,
-    ``Drip`` and ``HalfReply`` act on; see each.
+    ``cache`` (a glob), on cluster node ``node`` (the proxy's ``node``), made on any
+    connection or, with ``connections="new"``, only on connections opened after the schedule
+    was applied (a server refusing new connections: its client limit, a changed password).
+    ``direction`` ("upstream": the request, "downstream": the answer) narrows what ``Hang``,
+    ``Latency``, ``Drip`` and ``HalfReply`` act on; see each.
     """
 
     does: Action
@@ -129,6 +134,7 @@ class Fault(_Term):
     cache: str | None = None
     node: int | None = None
     direction: str = "both"
+    connections: str = "any"
     when: When = Always()  # noqa: RUF009 - a frozen dataclass: one instance is safe to share
 
     def __post_init__(self) -> None:
@@ -149,6 +155,8 @@ class Fault(_Term):
             _check_count("node", self.node, least=0)
         if self.direction not in DIRECTIONS:
             raise ValueError(f"Expected direction in {DIRECTIONS} but got {self.direction!r}")
+        if self.connections not in CONNECTIONS:
+            raise ValueError(f"Expected connections in {CONNECTIONS} but got {self.connections!r}")
         if self.direction != "both" and not isinstance(self.does, DIRECTED):
             raise ValueError(
                 f"direction={self.direction!r} applies to what a link does to bytes (Hang, "
@@ -184,6 +192,8 @@ class Fault(_Term):
         layers = self.does.layers
         if isinstance(self.when, AfterBytes) or self.node is not None:
             layers = tuple(layer for layer in layers if layer == "proxy")
+        if self.connections == "new":  # in-process calls have no connections to tell apart
+            layers = tuple(layer for layer in layers if layer != "in-process")
         return layers
 
     @property
@@ -293,7 +303,7 @@ class Schedule:
         self._rngs: list[random.Random] = []
         self._started = 0.0
         self._candidates: dict[str, tuple[int, ...]] = {}  # command -> faults that may match
-        self._matching: dict[tuple[str, str], tuple[int, ...]] = {}
+        self._matching: dict[tuple[str, str, bool], tuple[int, ...]] = {}
         self._reset()
 
     def start(self) -> None:
@@ -323,29 +333,37 @@ class Schedule:
             raise ValueError(f"the {layer} layer cannot simulate " + "; ".join(unable))
 
     def decide(
-        self, command: str, keys: Sequence[str], *, sent: int = 0, node: int | None = None
+        self,
+        command: str,
+        keys: Sequence[str],
+        *,
+        sent: int = 0,
+        node: int | None = None,
+        new_connection: bool = False,
     ) -> list[tuple[Fault, random.Random]]:
         """The faults that fire on a call sending Redis ``command`` (``CALL_COMMANDS`` names
         the in-process operations') on ``keys``, each with its random stream; logged. ``sent``:
         the bytes the connection has relayed (``AfterBytes``); ``node``: the cluster node
-        the call goes to (a fault with ``node=`` matches only that one).
+        the call goes to (a fault with ``node=`` matches only that one); ``new_connection``:
+        whether the call's connection was opened after the schedule was applied (a fault
+        with ``connections="new"`` matches only such calls).
 
         ``ReenteredError`` for a call made while this thread is deciding (a signal handler).
         """
         if len(keys) == 1 and node is None:
-            return self.decide_key(command, keys[0], sent=sent)
-        matching = self._match(command, keys, node)
+            return self.decide_key(command, keys[0], sent=sent, new_connection=new_connection)
+        matching = self._match(command, keys, node, new_connection)
         return self._fire(matching, command, keys, sent) if matching else []
 
     def decide_key(
-        self, command: str, key: str, *, sent: int = 0
+        self, command: str, key: str, *, sent: int = 0, new_connection: bool = False
     ) -> list[tuple[Fault, random.Random]]:
         """``decide`` for a call on one key, on no node: which faults match that command and
         key is remembered, so that a call no fault matches costs a dictionary lookup."""
-        memo_key = (command, key)
+        memo_key = (command, key, new_connection)
         matching = self._matching.get(memo_key)
         if matching is None:
-            matching = self._match(command, (key,), None)
+            matching = self._match(command, (key,), None, new_connection)
             if len(self._matching) >= _MEMO_SIZE:
                 self._matching.clear()
             self._matching[memo_key] = matching
@@ -370,8 +388,10 @@ class Schedule:
                     firing.append((fault, rng))
         return firing
 
-    def _match(self, command: str, keys: Sequence[str], node: int | None) -> tuple[int, ...]:
-        """The indexes of the faults whose command, keys and node match a call's."""
+    def _match(
+        self, command: str, keys: Sequence[str], node: int | None, new_connection: bool
+    ) -> tuple[int, ...]:
+        """The indexes of the faults whose command, keys, node and connection match a call's."""
         candidates = self._candidates.get(command)
         if candidates is None:
             candidates = self._candidates[command] = tuple(
@@ -383,7 +403,9 @@ class Schedule:
         return tuple(
             index
             for index in candidates
-            if faults[index].node in (None, node) and faults[index].matches_keys(keys)
+            if faults[index].node in (None, node)
+            and (new_connection or faults[index].connections == "any")
+            and faults[index].matches_keys(keys)
         )
 
     def report(self) -> str:

@@ -11,7 +11,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import given, settings
@@ -27,6 +27,7 @@ from remote_cache import (
     RemoteFxGraphCache,
     cache_stats,
 )
+from remote_cache._redis import close_shared_clients
 from remote_cache.testing import (
     FaultInjectingBackend,
     InMemoryBackend,
@@ -106,6 +107,7 @@ fault_terms = st.builds(
     key=glob,
     cache=glob,
     node=st.none() | st.integers(0, 5),
+    connections=st.sampled_from(f.CONNECTIONS),
     when=whens,
 ).flatmap(
     lambda fault: (
@@ -586,6 +588,62 @@ class TestARealServerAgrees:
         assert len(errors) == 2  # redis-py 5 says ConnectionError, later MaxClientsReachedError
         assert errors[0] == errors[1]
         assert errors[0].endswith("Error: max number of clients reached")
+
+
+def _long_lived_then_new(
+    refuse_new: Callable[[], None], new_process: Callable[[], None]
+) -> dict[str, Any]:
+    """A process connected before the outage, then one that connects during it: the three
+    calls of each (the caller has pointed the caches at a layer)."""
+    RemoteFxGraphCache("fx").put("a", 1)  # connected: this connection is kept
+    refuse_new()
+    long_lived = _three_calls()
+    new_process()
+    return {"long-lived": long_lived, "new": _three_calls()}
+
+
+@pytest.mark.redis
+class TestOnlyNewConnectionsAreRefused:
+    """A client limit or a password set refuses new connections only: a process connected
+    before keeps hitting, on a real server and under ``connections="new"``."""
+
+    CASES: ClassVar[dict[str, tuple[Callable[[Any], None], str]]] = {
+        "client-limit": (lambda admin: admin.config_set("maxclients", 1), "MAXCLIENTS"),
+        "password-set": (lambda admin: admin.config_set("requirepass", "new"), "NOAUTH"),
+    }
+
+    @pytest.mark.parametrize("case", list(CASES))
+    def test_the_layers_agree_with_a_real_server(
+        self, case: str, fresh_redis_server: RedisServer
+    ) -> None:
+        from remote_cache.testing import OutageProxy
+
+        configure, reply = self.CASES[case]
+        admin = fresh_redis_server.client()
+        with redis_environment(fresh_redis_server.url, timeout=0.5):
+            real = _long_lived_then_new(lambda: configure(admin), close_shared_clients)
+        assert real["long-lived"]["counted"] == (3, 0, 1, 0)  # all hits, nothing refused
+        assert real["new"]["counted"] == (0, 3, 0, 4)
+        admin.config_set("maxclients", 10000)
+        admin.config_set("requirepass", "")
+        admin.flushall()
+        schedule = Schedule([Fault(Reply(reply), connections="new")])
+        with VirtualClock(), fakeredis_backends() as fake:
+            assert _long_lived_then_new(lambda: fake.apply(schedule), fake.close_clients) == real
+        with (
+            OutageProxy.for_url(fresh_redis_server.url) as proxy,
+            redis_environment(proxy.url, timeout=0.5),
+        ):
+            assert _long_lived_then_new(lambda: proxy.apply(schedule), close_shared_clients) == real
+        admin.close()
+
+    def test_in_process_calls_have_no_connections(self) -> None:
+        with outage_backends() as outage, pytest.raises(ValueError, match="in-process"):
+            outage.apply(Schedule([Fault(Reply("NOAUTH"), connections="new")]))
+
+    def test_a_mistake(self) -> None:
+        with pytest.raises(ValueError, match="connections"):
+            Fault(Reply("NOAUTH"), connections="old")
 
 
 def _names_in_one_slot(count: int) -> list[str]:
