@@ -303,7 +303,7 @@ class Schedule:
         self._rngs: list[random.Random] = []
         self._started = 0.0
         self._candidates: dict[str, tuple[int, ...]] = {}  # command -> faults that may match
-        self._matching: dict[tuple[str, str, bool], tuple[int, ...]] = {}
+        self._matching: dict[tuple[str | bool, ...], tuple[int, ...]] = {}
         self._reset()
 
     def start(self) -> None:
@@ -360,7 +360,7 @@ class Schedule:
     ) -> list[tuple[Fault, random.Random]]:
         """``decide`` for a call on one key, on no node: which faults match that command and
         key is remembered, so that a call no fault matches costs a dictionary lookup."""
-        memo_key = (command, key, new_connection)
+        memo_key = (command, key, True) if new_connection else (command, key)
         matching = self._matching.get(memo_key)
         if matching is None:
             matching = self._match(command, (key,), None, new_connection)
