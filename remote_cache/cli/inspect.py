@@ -50,6 +50,12 @@ def run_inspect(
         else:
             what = "cannot reach the server"
         print(f"remote-cache inspect: {what}: {printable(detail)}", file=err)
+        if arguments.url is None and not isinstance(error, BackendCommandError):
+            print(
+                "  (the server came from the environment, or the default: name one with "
+                "--url redis://host:port)",
+                file=err,
+            )
         return EXIT_UNUSABLE
 
     try:
@@ -112,6 +118,10 @@ def print_inventory(inventory: Inventory, server: str, out: TextIO) -> None:
             file=out,
         )
     if inventory.other_keys:
+        shown = ", ".join(printable(repr(key)) for key in inventory.other_samples)
+        more = ", ..." if inventory.other_keys > len(inventory.other_samples) else ""
         print(
-            f"  ({inventory.other_keys:,} other keys under pt2: not in upstream's format)", file=out
+            f"  ({inventory.other_keys:,} other keys under pt2: not in upstream's format: "
+            f"{shown}{more})",
+            file=out,
         )

@@ -36,6 +36,8 @@ class Inventory:
     caches: dict[str, CacheIdSummary] = dataclasses.field(default_factory=dict)
     other_keys: int = 0
     """Keys under ``pt2:`` that do not follow upstream's format."""
+    other_samples: list[str] = dataclasses.field(default_factory=list)
+    """The first three of them."""
 
     @property
     def entries(self) -> int:
@@ -54,6 +56,7 @@ class Inventory:
             "entries": self.entries,
             "bytes": self.bytes,
             "other_keys": self.other_keys,
+            "other_samples": self.other_samples,
             "caches": [dataclasses.asdict(s) for _, s in sorted(self.caches.items())],
         }
 
@@ -116,6 +119,8 @@ def inspect_redis(
             match = KEY_PATTERN.match(key)
             if match is None or isinstance(length, Exception):  # not ours, or not a string
                 inventory.other_keys += 1
+                if len(inventory.other_samples) < 3:
+                    inventory.other_samples.append(_text(key))
                 continue
             found_id = _text(match["cache_id"])
             summary = inventory.caches.get(found_id)

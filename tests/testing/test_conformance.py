@@ -176,6 +176,25 @@ class TestCheckBackend:
         with pytest.raises(AssertionError, match=r"SqliteTextKeys: .*raised UnicodeEncodeError"):
             check_model(SqliteTextKeys, examples=200, random_seed=0)
 
+    def test_a_surrogate_key_refused_points_at_the_fix(self) -> None:
+        with pytest.raises(AssertionError) as raised:
+            check_keys(SqliteTextKeys)
+        assert 'key.encode("utf-8", "surrogatepass")' in str(raised.value)
+        with pytest.raises(AssertionError, match="surrogatepass"):
+            check_model(SqliteTextKeys, examples=200, random_seed=0)
+
+    def test_a_long_error_is_cut_short(self) -> None:
+        class Verbose(InMemoryBackend):
+            def _put(self, key: str, data: Any) -> None:
+                raise OSError("disk says: " + "x" * 8000)
+
+        with pytest.raises(AssertionError) as raised:
+            check_contract(Verbose)
+        message = str(raised.value)
+        assert "OSError: disk says: xxx" in message
+        assert "(8,011 characters)" in message
+        assert len(message) < 1000
+
     def test_crash_in_the_contract_is_a_violation(self) -> None:
         class Broken(InMemoryBackend):
             def _get_many(self, keys: list[str]) -> dict[str, Any]:

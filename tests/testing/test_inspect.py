@@ -65,6 +65,8 @@ class TestInspect:
             assert all(key.startswith("key-") for key in summary["sample_keys"])
         assert inventory["entries"] == sum(LAYOUT.values())
         assert inventory["other_keys"] == 11
+        assert len(inventory["other_samples"]) == 3  # shown, not only counted
+        assert all(key.startswith("pt2:") for key in inventory["other_samples"])
 
         stats = client.info("commandstats")
         assert "cmdstat_scan" in stats
@@ -107,13 +109,14 @@ class TestInspect:
             for line in lines
         )
         assert any(line.split()[:2] == ["total", "3,000"] for line in lines)
-        assert "11 other keys under pt2:" in out
+        assert "11 other keys under pt2: not in upstream's format: 'pt2:" in out
 
     def test_empty_server(self, redis_server: RedisServer) -> None:
         status, out, _ = run("inspect", "--url", redis_server.url, "--json")
         assert status == 0
         assert json.loads(out) == {
-            "server": redis_server.url, "entries": 0, "bytes": 0, "other_keys": 0, "caches": []
+            "server": redis_server.url, "entries": 0, "bytes": 0, "other_keys": 0,
+            "other_samples": [], "caches": [],
         }  # fmt: skip
 
     def test_password_never_printed(self) -> None:
@@ -150,6 +153,16 @@ class TestInspect:
         status, _, err = run("inspect", "--url", f"redis://127.0.0.1:{free_port()}/0")
         assert status == 2
         assert "cannot reach" in err
+        assert "--url" not in err  # it was given
+
+    def test_unreachable_without_url_says_how_to_name_one(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("REMOTE_CACHE_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+        status, _, err = run("inspect")
+        assert status == 2
+        assert "cannot reach" in err
+        assert "name one with --url redis://host:port" in err
 
     def test_bad_url(self) -> None:
         status, _, err = run("inspect", "--url", "http://example")

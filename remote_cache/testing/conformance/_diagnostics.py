@@ -88,7 +88,27 @@ def _fail(backend: RemoteCacheBackend[Any], message: str) -> None:
 
 def _crash(backend: object, during: str, exc: Exception) -> AssertionError:
     """A backend that raises on valid input violates the contract; say where."""
-    return AssertionError(f"{_name(backend)}: {during} raised {type(exc).__name__}: {exc}")
+    return AssertionError(f"{_name(backend)}: {during} raised {_raised(exc)}")
+
+
+def _bounded(text: str, most: int = 300) -> str:
+    """``text``, cut to ``most`` characters (an error may carry a whole page)."""
+    return text if len(text) <= most else f"{text[:most]}… ({len(text):,} characters)"
+
+
+def _hint(exc: BaseException) -> str:
+    """What to do about an error the checks know the usual cause of ("" for others)."""
+    if isinstance(exc, UnicodeEncodeError) and "surrogate" in str(exc):
+        return (
+            "\n  note:     keys may hold lone surrogates (any str is a key): encode them with "
+            'key.encode("utf-8", "surrogatepass") (see docs/backends.md, "Keys")'
+        )
+    return ""
+
+
+def _raised(exc: BaseException) -> str:
+    """What a backend raised, for a message: its class, its text cut short, a hint."""
+    return f"{type(exc).__name__}: {_bounded(str(exc))}{_hint(exc)}"
 
 
 def _call(

@@ -13,7 +13,14 @@ from typing import Any, TypeVar
 
 from remote_cache import RemoteCacheBackend
 from remote_cache.exceptions import ValueTooLargeError
-from remote_cache.testing.conformance._diagnostics import _describe, _is, _name, _short, _violation
+from remote_cache.testing.conformance._diagnostics import (
+    _describe,
+    _is,
+    _name,
+    _raised,
+    _short,
+    _violation,
+)
 
 BackendFactory = Callable[[], RemoteCacheBackend[Any]]
 _R = TypeVar("_R")
@@ -55,8 +62,8 @@ class _Probe:
             ) from exc
         except Exception as exc:
             raise AssertionError(
-                f"{_name(self.backend)}: {self.check}: {operation} raised "
-                f"{type(exc).__name__}: {exc}\n  replay:   {self.replay}"
+                f"{_name(self.backend)}: {self.check}: {operation} raised {_raised(exc)}"
+                f"\n  replay:   {self.replay}"
             ) from exc
 
     def put(self, key: str, value: bytes) -> None:
