@@ -30,6 +30,7 @@ from remote_cache import (
     RemoteCacheBackend,
 )
 from remote_cache._caches import JsonCache
+from remote_cache.testing._call_deadline import bounded
 from remote_cache.testing._fault_injection import FaultInjectingBackend
 from remote_cache.testing._override import isolated_cache_stats
 from remote_cache.testing._side_effects import SideEffect
@@ -135,7 +136,8 @@ class CacheMachine(RuleBasedStateMachine):
         raised: BaseException | None = None
         result: Any = None
         try:
-            result = call()
+            with bounded(f"{driven.name}: {operation}"):
+                result = call()
         except Exception as exc:  # noqa: BLE001 - compared with the injected error below
             raised = exc
         injected = self.faults.injected - injected_before

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from hypothesis import seed as hypothesis_seed
 from hypothesis.stateful import run_state_machine_as_test
 
+from remote_cache.testing._call_deadline import CallOverdue, overdue_message
 from remote_cache.testing._hypothesis_settings import pick_seed, replayable, suite_settings
 from remote_cache.testing._stateful_machine import BackendFactory, CacheMachine, CachesFactory
 from remote_cache.testing._stateful_model import (
@@ -83,6 +84,9 @@ def run_cache_machine(
             hypothesis_seed(seed_value)(machine),
             settings=suite_settings(examples, stateful_step_count=steps),
         )
+    except CallOverdue as exc:  # past Hypothesis, unshrunk: each retry would wait again
+        replay = f"run_cache_machine(make_backend, random_seed={seed_value})"
+        raise replayable(AssertionError(overdue_message(exc)), replay) from None
     except AssertionError as exc:
         replay = f"run_cache_machine(make_backend, random_seed={seed_value})"
         raise replayable(exc, replay) from exc.__cause__

@@ -508,3 +508,26 @@ class FolderWithNearCache(_Folder):
         super()._put(key, data)
         with self.lock:
             self.near[key] = data
+
+
+# -- calls that never return -------------------------------------------------------------------
+
+
+class HangsOnOneKey(DictBackend):
+    """A get of a key with a NUL in it waits forever (a C library blocking on a bad name)."""
+
+    never = threading.Event()
+
+    def _get(self, key: str) -> Any:
+        if "\x00" in key:
+            self.never.wait()
+        return super()._get(key)
+
+
+class DeadlocksInPutMany(DictBackend):
+    """``put_many`` holds the store's lock and calls ``put``, which takes it again."""
+
+    def _put_many(self, mapping: Mapping[str, bytes]) -> None:
+        with self.lock:
+            for key, data in mapping.items():
+                self._put(key, data)  # the lock is not reentrant: waits forever

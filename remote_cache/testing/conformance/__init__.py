@@ -25,6 +25,7 @@ Import from here; the private modules hold one job each, lowest first:
 
 from __future__ import annotations
 
+from remote_cache.testing._call_deadline import DEFAULT_CALL_DEADLINE, call_deadline
 from remote_cache.testing.conformance._adapter import BackendConformance
 from remote_cache.testing.conformance._concurrency import check_concurrency
 from remote_cache.testing.conformance._contract import (
@@ -45,10 +46,12 @@ from remote_cache.testing.conformance._runner import check_backend
 from remote_cache.testing.conformance._values import check_values
 
 __all__ = [
+    "DEFAULT_CALL_DEADLINE",
     "LARGEST_VALUE",
     "LONGEST_KEY",
     "MIN_VALUE_LIMIT",
     "BackendConformance",
+    "call_deadline",
     "check_backend",
     "check_batches",
     "check_concurrency",

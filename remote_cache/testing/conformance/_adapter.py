@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from remote_cache import RemoteCacheBackend
+from remote_cache.testing._call_deadline import DEFAULT_CALL_DEADLINE, call_deadline
 from remote_cache.testing.conformance._concurrency import check_concurrency
 from remote_cache.testing.conformance._contract import (
     check_batches,
@@ -28,12 +29,14 @@ class BackendConformance:
             def make_backend(self) -> SqliteBackend:
                 return SqliteBackend(":memory:")
 
-    ``examples`` (None: the Hypothesis profile's ``max_examples``) and ``random_seed`` are
-    class attributes to override.
+    ``examples`` (None: the Hypothesis profile's ``max_examples``), ``random_seed`` and
+    ``call_deadline`` (seconds each backend call may take; None: unbounded) are class
+    attributes to override.
     """
 
     examples: ClassVar[int | None] = None
     random_seed: ClassVar[int | None] = None
+    call_deadline: ClassVar[float | None] = DEFAULT_CALL_DEADLINE
 
     def make_backend(self) -> RemoteCacheBackend[Any]:
         """Return a fresh, empty backend (each call a new one)."""
@@ -41,39 +44,47 @@ class BackendConformance:
 
     def test_contract(self) -> None:
         """Absent keys, falsy and large values, overwrites, batches, isolation."""
-        check_contract(self.make_backend)
+        with call_deadline(self.call_deadline):
+            check_contract(self.make_backend)
 
     def test_values(self) -> None:
         """Values up to 4 MiB read back whole, as bytes; declared limits refused loudly."""
-        check_values(self.make_backend)
+        with call_deadline(self.call_deadline):
+            check_values(self.make_backend)
 
     def test_keys(self) -> None:
         """Keys that broken backends make collide each hold their own value."""
-        check_keys(self.make_backend)
+        with call_deadline(self.call_deadline):
+            check_keys(self.make_backend)
 
     def test_batches(self) -> None:
         """``get_many`` returns exactly the stored keys, each with its own value."""
-        check_batches(self.make_backend)
+        with call_deadline(self.call_deadline):
+            check_batches(self.make_backend)
 
     def test_overwrites(self) -> None:
         """No stale read after an overwrite."""
-        check_overwrites(self.make_backend)
+        with call_deadline(self.call_deadline):
+            check_overwrites(self.make_backend)
 
     def test_stats(self) -> None:
         """Hits, misses and puts counted exactly."""
-        check_stats(self.make_backend)
+        with call_deadline(self.call_deadline):
+            check_stats(self.make_backend)
 
     def test_concurrency(self) -> None:
         """Concurrent writers lose nothing; readers never see a torn value."""
-        check_concurrency(self.make_backend, random_seed=self.random_seed)
+        with call_deadline(self.call_deadline):
+            check_concurrency(self.make_backend, random_seed=self.random_seed)
 
     def test_agrees_with_a_dict(self) -> None:
         """Any sequence of calls agrees with a dict."""
-        check_model(self.make_backend, examples=self.examples, random_seed=self.random_seed)
+        with call_deadline(self.call_deadline):
+            check_model(self.make_backend, examples=self.examples, random_seed=self.random_seed)
 
     def test_cache_machine(self) -> None:
         """Caches over the backend, with injected faults, agree with the model."""
-        with _quiet_planted_faults():
+        with call_deadline(self.call_deadline), _quiet_planted_faults():
             run_cache_machine(
                 self.make_backend, examples=self.examples, random_seed=self.random_seed
             )

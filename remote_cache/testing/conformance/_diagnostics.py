@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from remote_cache import RemoteCacheBackend
+from remote_cache.testing._call_deadline import bounded
 
 _R = TypeVar("_R")
 
@@ -115,7 +116,8 @@ def _call(
     backend: RemoteCacheBackend[Any], during: str, method: Callable[..., _R], *args: Any
 ) -> _R:
     try:
-        return method(*args)
+        with bounded(f"{_name(backend)}: {during}"):
+            return method(*args)
     except Exception as exc:
         raise _crash(backend, during, exc) from exc
 

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from remote_cache import RemoteCacheBackend
 from remote_cache.exceptions import ValueTooLargeError
+from remote_cache.testing._call_deadline import CallOverdue, bounded, overdue_message
 from remote_cache.testing.conformance._diagnostics import (
     _describe,
     _is,
@@ -47,7 +48,10 @@ class _Probe:
 
     def call(self, operation: str, method: Callable[..., _R], *args: Any) -> _R:
         try:
-            return method(*args)
+            with bounded(f"{_name(self.backend)}: {self.check}: {operation}"):
+                return method(*args)
+        except CallOverdue as exc:
+            raise AssertionError(f"{overdue_message(exc)}\n  replay:   {self.replay}") from None
         except ValueTooLargeError as exc:
             limit = getattr(self.backend, "max_value_bytes", None)
             raise _violation(

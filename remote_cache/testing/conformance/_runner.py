@@ -6,6 +6,8 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 
+from remote_cache.testing._call_deadline import DEFAULT_CALL_DEADLINE
+from remote_cache.testing._call_deadline import call_deadline as deadline
 from remote_cache.testing.conformance._concurrency import check_concurrency
 from remote_cache.testing.conformance._contract import (
     check_batches,
@@ -42,6 +44,7 @@ def check_backend(
     on_example: Callable[[], None] | None = None,
     largest_value: int = LARGEST_VALUE,
     longest_key: int = LONGEST_KEY,
+    call_deadline: float | None = DEFAULT_CALL_DEADLINE,
 ) -> None:
     """Check the backend contract against backends from ``make_backend`` (fresh, empty each call).
 
@@ -56,8 +59,30 @@ def check_backend(
     ``remote_cache.testing.stateful`` (caches, injected faults, corrupt entries, exact
     counters). ``examples`` defaults to the loaded Hypothesis profile's ``max_examples``;
     ``random_seed`` makes the random parts repeatable (None: a random seed, named in the
-    failure). Raises ``AssertionError`` at the first violation. pytest-free.
+    failure). Each backend call gets ``call_deadline`` seconds (None: unbounded); one that
+    does not return by then fails its check, named (on the main thread, where an alarm can
+    interrupt it). Raises ``AssertionError`` at the first violation. pytest-free.
     """
+    with deadline(call_deadline):
+        _check_everything(
+            make_backend,
+            examples=examples,
+            random_seed=random_seed,
+            on_example=on_example,
+            largest_value=largest_value,
+            longest_key=longest_key,
+        )
+
+
+def _check_everything(
+    make_backend: BackendFactory,
+    *,
+    examples: int | None,
+    random_seed: int | None,
+    on_example: Callable[[], None] | None,
+    largest_value: int,
+    longest_key: int,
+) -> None:
     check_contract(make_backend)
     check_values(make_backend, largest=largest_value, longest=longest_key)
     check_keys(make_backend, longest=longest_key)
