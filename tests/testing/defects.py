@@ -8,6 +8,7 @@ Unicode, memcached's 1 MiB and 250-byte limits, C strings, read caches, unlocked
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import os
 import pickle
@@ -20,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from remote_cache import RemoteCacheBackend, ValueTooLargeError
+from remote_cache import BackendUnavailableError, RemoteCacheBackend, ValueTooLargeError
 
 MIB = 1024 * 1024
 
@@ -531,3 +532,114 @@ class DeadlocksInPutMany(DictBackend):
         with self.lock:
             for key, data in mapping.items():
                 self._put(key, data)  # the lock is not reentrant: waits forever
+
+
+# -- failures: a store that cannot be reached -----------------------------------------------------
+
+
+class StoreTimeout(BaseException):
+    """What a driver raised on a deadline, derived from BaseException to pass every handler."""
+
+
+class _Remote(DictBackend):
+    """A store behind a connection; ``reachable=False`` is that store down (the driver raises)."""
+
+    def __init__(self, reachable: bool = True) -> None:
+        super().__init__()
+        self.reachable = reachable
+
+    def _reach(self) -> None:
+        if not self.reachable:
+            raise ConnectionRefusedError(111, "Connection refused")
+
+    def _get(self, key: str) -> Any:
+        self._reach()
+        return super()._get(key)
+
+    def _put(self, key: str, data: bytes) -> None:
+        self._reach()
+        super()._put(key, data)
+
+    @classmethod
+    def broken(cls) -> _Remote:
+        """One whose store cannot be reached."""
+        return cls(reachable=False)
+
+
+class TranslatesStoreErrors(_Remote):
+    """The bug-free twin: the driver's error becomes ``BackendUnavailableError``."""
+
+    def _reach(self) -> None:
+        try:
+            super()._reach()
+        except OSError as exc:
+            raise BackendUnavailableError(
+                f"the store: {exc}", backend="remote", operation="call"
+            ) from exc
+
+
+class LetsDriverErrorsOut(_Remote):
+    """The driver's ``ConnectionRefusedError`` escapes: the caches do not fail open on it."""
+
+
+class BaseExceptionOnDeadline(_Remote):
+    """A driver timeout derived from ``BaseException``, which passes every handler."""
+
+    def _reach(self) -> None:
+        if not self.reachable:
+            raise StoreTimeout("no answer within 5 s")
+
+
+class MissesWhenDown(_Remote):
+    """Every error swallowed: a miss for a get, an acknowledged put; the outage is invisible."""
+
+    def _get(self, key: str) -> Any:
+        try:
+            return super()._get(key)
+        except OSError:
+            return None
+
+    def _put(self, key: str, data: bytes) -> None:
+        with contextlib.suppress(OSError):
+            super()._put(key, data)
+
+
+class HangsWhenDown(_Remote):
+    """A connect without a timeout: a store that is down makes every call wait forever."""
+
+    def _reach(self) -> None:
+        if not self.reachable:
+            HangsOnOneKey.never.wait()
+
+
+class SqliteUntranslated(RemoteCacheBackend[bytes]):
+    """SQLite in a file; ``sqlite3.OperationalError`` escapes (a newcomer's backend did)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self.db: sqlite3.Connection | None = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self.db is None:
+            db = sqlite3.connect(self.path, check_same_thread=False)
+            db.execute("CREATE TABLE IF NOT EXISTS entries (key BLOB PRIMARY KEY, value BLOB)")
+            self.db = db
+        return self.db
+
+    def _get(self, key: str) -> bytes | None:
+        row = (
+            self._connection()
+            .execute(
+                "SELECT value FROM entries WHERE key = ?", (key.encode("utf-8", "surrogatepass"),)
+            )
+            .fetchone()
+        )
+        return None if row is None else bytes(row[0])
+
+    def _put(self, key: str, data: bytes) -> None:
+        with self._connection() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO entries VALUES (?, ?)",
+                (key.encode("utf-8", "surrogatepass"), data),
+            )

@@ -34,6 +34,7 @@ from remote_cache.testing.conformance._contract import (
     check_overwrites,
     check_stats,
 )
+from remote_cache.testing.conformance._failures import check_failures
 from remote_cache.testing.conformance._keys import check_keys, key_families
 from remote_cache.testing.conformance._probe import (
     LARGEST_VALUE,
@@ -56,6 +57,7 @@ __all__ = [
     "check_batches",
     "check_concurrency",
     "check_contract",
+    "check_failures",
     "check_json_serde",
     "check_keys",
     "check_model",

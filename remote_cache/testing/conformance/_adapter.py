@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unittest
 from typing import Any, ClassVar
 
 from remote_cache import RemoteCacheBackend
@@ -13,6 +14,7 @@ from remote_cache.testing.conformance._contract import (
     check_overwrites,
     check_stats,
 )
+from remote_cache.testing.conformance._failures import check_failures, no_broken_store_note
 from remote_cache.testing.conformance._keys import check_keys
 from remote_cache.testing.conformance._properties import check_model
 from remote_cache.testing.conformance._runner import _quiet_planted_faults
@@ -41,6 +43,18 @@ class BackendConformance:
     def make_backend(self) -> RemoteCacheBackend[Any]:
         """Return a fresh, empty backend (each call a new one)."""
         raise NotImplementedError(f"{type(self).__name__} must define make_backend()")
+
+    def make_broken_backend(self) -> RemoteCacheBackend[Any]:
+        """Return a backend whose store cannot be reached (define it to have failures
+        checked; ``test_failures`` is skipped, saying so, without it)."""
+        raise NotImplementedError
+
+    def test_failures(self) -> None:
+        """A store that cannot be reached: every call raises a BackendError subclass."""
+        if type(self).make_broken_backend is BackendConformance.make_broken_backend:
+            raise unittest.SkipTest(no_broken_store_note(self.make_backend))
+        with call_deadline(self.call_deadline):
+            check_failures(self.make_broken_backend)
 
     def test_contract(self) -> None:
         """Absent keys, falsy and large values, overwrites, batches, isolation."""

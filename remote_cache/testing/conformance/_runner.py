@@ -15,6 +15,7 @@ from remote_cache.testing.conformance._contract import (
     check_overwrites,
     check_stats,
 )
+from remote_cache.testing.conformance._failures import check_failures, no_broken_store_note
 from remote_cache.testing.conformance._keys import check_keys
 from remote_cache.testing.conformance._probe import LARGEST_VALUE, LONGEST_KEY, BackendFactory
 from remote_cache.testing.conformance._properties import check_model
@@ -45,7 +46,8 @@ def check_backend(
     largest_value: int = LARGEST_VALUE,
     longest_key: int = LONGEST_KEY,
     call_deadline: float | None = DEFAULT_CALL_DEADLINE,
-) -> None:
+    make_broken_backend: BackendFactory | None = None,
+) -> list[str]:
     """Check the backend contract against backends from ``make_backend`` (fresh, empty each call).
 
     Runs, in order: ``check_contract`` (absent keys, falsy values, overwrites, batches,
@@ -59,18 +61,22 @@ def check_backend(
     ``remote_cache.testing.stateful`` (caches, injected faults, corrupt entries, exact
     counters). ``examples`` defaults to the loaded Hypothesis profile's ``max_examples``;
     ``random_seed`` makes the random parts repeatable (None: a random seed, named in the
-    failure). Each backend call gets ``call_deadline`` seconds (None: unbounded); one that
+    failure). ``make_broken_backend`` makes a backend whose store cannot be reached, for
+    ``check_failures`` (every call raises a ``BackendError`` subclass). Returns what it
+    could not check, in words (without ``make_broken_backend``: the backend's failures).
+    Each backend call gets ``call_deadline`` seconds (None: unbounded); one that
     does not return by then fails its check, named (on the main thread, where an alarm can
     interrupt it). Raises ``AssertionError`` at the first violation. pytest-free.
     """
     with deadline(call_deadline):
-        _check_everything(
+        return _check_everything(
             make_backend,
             examples=examples,
             random_seed=random_seed,
             on_example=on_example,
             largest_value=largest_value,
             longest_key=longest_key,
+            make_broken_backend=make_broken_backend,
         )
 
 
@@ -82,16 +88,23 @@ def _check_everything(
     on_example: Callable[[], None] | None,
     largest_value: int,
     longest_key: int,
-) -> None:
+    make_broken_backend: BackendFactory | None,
+) -> list[str]:
+    unchecked = []
     check_contract(make_backend)
     check_values(make_backend, largest=largest_value, longest=longest_key)
     check_keys(make_backend, longest=longest_key)
     check_overwrites(make_backend)
     check_batches(make_backend)
     check_stats(make_backend)
+    if make_broken_backend is None:
+        unchecked.append(no_broken_store_note(make_backend))
+    else:
+        check_failures(make_broken_backend)
     check_concurrency(make_backend, random_seed=random_seed)
     check_model(make_backend, examples=examples, random_seed=random_seed, on_example=on_example)
     with _quiet_planted_faults():
         run_cache_machine(
             make_backend, examples=examples, random_seed=random_seed, on_example=on_example
         )
+    return unchecked

@@ -1,0 +1,118 @@
+"""``check_failures``: a backend whose store cannot be reached raises ``BackendError``
+subclasses on every call. Each defect is caught by ``check_backend`` given the way to reach
+its store broken, with a message to act on; the bug-free twin passes; a backend that offers no
+broken store is told so."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import unittest
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from remote_cache import RemoteCacheBackend
+from remote_cache.testing import InMemoryBackend
+from remote_cache.testing.conformance import BackendConformance, check_backend, check_failures
+from tests.testing import defects
+
+Factory = Callable[[], RemoteCacheBackend[Any]]
+
+
+def _remote(cls: type[defects._Remote]) -> Callable[[Path], tuple[Factory, Factory]]:
+    return lambda _tmp_path: (cls, cls.broken)
+
+
+def _sqlite(tmp_path: Path) -> tuple[Factory, Factory]:
+    counter = itertools.count()
+    return (
+        lambda: defects.SqliteUntranslated(tmp_path / f"db-{next(counter)}.sqlite"),
+        lambda: defects.SqliteUntranslated(tmp_path / "missing-folder" / "db.sqlite"),
+    )
+
+
+# (defect, its factories (working, broken), what the message must say)
+FAILURES: list[tuple[str, Callable[[Path], tuple[Factory, Factory]], str]] = [
+    ("LetsDriverErrorsOut", _remote(defects.LetsDriverErrorsOut),
+     r"get\('failure-a'\) on a store that cannot be reached.*expected: a BackendError "
+     r"subclass raised.*actual:   ConnectionRefusedError: \[Errno 111\] Connection refused.*"
+     r"raise BackendUnavailableError\(\.\.\.\) from exc"),
+    ("BaseExceptionOnDeadline", _remote(defects.BaseExceptionOnDeadline),
+     r"actual:   StoreTimeout, a BaseException: no answer within 5 s.*never BaseExceptions"),
+    ("MissesWhenDown", _remote(defects.MissesWhenDown),
+     r"get\('failure-a'\) on a store.*actual:   no error: None \(a miss\).*hides the outage"),
+    ("HangsWhenDown", _remote(defects.HangsWhenDown),
+     r"check_failures: get\('failure-a'\) on a broken store did not return within 0.5 s"),
+    ("SqliteUntranslated", _sqlite,
+     r"actual:   OperationalError: unable to open database file.*translate the store's errors"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "build", "detail"), FAILURES, ids=[f[0] for f in FAILURES])
+def test_each_defect_is_caught(
+    name: str, build: Callable[[Path], tuple[Factory, Factory]], detail: str, tmp_path: Path
+) -> None:
+    working, broken = build(tmp_path)
+    deadline = 0.5 if name == "HangsWhenDown" else 10.0  # a file per put is slow on a busy disk
+    with pytest.raises(AssertionError) as caught:
+        check_backend(working, make_broken_backend=broken, call_deadline=deadline, examples=10)
+    message = str(caught.value)
+    assert message.startswith(f"{name}: check_failures: "), message
+    assert re.search(detail, message, re.DOTALL), message
+    assert "\n  replay:   check_failures(make_broken_backend)" in message, message
+
+
+def test_the_twin_passes() -> None:
+    twin = defects.TranslatesStoreErrors
+    check_failures(twin.broken)
+    assert check_backend(twin, make_broken_backend=twin.broken, examples=10) == []
+
+
+def test_without_a_broken_store_the_run_says_so() -> None:
+    unchecked = check_backend(InMemoryBackend, examples=10, random_seed=0)
+    assert len(unchecked) == 1
+    assert "check_failures not run: no make_broken_backend given" in unchecked[0]
+
+
+def test_a_put_acknowledged_on_a_store_that_is_down() -> None:
+    class AcksWhenDown(defects.TranslatesStoreErrors):
+        def _put(self, key: str, data: bytes) -> None:
+            if self.reachable:
+                super()._put(key, data)
+
+    with pytest.raises(AssertionError, match=r"(?s)put.*actual:   no error: the write acknowl"):
+        check_failures(AcksWhenDown.broken)
+
+
+class TestTheTestCase:
+    def test_skipped_plainly_without_a_broken_store(self) -> None:
+        class TestPlain(BackendConformance):
+            def make_backend(self) -> Any:
+                return InMemoryBackend()
+
+        with pytest.raises(unittest.SkipTest, match="check_failures not run"):
+            TestPlain().test_failures()
+
+    def test_run_with_one(self) -> None:
+        class TestLeaky(BackendConformance):
+            call_deadline = 0.5
+
+            def make_backend(self) -> Any:
+                return defects.LetsDriverErrorsOut()
+
+            def make_broken_backend(self) -> Any:
+                return defects.LetsDriverErrorsOut.broken()
+
+        with pytest.raises(AssertionError, match="LetsDriverErrorsOut: check_failures"):
+            TestLeaky().test_failures()
+
+
+def test_a_broken_store_must_be_built_without_reaching_it(tmp_path: Path) -> None:
+    def reaches_at_once() -> Any:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    with pytest.raises(AssertionError, match="make_broken_backend\\(\\) raised Connection"):
+        check_failures(reaches_at_once)
