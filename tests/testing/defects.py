@@ -643,3 +643,27 @@ class SqliteUntranslated(RemoteCacheBackend[bytes]):
                 "INSERT OR REPLACE INTO entries VALUES (?, ?)",
                 (key.encode("utf-8", "surrogatepass"), data),
             )
+
+
+# -- other instances ---------------------------------------------------------------------------
+
+
+class FolderRemembersMisses(_Folder):
+    """Each instance remembers the keys it missed, to spare the disk a lookup: a key another
+    process writes afterwards stays a miss here."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.misses: set[str] = set()
+
+    def _get(self, key: str) -> bytes | None:
+        if key in self.misses:
+            return None
+        found = super()._get(key)
+        if found is None:
+            self.misses.add(key)
+        return found
+
+    def _put(self, key: str, data: bytes) -> None:
+        self.misses.discard(key)
+        super()._put(key, data)

@@ -26,7 +26,8 @@ from remote_cache import (
     ValueTooLargeError,
 )
 from remote_cache._serde import JsonDataTy
-from remote_cache.testing import InMemoryBackend, RedisServer
+from remote_cache.testing import FailingBackend, InMemoryBackend, RedisServer
+from remote_cache.testing._processes import free_port
 from remote_cache.testing.conformance import (
     LARGEST_VALUE,
     LONGEST_KEY,
@@ -92,10 +93,18 @@ class TestInMemoryConforms(BackendConformance):
     def make_backend(self) -> InMemoryBackend:
         return InMemoryBackend()
 
+    def make_broken_backend(self) -> FailingBackend:
+        return FailingBackend()  # a store that is never there
+
 
 class TestRedisOverFakeredisConforms(BackendConformance):
     def make_backend(self) -> RedisRemoteCacheBackend:
         return RedisRemoteCacheBackend(client=fakeredis.FakeRedis(server=fakeredis.FakeServer()))
+
+    def make_broken_backend(self) -> RedisRemoteCacheBackend:
+        server = fakeredis.FakeServer()
+        server.connected = False  # fakeredis's server down
+        return RedisRemoteCacheBackend(client=fakeredis.FakeRedis(server=server))
 
 
 class TestLocalConforms(BackendConformance):
@@ -109,6 +118,11 @@ class TestLocalConforms(BackendConformance):
     def make_backend(self) -> LocalCacheBackend:
         return LocalCacheBackend(Path(self.scratch.name) / str(next(self.counter)))
 
+    def make_broken_backend(self) -> LocalCacheBackend:
+        blocker = Path(self.scratch.name) / f"a-file-{next(self.counter)}"
+        blocker.write_bytes(b"")  # the cache's folder would be inside a regular file
+        return LocalCacheBackend(blocker / "cache")
+
 
 @pytest.mark.redis
 class TestRealRedisConforms(BackendConformance):
@@ -119,6 +133,9 @@ class TestRealRedisConforms(BackendConformance):
     def make_backend(self) -> RedisRemoteCacheBackend:
         self.client.flushall()
         return RedisRemoteCacheBackend(client=self.client)
+
+    def make_broken_backend(self) -> RedisRemoteCacheBackend:
+        return RedisRemoteCacheBackend(url=f"redis://127.0.0.1:{free_port()}", timeout=0.5)
 
 
 class TestCheckBackend:

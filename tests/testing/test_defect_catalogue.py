@@ -117,6 +117,10 @@ CATALOGUE: list[tuple[str, Callable[[Path], Factory], str, str]] = [
     ("FolderNamedByHash", _files(defects.FolderNamedByHash), "check_concurrency",
      r"2 processes \(started by spawn: .*\) at once; process \d: .*get(_many)?\(.*"
      r"expected: .*actual:   None \(a miss\).*keys named by hash\(\)"),
+    ("FolderRemembersMisses", _files(defects.FolderRemembersMisses), "check_concurrency",
+     r"2 processes .* at once; process \d: after another worker wrote it, "
+     r"get\('late-proc'\).*key:      'late-proc'.*expected: 46 bytes b'late: .*"
+     r"actual:   None \(a miss\).*a miss remembered"),
     ("FolderWithNearCache", _files(defects.FolderWithNearCache), "check_concurrency",
      r"2 processes \(started by fork: the backend cannot be pickled .*\) at once; "
      r"process \d: after another worker overwrote it, get\('stale'\).*key:      'stale'.*"

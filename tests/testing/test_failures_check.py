@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from remote_cache import RemoteCacheBackend
+from remote_cache import BackendUnavailableError, RemoteCacheBackend
 from remote_cache.testing import InMemoryBackend
 from remote_cache.testing.conformance import BackendConformance, check_backend, check_failures
 from tests.testing import defects
@@ -110,9 +110,16 @@ class TestTheTestCase:
             TestLeaky().test_failures()
 
 
-def test_a_broken_store_must_be_built_without_reaching_it(tmp_path: Path) -> None:
+def test_a_broken_store_built_with_a_driver_error(tmp_path: Path) -> None:
     def reaches_at_once() -> Any:
         raise ConnectionRefusedError(111, "Connection refused")
 
     with pytest.raises(AssertionError, match="make_broken_backend\\(\\) raised Connection"):
         check_failures(reaches_at_once)
+
+
+def test_a_backend_that_reaches_its_store_when_built_may_fail_there() -> None:
+    def refused_when_built() -> Any:
+        raise BackendUnavailableError("connect: refused", backend="x", operation="connect")
+
+    check_failures(refused_when_built)  # typed, as the contract asks

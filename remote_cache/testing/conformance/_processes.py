@@ -30,7 +30,10 @@ from remote_cache.testing.conformance._race import (
     _prepare,
     _Race,
 )
-from remote_cache.testing.conformance._worker import _STALE, _Problem
+from remote_cache.testing.conformance._worker import _LATE, _STALE, _Problem
+
+_PROCESS_TAG = "proc"
+"""The keys of the process run are named after it (``proc-...``, ``late-proc``)."""
 
 
 def _in_process(
@@ -110,7 +113,7 @@ def _check_processes(
 ) -> str:
     replay = f"check_concurrency(make_backend, random_seed={seed_value})"
     method, pickled, why = _start_method(backend)
-    plans = _plans(seed_value + 1, "proc", processes, keys_per_writer)
+    plans = _plans(seed_value + 1, _PROCESS_TAG, processes, keys_per_writer)
     problems: list[_Problem] | None = None
     if method == "spawn":
         problems = _run_processes(
@@ -146,6 +149,14 @@ def _check_processes(
         after=f"{workers}: this backend read 'stale', a process overwrote it, then ",
         note="a stale read: the overwrite made in another process is not seen here (a read "
         "cache that other processes' writes do not invalidate?)",
+    )
+    late = f"late-{_PROCESS_TAG}"
+    probe.get(
+        late,
+        _LATE,
+        after=f"{workers}: this backend missed {late!r}, a process wrote it, then ",
+        note="a miss remembered: the write made in another process is not seen here (a "
+        "cache of misses that other processes' writes do not invalidate?)",
     )
     return f"{processes} processes started by {method}: {why}"
 
@@ -209,7 +220,7 @@ def _run_processes(
     replay = f"check_concurrency(make_backend, random_seed={seed_value})"
     context: Any = multiprocessing.get_context(method)
     count = len(plans)
-    race = _Race.begin(seed_value + 1, "proc", count, rounds, context, other_processes=True)
+    race = _Race.begin(seed_value + 1, _PROCESS_TAG, count, rounds, context, other_processes=True)
     _prepare(backend, _Probe(backend, check, replay), race, b"same: the first value")
     race.learn(plans)
     children = []

@@ -19,7 +19,7 @@ from typing import Any
 from remote_cache import RemoteCacheBackend
 from remote_cache.testing.conformance._diagnostics import _describe, _is, _short, _violation
 from remote_cache.testing.conformance._probe import _Probe
-from remote_cache.testing.conformance._worker import _STALE, _Problem, _Stop, _Worker
+from remote_cache.testing.conformance._worker import _LATE, _STALE, _Problem, _Stop, _Worker
 
 # While the concurrent checks run, the interpreter switches threads every 10 µs instead of
 # every 5 ms, so that unlocked check-then-act sequences interleave on every run, not by luck.
@@ -74,6 +74,8 @@ class _Race:
     barrier: Any
     done: Any
     other_processes: bool
+    late: str = "late"
+    """The key every worker misses before one writes it (one per run: threads, processes)."""
     known: dict[bytes, str] = dataclasses.field(default_factory=dict)
     """Every value written in the run, to its key: names a reply meant for another key."""
 
@@ -99,6 +101,7 @@ class _Race:
             signals.Barrier(workers),
             signals.Event(),
             other_processes=other_processes,
+            late=f"late-{tag}",
         )
 
     def learn(self, plans: list[dict[str, bytes]]) -> None:
@@ -108,6 +111,7 @@ class _Race:
             *self.pool.items(),
             *(("same", value) for value in self.same),
             *(("stale", value) for value in _STALE),
+            (self.late, _LATE),
             *(item for plan in plans for item in plan.items()),
         ):
             self.known[value] = key
@@ -175,6 +179,14 @@ class _Race:
             step.put("stale", _STALE[1])
         self._wait(step, "after the overwrite")
         step.get("stale", _STALE[1], after="after another worker overwrote it, ", stale=True)
+        # 5. Every worker misses a key (priming any cache of misses); one writes it; every
+        #    worker must now read it.
+        step.get(self.late, None, after="before any worker wrote it, ")
+        self._wait(step, "before the late write")
+        if worker == 0:
+            step.put(self.late, _LATE)
+        self._wait(step, "after the late write")
+        step.get(self.late, _LATE, after="after another worker wrote it, ", missed=True)
 
 
 @dataclasses.dataclass
@@ -263,3 +275,4 @@ def _prepare(
     probe.put("same", same_start)
     probe.put("stale", _STALE[0])
     probe.get("stale", _STALE[0], after="put('stale', …), then ")
+    probe.get(race.late, None, after="before the workers start, ")  # primes a miss cache

@@ -14,6 +14,8 @@ from remote_cache.testing.conformance._diagnostics import _describe, _exception,
 _R = TypeVar("_R")
 
 _STALE = (b"stale: the value before the overwrite", b"stale: the value after it")
+_LATE = b"late: written after every worker had missed it"
+"""The value of the key ``late``: read (a miss) by every worker, then written by one."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +105,14 @@ class _Worker:
         self._call(f"put_many({len(mapping)} keys)", first, self.backend.put_many, mapping)
 
     def get(
-        self, key: str, expected: bytes, *, after: str = "", stale: bool = False, own: bool = False
+        self,
+        key: str,
+        expected: bytes | None,
+        *,
+        after: str = "",
+        stale: bool = False,
+        own: bool = False,
+        missed: bool = False,
     ) -> None:
         operation = f"{after}get({_short(key)})"
         got = self._call(operation, key, self.backend.get, key)
@@ -113,6 +122,13 @@ class _Worker:
                 note = (
                     "a miss for a key this worker wrote itself: a concurrent write of another "
                     "key lost it (an unlocked read-modify-write of a shared file or record?)"
+                )
+            if missed and got is None:
+                note = (
+                    "a miss remembered: this backend read the key before it was written and "
+                    "still answers a miss (a cache of misses that other "
+                    + ("processes'" if self.other_process else "threads'")
+                    + " writes do not invalidate?)"
                 )
             if stale and got is not None and _is(got, _STALE[0]):
                 note = (

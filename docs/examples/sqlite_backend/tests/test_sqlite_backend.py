@@ -19,6 +19,9 @@ class TestInMemoryDatabase(BackendConformance):
     def make_backend(self) -> SqliteBackend:
         return SqliteBackend(":memory:")
 
+    def make_broken_backend(self) -> SqliteBackend:
+        return SqliteBackend("/nonexistent-folder/cache.sqlite")  # cannot be opened
+
 
 class TestDatabaseFile(BackendConformance):
     """The same on files: each backend gets a database file of its own."""
@@ -30,6 +33,9 @@ class TestDatabaseFile(BackendConformance):
 
     def make_backend(self) -> SqliteBackend:
         return SqliteBackend(self.folder / f"cache-{next(self.counter)}.sqlite")
+
+    def make_broken_backend(self) -> SqliteBackend:
+        return SqliteBackend(self.folder / "no-such-folder" / "cache.sqlite")
 
 
 def test_check_backend_in_one_call() -> None:
