@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from remote_cache import BackendUnavailableError, RemoteCacheBackend, ValueTooLargeError
+from remote_cache import BackendUnavailableError, RemoteCacheBackend, ValueTooLargeError, _clock
 
 MIB = 1024 * 1024
 
@@ -667,3 +667,46 @@ class FolderRemembersMisses(_Folder):
     def _put(self, key: str, data: bytes) -> None:
         self.misses.discard(key)
         super()._put(key, data)
+
+
+# -- time --------------------------------------------------------------------------------------
+
+
+class TtlInMilliseconds(DictBackend):
+    """A one-hour TTL handed to an API that takes milliseconds: entries gone after 3.6 s...
+    here 0.3 s (a 300 s TTL), the working set gone before the next compile reads it."""
+
+    ttl_seconds = 300
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deadlines: dict[str, float] = {}
+
+    def _put(self, key: str, data: bytes) -> None:
+        super()._put(key, data)
+        self.deadlines[key] = time.monotonic() + self.ttl_seconds / 1000  # ms meant, s given
+
+    def _get(self, key: str) -> Any:
+        if time.monotonic() > self.deadlines.get(key, float("inf")):
+            return None
+        return super()._get(key)
+
+
+class ExpiresEarlierThanDeclared(DictBackend):
+    """Declares ``expire`` = 60 s but its store drops entries after a fifth of it (a TTL
+    counted in the wrong unit on the test's clock too)."""
+
+    expire = 60.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: dict[str, float] = {}
+
+    def _put(self, key: str, data: bytes) -> None:
+        super()._put(key, data)
+        self.written[key] = _clock.monotonic()
+
+    def _get(self, key: str) -> Any:
+        if _clock.monotonic() - self.written.get(key, _clock.monotonic()) > self.expire / 5:
+            return None
+        return super()._get(key)

@@ -117,6 +117,9 @@ CATALOGUE: list[tuple[str, Callable[[Path], Factory], str, str]] = [
     ("FolderNamedByHash", _files(defects.FolderNamedByHash), "check_concurrency",
      r"2 processes \(started by spawn: .*\) at once; process \d: .*get(_many)?\(.*"
      r"expected: .*actual:   None \(a miss\).*keys named by hash\(\)"),
+    ("TtlInMilliseconds", _plain(defects.TtlInMilliseconds), "check_time",
+     r"0.5 s after the puts, get\('time-0'\).*expected: 100 bytes.*actual:   None \(a miss\).*"
+     r"gone 0.5 s after it was written.*milliseconds"),
     ("FolderRemembersMisses", _files(defects.FolderRemembersMisses), "check_concurrency",
      r"2 processes .* at once; process \d: after another worker wrote it, "
      r"get\('late-proc'\).*key:      'late-proc'.*expected: 46 bytes b'late: .*"

@@ -123,3 +123,32 @@ def test_a_backend_that_reaches_its_store_when_built_may_fail_there() -> None:
         raise BackendUnavailableError("connect: refused", backend="x", operation="connect")
 
     check_failures(refused_when_built)  # typed, as the contract asks
+
+
+class TestTime:
+    """``check_time``: entries read back later, on the test's clock where the backend reads it."""
+
+    def test_a_declared_expiry_is_checked_on_the_test_clock(self) -> None:
+        from remote_cache.testing import VirtualClock
+        from remote_cache.testing.conformance import check_time
+
+        with VirtualClock() as clock, pytest.raises(AssertionError) as caught:
+            check_time(defects.ExpiresEarlierThanDeclared)
+        message = str(caught.value)
+        assert message.startswith("ExpiresEarlierThanDeclared: check_time: 54 s after the puts")
+        assert "it declares expire=60 s" in message
+        assert clock.slept == pytest.approx(54)  # advanced, not waited
+
+    def test_our_in_memory_backend_with_an_expiry_passes(self) -> None:
+        from remote_cache.testing import VirtualClock
+        from remote_cache.testing.conformance import check_time
+
+        with VirtualClock() as clock:
+            check_time(lambda: InMemoryBackend(expire=60))
+        assert clock.slept == pytest.approx(54)
+
+    def test_a_mistake(self) -> None:
+        from remote_cache.testing.conformance import check_time
+
+        with pytest.raises(ValueError, match="after"):
+            check_time(InMemoryBackend, after=-1)

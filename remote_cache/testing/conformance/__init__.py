@@ -44,6 +44,7 @@ from remote_cache.testing.conformance._probe import (
 from remote_cache.testing.conformance._probe import BackendFactory as BackendFactory
 from remote_cache.testing.conformance._properties import check_json_serde, check_model
 from remote_cache.testing.conformance._runner import check_backend
+from remote_cache.testing.conformance._time import READ_BACK_AFTER, check_time
 from remote_cache.testing.conformance._values import check_values
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "LARGEST_VALUE",
     "LONGEST_KEY",
     "MIN_VALUE_LIMIT",
+    "READ_BACK_AFTER",
     "BackendConformance",
     "call_deadline",
     "check_backend",
@@ -63,6 +65,7 @@ __all__ = [
     "check_model",
     "check_overwrites",
     "check_stats",
+    "check_time",
     "check_values",
     "key_families",
 ]

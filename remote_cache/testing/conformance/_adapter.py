@@ -18,6 +18,7 @@ from remote_cache.testing.conformance._failures import check_failures, no_broken
 from remote_cache.testing.conformance._keys import check_keys
 from remote_cache.testing.conformance._properties import check_model
 from remote_cache.testing.conformance._runner import _quiet_planted_faults
+from remote_cache.testing.conformance._time import check_time
 from remote_cache.testing.conformance._values import check_values
 from remote_cache.testing.stateful import run_cache_machine
 
@@ -43,6 +44,11 @@ class BackendConformance:
     def make_backend(self) -> RemoteCacheBackend[Any]:
         """Return a fresh, empty backend (each call a new one)."""
         raise NotImplementedError(f"{type(self).__name__} must define make_backend()")
+
+    def test_entries_last(self) -> None:
+        """Entries are still there a while after they were written."""
+        with call_deadline(self.call_deadline):
+            check_time(self.make_backend)
 
     def make_broken_backend(self) -> RemoteCacheBackend[Any]:
         """Return a backend whose store cannot be reached (define it to have failures

@@ -19,6 +19,7 @@ from remote_cache.testing.conformance._failures import check_failures, no_broken
 from remote_cache.testing.conformance._keys import check_keys
 from remote_cache.testing.conformance._probe import LARGEST_VALUE, LONGEST_KEY, BackendFactory
 from remote_cache.testing.conformance._properties import check_model
+from remote_cache.testing.conformance._time import check_time
 from remote_cache.testing.conformance._values import check_values
 from remote_cache.testing.stateful import run_cache_machine
 
@@ -55,7 +56,9 @@ def check_backend(
     bytes, the declared ``max_value_bytes`` refused loudly above), ``check_keys`` (key
     families up to ``longest_key`` characters that collide under case folding, Unicode
     normalisation, truncation or a dropped prefix), ``check_overwrites`` (no stale reads),
-    ``check_batches``, ``check_stats`` (exact counters), ``check_concurrency`` (threads, and
+    ``check_batches``, ``check_stats`` (exact counters), ``check_time`` (the entries are
+    still there half a second later, and just before a declared ``expire``),
+    ``check_failures`` (with ``make_broken_backend``), ``check_concurrency`` (threads, and
     processes for ``shared_between_processes`` backends), ``check_model`` (Hypothesis: any
     sequence of calls agrees with a dict) and the cache state machine of
     ``remote_cache.testing.stateful`` (caches, injected faults, corrupt entries, exact
@@ -97,6 +100,7 @@ def _check_everything(
     check_overwrites(make_backend)
     check_batches(make_backend)
     check_stats(make_backend)
+    check_time(make_backend)
     if make_broken_backend is None:
         unchecked.append(no_broken_store_note(make_backend))
     else:
