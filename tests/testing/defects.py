@@ -710,3 +710,52 @@ class ExpiresEarlierThanDeclared(DictBackend):
         if _clock.monotonic() - self.written.get(key, _clock.monotonic()) > self.expire / 5:
             return None
         return super()._get(key)
+
+
+# -- key mapping and chunking -------------------------------------------------------------------
+
+
+class JoinsBatchKeysWithComma(DictBackend):
+    """``get_many`` sends the keys joined by "," (a text protocol) and splits them again:
+    a key with a comma in it becomes two."""
+
+    def _get_many(self, keys: list[str]) -> dict[str, Any]:
+        found = {}
+        for key in ",".join(keys).split(","):
+            value = self._get(key)
+            if value is not None:
+                found[key] = value
+        return {key: found[key] for key in keys if key in found}
+
+
+class EscapesCommasOnly(DictBackend):
+    """Commas escaped as %2C for a comma-separated store, but % itself left as it is: "a,b"
+    and "a%2Cb" become one entry."""
+
+    def stored_key(self, key: str) -> Any:
+        return key.replace(",", "%2C")
+
+
+class ChunksInTheKeySpace(DictBackend):
+    """Values over 1 MiB split into 1 MiB chunks stored under "<key>.<n>", with the count under
+    the key: a caller's key "big.0" overwrites a chunk."""
+
+    CHUNK = 1024 * 1024
+
+    def _put(self, key: str, data: bytes) -> None:
+        if len(data) <= self.CHUNK:
+            super()._put(key, b"v" + data)
+            return
+        chunks = [data[i : i + self.CHUNK] for i in range(0, len(data), self.CHUNK)]
+        for index, chunk in enumerate(chunks):
+            super()._put(f"{key}.{index}", b"v" + chunk)
+        super()._put(key, b"c" + str(len(chunks)).encode())
+
+    def _get(self, key: str) -> Any:
+        stored = super()._get(key)
+        if stored is None or stored[:1] == b"v":
+            return None if stored is None else stored[1:]
+        parts = [DictBackend._get(self, f"{key}.{index}") for index in range(int(stored[1:]))]
+        if any(part is None for part in parts):
+            return None
+        return b"".join(part[1:] for part in parts if part is not None)

@@ -117,6 +117,13 @@ CATALOGUE: list[tuple[str, Callable[[Path], Factory], str, str]] = [
     ("FolderNamedByHash", _files(defects.FolderNamedByHash), "check_concurrency",
      r"2 processes \(started by spawn: .*\) at once; process \d: .*get(_many)?\(.*"
      r"expected: .*actual:   None \(a miss\).*keys named by hash\(\)"),
+    ("JoinsBatchKeysWithComma", _plain(defects.JoinsBatchKeysWithComma), "check_keys",
+     r"get_many\(\['a,b', .*separators or their escapes \(batch keys joined"),
+    ("EscapesCommasOnly", _plain(defects.EscapesCommasOnly), "check_keys",
+     r"get\('a,b'\).*value written under 'a%2Cb'.*does not escape its own escape"),
+    ("ChunksInTheKeySpace", _plain(defects.ChunksInTheKeySpace), "check_keys",
+     r"put\('big', 3 MiB\), then put of keys named like its chunks, then get\('big'\).*"
+     r"expected: 3,145,729 bytes.*chunks stored under names in the caller's own key space"),
     ("TtlInMilliseconds", _plain(defects.TtlInMilliseconds), "check_time",
      r"0.5 s after the puts, get\('time-0'\).*expected: 100 bytes.*actual:   None \(a miss\).*"
      r"gone 0.5 s after it was written.*milliseconds"),

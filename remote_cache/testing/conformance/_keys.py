@@ -4,7 +4,7 @@ own value (case folding, Unicode normalisation, truncation, mangling, cache pref
 from __future__ import annotations
 
 from remote_cache.testing.conformance._diagnostics import _utf8
-from remote_cache.testing.conformance._probe import LONGEST_KEY, BackendFactory, _Probe
+from remote_cache.testing.conformance._probe import LONGEST_KEY, BackendFactory, _pattern, _Probe
 
 
 def key_families(longest: int = LONGEST_KEY) -> list[tuple[str, list[str]]]:
@@ -125,6 +125,36 @@ def key_families(longest: int = LONGEST_KEY) -> list[tuple[str, list[str]]]:
             ],
         ),
         (
+            "separators and escapes",
+            [
+                "a,b",
+                "a;b",
+                "a|b",
+                "a,b,c",
+                "a,",
+                ",a",
+                "a%2Cb",
+                "a%2cb",
+                "a%252Cb",
+                "a%3Bb",
+                "a%7Cb",
+                "a%25b",
+                "a%b",
+                "a%%b",
+                "%41",
+                "A",
+                "a\\,b",
+                "a\\;b",
+                "a\\\\b",
+                "a&b",
+                "a=b",
+                "a?b",
+                "a#b",
+                "a%23b",
+                "a\\u002cb",
+            ],
+        ),
+        (
             "cache prefix",
             [
                 "pt2:graphs::h:c1",
@@ -145,6 +175,9 @@ _FAMILY_NOTES = {
     "length": "keys differing only after a common prefix (are long keys truncated?)",
     "non-ASCII": "keys differing only in non-ASCII characters (mangled when encoded?)",
     "NUL, whitespace and separators": "keys differing in NUL, whitespace or separators",
+    "separators and escapes": "keys differing in separators or their escapes (batch keys "
+    "joined with a separator? an escaping scheme that does not escape its own escape "
+    "character?)",
     "cache prefix": "keys differing only in the cache prefix pt2:<cache id>::, so caches with "
     "different ids would read each other's entries (is the prefix stripped?)",
 }
@@ -190,3 +223,31 @@ def check_keys(make_backend: BackendFactory, *, longest: int = LONGEST_KEY) -> N
         probe.get_many(list(batch), batch, after=after, note=note)
         for key, value in batch.items():
             probe.get(key, value, after=after, note=note)
+    _check_chunk_names(_Probe(make_backend(), check, probe.replay))
+
+
+CHUNK_SUFFIXES = (
+    ".0", ".1", ".2", "#0", ":0", "-0", "_0", "/0", ".part0", ":chunk:0", ".meta", ".manifest",
+    "-chunk-0", ".00", ".000000", ":1", "/1",
+)  # fmt: skip
+"""What backends that split large values name their chunks after the key: each, written as
+a key of its own, must leave a large value under the bare key whole."""
+
+
+def _check_chunk_names(probe: _Probe) -> None:
+    """A large value (3 MiB: chunked by backends that chunk) under ``big``, and small values
+    under the names its chunks may take; all read back whole."""
+    big = _pattern(3 * 1024 * 1024 + 1, salt=11)
+    note = (
+        "a value split into chunks stored under names in the caller's own key space (the "
+        "key plus a suffix), which another key can overwrite or read"
+    )
+    probe.put("big", big)
+    small = {f"big{suffix}": f"small under big{suffix}".encode() for suffix in CHUNK_SUFFIXES}
+    for key, value in small.items():
+        probe.put(key, value)
+    after = "put('big', 3 MiB), then put of keys named like its chunks, then "
+    probe.get("big", big, after=after, note=note)
+    for key, value in small.items():
+        probe.get(key, value, after=after, note=note)
+    probe.get_many(["big", *small], {"big": big, **small}, after=after, note=note)
