@@ -122,7 +122,8 @@ CATALOGUE: list[tuple[str, Callable[[Path], Factory], str, str]] = [
     ("EscapesCommasOnly", _plain(defects.EscapesCommasOnly), "check_keys",
      r"get\('a,b'\).*value written under 'a%2Cb'.*does not escape its own escape"),
     ("ChunksInTheKeySpace", _plain(defects.ChunksInTheKeySpace), "check_keys",
-     r"put\('big', 3 MiB\), then put of keys named like its chunks, then get\('big'\).*"
+     r"put\('big', 3,145,729 bytes\), then put of keys named like its chunks, then "
+     r"get\('big'\).*"
      r"expected: 3,145,729 bytes.*chunks stored under names in the caller's own key space"),
     ("TtlInMilliseconds", _plain(defects.TtlInMilliseconds), "check_time",
      r"0.5 s after the puts, get\('time-0'\).*expected: 100 bytes.*actual:   None \(a miss\).*"
