@@ -759,3 +759,35 @@ class ChunksInTheKeySpace(DictBackend):
         if any(part is None for part in parts):
             return None
         return b"".join(part[1:] for part in parts if part is not None)
+
+
+# -- capacity ----------------------------------------------------------------------------------
+
+
+class _Capped(DictBackend):
+    """A store of at most ``capacity_bytes`` of values, evicting when full."""
+
+    capacity_bytes = 32 * 1024 * 1024  # above what check_values holds at once (about 16 MiB)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.order: list[str] = []
+
+    def _put(self, key: str, data: bytes) -> None:
+        with self.lock:
+            if key in self.store:
+                self.order.remove(key)
+            self.store[key] = data
+            self.order.append(key)
+            while sum(len(v) for v in self.store.values()) > self.capacity_bytes:
+                self._evict()
+
+    def _evict(self) -> None:
+        del self.store[self.order.pop(0)]  # the oldest: right
+
+
+class EvictsNewestWhenFull(_Capped):
+    """When full, drops the entry it has just written: every new result is lost."""
+
+    def _evict(self) -> None:
+        del self.store[self.order.pop()]

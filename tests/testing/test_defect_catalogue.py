@@ -128,6 +128,9 @@ CATALOGUE: list[tuple[str, Callable[[Path], Factory], str, str]] = [
     ("TtlInMilliseconds", _plain(defects.TtlInMilliseconds), "check_time",
      r"0.5 s after the puts, get\('time-0'\).*expected: 100 bytes.*actual:   None \(a miss\).*"
      r"gone 0.5 s after it was written.*milliseconds"),
+    ("EvictsNewestWhenFull", _plain(defects.EvictsNewestWhenFull), "check_capacity",
+     r"bytes written, then get\('fill-\d+'\).*expected: 65,536 bytes.*actual:   None.*"
+     r"never the one just written"),
     ("FolderRemembersMisses", _files(defects.FolderRemembersMisses), "check_concurrency",
      r"2 processes .* at once; process \d: after another worker wrote it, "
      r"get\('late-proc'\).*key:      'late-proc'.*expected: 46 bytes b'late: .*"

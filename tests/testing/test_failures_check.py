@@ -152,3 +152,38 @@ class TestTime:
 
         with pytest.raises(ValueError, match="after"):
             check_time(InMemoryBackend, after=-1)
+
+
+class TestCapacity:
+    """``check_capacity``: a store filled past its declared capacity keeps the newest."""
+
+    def test_evicting_the_oldest_passes(self) -> None:
+        from remote_cache.testing.conformance import check_capacity
+
+        assert check_capacity(defects._Capped) is None
+
+    def test_no_capacity_declared_is_nothing_to_check(self) -> None:
+        from remote_cache.testing.conformance import check_capacity
+
+        assert check_capacity(InMemoryBackend) is None
+
+    def test_too_large_to_fill_is_said(self) -> None:
+        from remote_cache.testing.conformance import check_capacity
+
+        class Huge(defects._Capped):
+            capacity_bytes = 1 << 40
+
+        note = check_capacity(Huge)
+        assert note is not None
+        assert "check_capacity not run: capacity_bytes=1,099,511,627,776" in note
+        assert any("check_capacity not run" in n for n in check_backend(Huge, examples=5))
+
+    @pytest.mark.parametrize("capacity", [True, "1MiB", 10])
+    def test_a_bad_declaration(self, capacity: Any) -> None:
+        from remote_cache.testing.conformance import check_capacity
+
+        class Odd(defects._Capped):
+            capacity_bytes = capacity
+
+        with pytest.raises(AssertionError, match="capacity_bytes="):
+            check_capacity(Odd)

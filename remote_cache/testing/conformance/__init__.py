@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from remote_cache.testing._call_deadline import DEFAULT_CALL_DEADLINE, call_deadline
 from remote_cache.testing.conformance._adapter import BackendConformance
+from remote_cache.testing.conformance._capacity import LARGEST_CAPACITY_CHECKED, check_capacity
 from remote_cache.testing.conformance._concurrency import check_concurrency
 from remote_cache.testing.conformance._contract import (
     check_batches,
@@ -49,6 +50,7 @@ from remote_cache.testing.conformance._values import check_values
 
 __all__ = [
     "DEFAULT_CALL_DEADLINE",
+    "LARGEST_CAPACITY_CHECKED",
     "LARGEST_VALUE",
     "LONGEST_KEY",
     "MIN_VALUE_LIMIT",
@@ -57,6 +59,7 @@ __all__ = [
     "call_deadline",
     "check_backend",
     "check_batches",
+    "check_capacity",
     "check_concurrency",
     "check_contract",
     "check_failures",

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from remote_cache import RemoteCacheBackend
 from remote_cache.testing._call_deadline import DEFAULT_CALL_DEADLINE, call_deadline
+from remote_cache.testing.conformance._capacity import check_capacity
 from remote_cache.testing.conformance._concurrency import check_concurrency
 from remote_cache.testing.conformance._contract import (
     check_batches,
@@ -46,9 +47,11 @@ class BackendConformance:
         raise NotImplementedError(f"{type(self).__name__} must define make_backend()")
 
     def test_entries_last(self) -> None:
-        """Entries are still there a while after they were written."""
+        """Entries are still there a while after they were written, and a store filled past
+        its declared capacity keeps the newest."""
         with call_deadline(self.call_deadline):
             check_time(self.make_backend)
+            check_capacity(self.make_backend)
 
     def make_broken_backend(self) -> RemoteCacheBackend[Any]:
         """Return a backend whose store cannot be reached (define it to have failures

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 
 from remote_cache.testing._call_deadline import DEFAULT_CALL_DEADLINE
 from remote_cache.testing._call_deadline import call_deadline as deadline
+from remote_cache.testing.conformance._capacity import check_capacity
 from remote_cache.testing.conformance._concurrency import check_concurrency
 from remote_cache.testing.conformance._contract import (
     check_batches,
@@ -58,6 +59,7 @@ def check_backend(
     normalisation, truncation or a dropped prefix), ``check_overwrites`` (no stale reads),
     ``check_batches``, ``check_stats`` (exact counters), ``check_time`` (the entries are
     still there half a second later, and just before a declared ``expire``),
+    ``check_capacity`` (a store filled past its declared ``capacity_bytes`` keeps the newest),
     ``check_failures`` (with ``make_broken_backend``), ``check_concurrency`` (threads, and
     processes for ``shared_between_processes`` backends), ``check_model`` (Hypothesis: any
     sequence of calls agrees with a dict) and the cache state machine of
@@ -101,6 +103,9 @@ def _check_everything(
     check_batches(make_backend)
     check_stats(make_backend)
     check_time(make_backend)
+    capacity_note = check_capacity(make_backend)
+    if capacity_note is not None:
+        unchecked.append(capacity_note)
     if make_broken_backend is None:
         unchecked.append(no_broken_store_note(make_backend))
     else:
