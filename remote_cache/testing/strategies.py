@@ -10,8 +10,16 @@ from hypothesis import strategies as st
 
 from remote_cache._serde import JsonDataTy
 from remote_cache.testing._backends import OPERATIONS, FaultPlan, SideEffect
+from remote_cache.testing._key_families import key_families
 
-__all__ = ["cache_keys", "colliding_keys", "fault_plans", "json_data"]
+__all__ = [
+    "cache_keys",
+    "colliding_keys",
+    "colliding_pairs",
+    "fault_plans",
+    "json_data",
+    "key_family",
+]
 
 
 # Hypothesis leaves surrogates out of text by default; half our strings may hold them.
@@ -110,6 +118,24 @@ def colliding_keys() -> st.SearchStrategy[str]:
         ["Key", "straße", "café", "cafe\u0301", "Å", "\ufb01le", "İstanbul", "x日本", "k" * 251]
     )
     return st.builds(lambda base, variant: _VARIANTS[variant](base), bases, st.integers(0, 9))
+
+
+def colliding_pairs(longest: int = 64) -> st.SearchStrategy[list[str]]:
+    """Two distinct keys of one of ``check_keys``'s families (case, Unicode normalisation,
+    length, non-ASCII, separators and their escapes, cache prefixes...), keys up to
+    ``longest`` characters: a backend that merges them is caught whenever both are written
+    and read, on every seed."""
+    families = [keys for _, keys in key_families(longest) if len(set(keys)) >= 2]
+    return st.sampled_from(families).flatmap(
+        lambda keys: st.lists(st.sampled_from(keys), min_size=2, max_size=2, unique=True)
+    )
+
+
+def key_family(longest: int = 64) -> st.SearchStrategy[list[str]]:
+    """All the keys of one of ``check_keys``'s families (keys up to ``longest`` characters):
+    written together and read back, any merge of two of them shows."""
+    families = [list(dict.fromkeys(keys)) for _, keys in key_families(longest)]
+    return st.sampled_from(families)
 
 
 def fault_plans(

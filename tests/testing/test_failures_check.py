@@ -187,3 +187,18 @@ class TestCapacity:
 
         with pytest.raises(AssertionError, match="capacity_bytes="):
             check_capacity(Odd)
+
+
+class TestThePropertiesMeetTheFamilies:
+    """``check_model`` draws two keys of one of ``check_keys``'s families in every example, so a
+    store that merges them is found on every seed, not by luck."""
+
+    @pytest.mark.parametrize(
+        "defect", [defects.CaseInsensitiveKeys, defects.EscapesCommasOnly], ids=lambda d: d.__name__
+    )
+    @pytest.mark.parametrize("seed", [0, 1])
+    def test_found_on_every_seed(self, defect: type[Any], seed: int) -> None:
+        from remote_cache.testing.conformance import check_model
+
+        with pytest.raises(AssertionError, match="check_model"):
+            check_model(defect, examples=50, random_seed=seed)

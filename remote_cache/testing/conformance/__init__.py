@@ -26,6 +26,7 @@ Import from here; the private modules hold one job each, lowest first:
 from __future__ import annotations
 
 from remote_cache.testing._call_deadline import DEFAULT_CALL_DEADLINE, call_deadline
+from remote_cache.testing._key_families import LONGEST_KEY
 from remote_cache.testing.conformance._adapter import BackendConformance
 from remote_cache.testing.conformance._capacity import LARGEST_CAPACITY_CHECKED, check_capacity
 from remote_cache.testing.conformance._concurrency import check_concurrency
@@ -39,7 +40,6 @@ from remote_cache.testing.conformance._failures import check_failures
 from remote_cache.testing.conformance._keys import check_keys, key_families
 from remote_cache.testing.conformance._probe import (
     LARGEST_VALUE,
-    LONGEST_KEY,
     MIN_VALUE_LIMIT,
 )
 from remote_cache.testing.conformance._probe import BackendFactory as BackendFactory

@@ -29,8 +29,6 @@ _R = TypeVar("_R")
 LARGEST_VALUE = 4 * 1024 * 1024
 """The largest value ``check_values`` writes by default, in bytes (4 MiB)."""
 
-LONGEST_KEY = 1024
-"""The longest key ``check_keys`` writes by default, in characters (up to 4 KiB of UTF-8)."""
 
 MIN_VALUE_LIMIT = 64 * 1024
 """The smallest ``max_value_bytes`` a backend may declare: the caches write values this big."""

@@ -17,7 +17,13 @@ from remote_cache.testing._hypothesis_settings import pick_seed, replayable, sui
 from remote_cache.testing.conformance._diagnostics import _call, _describe, _is, _name, _short
 from remote_cache.testing.conformance._probe import BackendFactory
 from remote_cache.testing.conformance._values import _HEADER_VALUES
-from remote_cache.testing.strategies import cache_keys, colliding_keys, json_data
+from remote_cache.testing.strategies import (
+    cache_keys,
+    colliding_keys,
+    colliding_pairs,
+    json_data,
+    key_family,
+)
 
 # Each example draws a small pool of keys (hostile shapes, and families that collide under
 # case folding and Unicode normalisation) and uses only those: overwrites, read-backs and
@@ -34,14 +40,21 @@ _values = st.one_of(
 @st.composite
 def _operations(draw: st.DrawFn) -> list[tuple[str, Any, Any]]:
     pool = draw(st.lists(_pool_keys, min_size=1, max_size=6, unique=True))
+    pool = list(dict.fromkeys([*pool, *draw(colliding_pairs())]))  # two of one family
     keys = st.sampled_from(pool)
+    family = draw(key_family())  # written and read whole: a merge of two of its keys shows
+    written = {key: draw(_values) for key in family}
     operation = st.one_of(
         st.tuples(st.just("put"), keys, _values),
         st.tuples(st.just("get"), keys, st.none()),
         st.tuples(st.just("get_many"), st.lists(keys, max_size=4), st.none()),
         st.tuples(st.just("put_many"), st.dictionaries(keys, _values, max_size=4), st.none()),
     )
-    return draw(st.lists(operation, max_size=25))
+    return [
+        ("put_many", written, None),
+        *draw(st.lists(operation, max_size=25)),
+        ("get_many", family, None),
+    ]
 
 
 def _run(test: Callable[[], None], random_seed: int | None, replay: str) -> None:
@@ -100,7 +113,9 @@ def check_model(
                 _call(backend, f"put({_short(argument)})", backend.put, argument, data)
                 model[argument] = data
             elif operation == "put_many":
-                shown = {_short(k): len(v) for k, v in argument.items()}
+                items = [f"{_short(k)}: {len(v)} bytes" for k, v in argument.items()]
+                more = f", … {len(items) - 4} more" if len(items) > 4 else ""
+                shown = f"{{{', '.join(items[:4])}{more}}}"
                 _call(backend, f"put_many({shown})", backend.put_many, argument)
                 model.update(argument)
             elif operation == "get":

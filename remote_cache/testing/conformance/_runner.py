@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 
 from remote_cache.testing._call_deadline import DEFAULT_CALL_DEADLINE
 from remote_cache.testing._call_deadline import call_deadline as deadline
+from remote_cache.testing._key_families import LONGEST_KEY
 from remote_cache.testing.conformance._capacity import check_capacity
 from remote_cache.testing.conformance._concurrency import check_concurrency
 from remote_cache.testing.conformance._contract import (
@@ -18,7 +19,7 @@ from remote_cache.testing.conformance._contract import (
 )
 from remote_cache.testing.conformance._failures import check_failures, no_broken_store_note
 from remote_cache.testing.conformance._keys import check_keys
-from remote_cache.testing.conformance._probe import LARGEST_VALUE, LONGEST_KEY, BackendFactory
+from remote_cache.testing.conformance._probe import LARGEST_VALUE, BackendFactory
 from remote_cache.testing.conformance._properties import check_model
 from remote_cache.testing.conformance._time import check_time
 from remote_cache.testing.conformance._values import check_values

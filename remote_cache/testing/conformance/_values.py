@@ -15,10 +15,10 @@ import zlib
 from collections.abc import Callable
 
 from remote_cache.exceptions import ValueTooLargeError
+from remote_cache.testing._key_families import LONGEST_KEY
 from remote_cache.testing.conformance._diagnostics import _describe, _utf8, _violation
 from remote_cache.testing.conformance._probe import (
     LARGEST_VALUE,
-    LONGEST_KEY,
     BackendFactory,
     _declared,
     _pattern,
