@@ -791,3 +791,30 @@ class EvictsNewestWhenFull(_Capped):
 
     def _evict(self) -> None:
         del self.store[self.order.pop()]
+
+
+# -- messages ----------------------------------------------------------------------------------
+
+
+class SqliteLikeLookup(RemoteCacheBackend[bytes]):
+    """Looks keys up with ``LIKE`` instead of ``=``: ``_`` and ``%`` are wildcards, and ASCII
+    case is ignored."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.db = sqlite3.connect(":memory:", check_same_thread=False)
+        self.db.execute("CREATE TABLE entries (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
+        self.lock = threading.Lock()
+
+    def _get(self, key: str) -> bytes | None:
+        stored = key.encode("utf-8", "surrogatepass").decode("latin-1")  # one char per byte
+        with self.lock:
+            row = self.db.execute(
+                "SELECT value FROM entries WHERE key LIKE ? ORDER BY rowid LIMIT 1", (stored,)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def _put(self, key: str, data: bytes) -> None:
+        stored = key.encode("utf-8", "surrogatepass").decode("latin-1")
+        with self.lock:
+            self.db.execute("INSERT OR REPLACE INTO entries VALUES (?, ?)", (stored, data))

@@ -117,6 +117,8 @@ CATALOGUE: list[tuple[str, Callable[[Path], Factory], str, str]] = [
     ("FolderNamedByHash", _files(defects.FolderNamedByHash), "check_concurrency",
      r"2 processes \(started by spawn: .*\) at once; process \d: .*get(_many)?\(.*"
      r"expected: .*actual:   None \(a miss\).*keys named by hash\(\)"),
+    ("SqliteLikeLookup", _plain(defects.SqliteLikeLookup), "check_keys",
+     r"get\('CACHE-KEY'\).*written under 'cache-key'.*SQL LIKE instead of =\?"),
     ("JoinsBatchKeysWithComma", _plain(defects.JoinsBatchKeysWithComma), "check_keys",
      r"get_many\(\['a,b', .*separators or their escapes \(batch keys joined"),
     ("EscapesCommasOnly", _plain(defects.EscapesCommasOnly), "check_keys",

@@ -202,3 +202,29 @@ class TestThePropertiesMeetTheFamilies:
 
         with pytest.raises(AssertionError, match="check_model"):
             check_model(defect, examples=50, random_seed=seed)
+
+
+class TestCausesNamed:
+    """A message names the likely cause from the two keys that collided."""
+
+    @pytest.mark.parametrize(
+        ("key", "other", "cause"),
+        [
+            ("a_b", "a/b", "SQL LIKE"),
+            ("A%", "a-long-key", "SQL LIKE"),
+            ("a*", "a-long-key", "a glob"),
+            ("a?c", "abc", "a glob"),
+            ("a_b", "a_c", None),
+            ("cache-key", "CACHE-KEY", None),
+        ],
+    )
+    def test_a_key_read_as_a_pattern(self, key: str, other: str, cause: str | None) -> None:
+        from remote_cache.testing.conformance._probe import _pattern_match
+
+        said = _pattern_match(key, other)
+        assert (said is None) if cause is None else (said is not None and cause in said)
+
+    def test_a_store_per_thread(self) -> None:
+        from remote_cache.testing.conformance._worker import _miss_note
+
+        assert "a store per thread" in _miss_note(other_process=False)

@@ -15,7 +15,8 @@ from remote_cache.testing.conformance._probe import (
 )
 
 _FAMILY_NOTES = {
-    "case": "keys differing only in case (a case-insensitive store?)",
+    "case": "keys differing only in case (a case-insensitive store or collation? SQL LIKE "
+    "instead of =?)",
     "Unicode normalisation": "keys differing only in Unicode normalisation (NFC, NFD, NFKC)",
     "length": "keys differing only after a common prefix (are long keys truncated?)",
     "non-ASCII": "keys differing only in non-ASCII characters (mangled when encoded?)",

@@ -7,7 +7,9 @@ written, to name the two keys that collide. ``LARGEST_VALUE``, ``LONGEST_KEY`` a
 
 from __future__ import annotations
 
+import fnmatch
 import random
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -81,9 +83,10 @@ class _Probe:
         if isinstance(got, (bytes, bytearray)) and bytes(got) in self.written:
             other = self.written[bytes(got)]
             if other != key:
+                cause = _pattern_match(key, other) or note
                 return (
                     f"that is the value written under {_short(other)}: the backend does not "
-                    f"keep these keys apart{f' ({note})' if note else ''}"
+                    f"keep these keys apart{f' ({cause})' if cause else ''}"
                 )
         return note
 
@@ -154,6 +157,21 @@ class _Probe:
                 actual=f"a key never asked for, with {_describe(found[extra[0]])}",
                 replay=self.replay,
             )
+
+
+def _pattern_match(key: str, other: str) -> str | None:
+    """Why ``key`` found ``other``'s value when ``key`` read as a pattern matches ``other``:
+    SQL ``LIKE`` (``%``, ``_``, no case in ASCII) or a glob (``*``, ``?``, ``[``)."""
+    if set(key) & set("%_"):
+        like = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in key)
+        if re.fullmatch(like, other, re.IGNORECASE | re.DOTALL):
+            return (
+                "the key used as a pattern: SQL LIKE, where % and _ are wildcards and ASCII "
+                "case is ignored? compare keys with =, or as BLOBs"
+            )
+    if set(key) & set("*?[") and fnmatch.fnmatchcase(other, key):
+        return "the key used as a pattern: a glob, where * ? [ are wildcards?"
+    return None
 
 
 def _declared(backend: RemoteCacheBackend[Any], check: str) -> int | None:

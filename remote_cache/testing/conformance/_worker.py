@@ -195,4 +195,8 @@ def _miss_note(other_process: bool) -> str:
             "not see the other's entries (not shared at all? keys named by hash(), which "
             "differs between interpreters?)"
         )
-    return "a miss for a key that was stored before this read"
+    return (
+        "a miss for a key that was stored before this read, from another thread: a store "
+        "per thread (a thread-local connection to an in-memory database? a threading.local "
+        "dict?) or a write another thread cannot see yet"
+    )
