@@ -21,7 +21,13 @@ from remote_cache._settings import parse_redis_url, redact_url, scrub, url_secre
 from remote_cache._text import printable
 from remote_cache.cli.parser import TESTING_EXTRA, UsageError
 from remote_cache.cli.process import Interrupts, emit, user_output_to
-from remote_cache.cli.report import ProgressBar, json_error, json_report, print_report
+from remote_cache.cli.report import (
+    ProgressBar,
+    json_error,
+    json_report,
+    print_report,
+    report_width,
+)
 from remote_cache.cli.status import EXIT_FAILED, EXIT_OK, EXIT_UNUSABLE
 from remote_cache.exceptions import ConfigurationError, MissingDependencyError
 
@@ -175,7 +181,7 @@ def run_check(
         if arguments.json:
             print(json.dumps(json_report(report), indent=2), file=text)
         else:
-            print_report(report, text)
+            print_report(report, text, columns=report_width(report_out))
         interrupts.finish()
         emit(text.getvalue(), report_out)
         return EXIT_OK if report.passed else EXIT_FAILED

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import textwrap
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -18,6 +20,7 @@ __all__ = [
     "json_error",
     "json_report",
     "print_report",
+    "report_width",
 ]
 
 JSON_SCHEMA_VERSION = 1
@@ -62,7 +65,31 @@ def _stat_table(stats: dict[str, CacheStat], out: TextIO) -> None:
         print(f"  {names[name]:<{width}}  {row}", file=out)
 
 
-def print_report(report: CheckReport, out: TextIO) -> None:
+REPORT_WIDTH = 120
+"""The columns a report fills when its output is not a terminal (else the terminal's)."""
+
+
+def report_width(out: TextIO) -> int:
+    """The columns to fill: the terminal's (at least 60), else ``REPORT_WIDTH``."""
+    try:
+        if out.isatty():
+            return max(60, shutil.get_terminal_size((REPORT_WIDTH, 24)).columns)
+    except (AttributeError, ValueError, OSError):  # a closed or odd stream
+        pass
+    return REPORT_WIDTH
+
+
+def _wrapped(lines: list[str], width: int) -> list[str]:
+    """``lines`` cut at spaces to ``width`` columns each (a word longer than that is kept)."""
+    out: list[str] = []
+    for line in lines:
+        out += textwrap.wrap(line, max(width, 20), break_long_words=False) or [""]
+    return out
+
+
+def print_report(report: CheckReport, out: TextIO, *, columns: int | None = None) -> None:
+    """The report as a table, ``columns`` wide (default: ``report_width(out)``)."""
+    columns = columns or report_width(out)
     print(f"remote-cache check: {printable(report.target)}", file=out)
     print(f"  {report.examples} examples per property, seed {report.seed}\n", file=out)
     width = max(len("check"), *(len(result.name) for result in report.results))
@@ -70,7 +97,8 @@ def print_report(report: CheckReport, out: TextIO) -> None:
     for result in report.results:
         verdict = "n/a" if not result.applicable else "PASS" if result.passed else "FAIL"
         # Details span lines by design; each line is shown escaped (a server's \r included).
-        first, *rest = [printable(line) for line in result.detail.rstrip("\n").split("\n")]
+        lines = [printable(line) for line in result.detail.rstrip("\n").split("\n")]
+        first, *rest = _wrapped(lines, columns - (2 + 6 + 2 + width + 2 + 10 + 2))
         timing = f"{result.seconds * 1000:7.1f} ms"
         print(f"  {verdict:<6}  {result.name:<{width}}  {timing:>10}  {first}", file=out)
         for line in rest:
@@ -78,7 +106,10 @@ def print_report(report: CheckReport, out: TextIO) -> None:
     if report.log_lines:
         print("\nLog lines (the drills provoke these on purpose):", file=out)
         for line in report.log_lines[:20]:
-            print(f"  {printable(line)}", file=out)
+            first, *rest = _wrapped([printable(line)], columns - 6)
+            print(f"  {first}", file=out)
+            for more in rest:
+                print(f"      {more}", file=out)
         if len(report.log_lines) > 20:
             print(f"  ... and {len(report.log_lines) - 20} more", file=out)
     print("\nCounters (cache_stats):", file=out)

@@ -55,6 +55,16 @@ class TestCheckEmbedded:
         assert "RemoteFxGraphCache" in out.split("Counters (cache_stats):")[1]
         assert "18 checks passed, 0 failed, 1 not applicable here" in out
 
+    def test_rows_fit_the_width(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        _, out, _ = run("check", *QUICK)  # not a terminal: 120 columns
+        assert max(map(len, out.splitlines())) <= 120, out
+        assert "keys up to 1,024 characters" in " ".join(out.split())  # wrapped, all there
+        monkeypatch.setenv("COLUMNS", "90")
+        terminal, err = Terminal(), io.StringIO()
+        main(["check", *QUICK], out=terminal, err=err)
+        lines = [line for line in terminal.getvalue().splitlines() if "\r" not in line]
+        assert max(len(line) for line in lines if not line.startswith("  name")) <= 110
+
     def test_a_failing_check_exits_one(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setitem(_check.SAMPLE_VALUES, "unstorable", float("nan"))
         status, out, _ = run("check", *QUICK)
