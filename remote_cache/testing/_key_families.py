@@ -158,6 +158,23 @@ def key_families(longest: int = LONGEST_KEY) -> list[tuple[str, list[str]]]:
             ],
         ),
         (
+            "short checksums",
+            [  # pairs, each colliding under one 32-bit checksum of its UTF-8
+                "pt2:graphs::key-8599939",  # crc32
+                "pt2:graphs::key-10020006",
+                "pt2:graphs::key-120",  # adler32
+                "pt2:graphs::key-201",
+                "pt2:graphs::key-99314",  # md5, first 8 hex digits
+                "pt2:graphs::key-114856",
+                "pt2:graphs::key-2099",  # sha1, first 8 hex digits
+                "pt2:graphs::key-10449",
+                "pt2:graphs::key-58147",  # sha256, first 8 hex digits
+                "pt2:graphs::key-72865",
+                "pt2:graphs::key-16627",  # blake2b, 4-byte digest
+                "pt2:graphs::key-99963",
+            ],
+        ),
+        (
             "cache prefix",
             [
                 "pt2:graphs::h:c1",

@@ -119,6 +119,9 @@ CATALOGUE: list[tuple[str, Callable[[Path], Factory], str, str]] = [
      r"expected: .*actual:   None \(a miss\).*keys named by hash\(\)"),
     ("SqliteLikeLookup", _plain(defects.SqliteLikeLookup), "check_keys",
      r"get\('CACHE-KEY'\).*written under 'cache-key'.*SQL LIKE instead of =\?"),
+    ("NamesEntriesByShortMd5", _plain(defects.NamesEntriesByShortMd5), "check_keys",
+     r"get\('pt2:graphs::key-99314'\).*written under 'pt2:graphs::key-114856'.*"
+     r"short checksum"),
     ("JoinsBatchKeysWithComma", _plain(defects.JoinsBatchKeysWithComma), "check_keys",
      r"get_many\(\['a,b', .*separators or their escapes \(batch keys joined"),
     ("EscapesCommasOnly", _plain(defects.EscapesCommasOnly), "check_keys",

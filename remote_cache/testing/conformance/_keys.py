@@ -24,6 +24,8 @@ _FAMILY_NOTES = {
     "separators and escapes": "keys differing in separators or their escapes (batch keys "
     "joined with a separator? an escaping scheme that does not escape its own escape "
     "character?)",
+    "short checksums": "keys whose 32-bit checksums collide (crc32, adler32, the first 8 hex "
+    "digits of md5, sha1 or sha256, a 4-byte blake2b): entries named by a short checksum?",
     "cache prefix": "keys differing only in the cache prefix pt2:<cache id>::, so caches with "
     "different ids would read each other's entries (is the prefix stripped?)",
 }
