@@ -22,7 +22,14 @@ import time
 from collections.abc import Iterator
 from types import FrameType
 
-__all__ = ["DEFAULT_CALL_DEADLINE", "CallOverdue", "bounded", "call_deadline", "overdue_message"]
+__all__ = [
+    "DEFAULT_CALL_DEADLINE",
+    "CallOverdue",
+    "bounded",
+    "call_deadline",
+    "call_deadline_seconds",
+    "overdue_message",
+]
 
 DEFAULT_CALL_DEADLINE = 10.0
 """Seconds a backend call under the suite may take before it fails its check."""
@@ -62,6 +69,11 @@ def call_deadline(seconds: float | None) -> Iterator[None]:
         yield
     finally:
         _deadline.reset(token)
+
+
+def call_deadline_seconds() -> float | None:
+    """The deadline in force for each call (None: unbounded)."""
+    return _deadline.get()
 
 
 def _armable() -> bool:

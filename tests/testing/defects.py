@@ -826,3 +826,26 @@ class NamesEntriesByShortMd5(DictBackend):
 
     def stored_key(self, key: str) -> Any:
         return hashlib.md5(key.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
+class LocksInOppositeOrders(DictBackend):
+    """``put_many`` takes the index lock then the data lock, ``get_many`` the other way round:
+    two threads at once wait for each other forever (no call on the main thread hangs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.index_lock = threading.Lock()
+        self.data_lock = threading.Lock()
+
+    def _put_many(self, mapping: Mapping[str, bytes]) -> None:
+        with self.index_lock:
+            time.sleep(0.001)
+            with self.data_lock:
+                for key, data in mapping.items():
+                    self.store[key] = data
+
+    def _get_many(self, keys: list[str]) -> dict[str, Any]:
+        with self.data_lock:
+            time.sleep(0.001)
+            with self.index_lock:
+                return {key: self.store[key] for key in keys if key in self.store}

@@ -86,6 +86,18 @@ class TestAHungCallFailsItsCheck:
         assert "did not return within 0.3 s" in message
         assert took < 5
 
+    def test_a_deadlock_between_worker_threads(self) -> None:
+        from remote_cache.testing.conformance import check_concurrency
+
+        with call_deadline(0.2):
+            message, took = _timed_failure(
+                lambda: check_concurrency(defects.LocksInOppositeOrders, random_seed=0)
+            )
+        assert message.startswith("LocksInOppositeOrders: check_concurrency: "), message
+        assert "threads did not finish within 2.4 s" in message
+        assert "opposite orders" in message
+        assert took < 10
+
     def test_a_mistake(self) -> None:
         with pytest.raises(ValueError, match="call_deadline"), call_deadline(0):
             pass

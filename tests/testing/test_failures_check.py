@@ -228,3 +228,26 @@ class TestCausesNamed:
         from remote_cache.testing.conformance._worker import _miss_note
 
         assert "a store per thread" in _miss_note(other_process=False)
+
+
+def test_a_long_declared_expiry_is_not_waited_in_real_time() -> None:
+    import time as _time
+
+    from remote_cache.testing.conformance import check_time
+
+    started = _time.monotonic()
+    note = check_time(lambda: InMemoryBackend(expire=600))
+    assert _time.monotonic() - started < 3
+    assert note is not None
+    assert "did not wait for its expire=600 s" in note
+
+
+def test_a_backend_that_exits_fails_its_check() -> None:
+    class Exits(defects.DictBackend):
+        def _get(self, key: str) -> Any:
+            if "\n" in key:
+                raise SystemExit(3)
+            return super()._get(key)
+
+    with pytest.raises(AssertionError, match=r"raised SystemExit\(3\)"):
+        check_backend(Exits, examples=5)

@@ -4,10 +4,13 @@ for them; threads first, then processes for backends ``shared_between_processes`
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from remote_cache import RemoteCacheBackend
+from remote_cache.testing._call_deadline import DEFAULT_CALL_DEADLINE, call_deadline_seconds
 from remote_cache.testing._hypothesis_settings import pick_seed
+from remote_cache.testing.conformance._diagnostics import _name
 from remote_cache.testing.conformance._probe import BackendFactory, _Probe
 from remote_cache.testing.conformance._processes import _check_processes
 from remote_cache.testing.conformance._race import (
@@ -76,8 +79,7 @@ def check_concurrency(
     with _fast_switching():
         for worker in workers:
             worker.start()
-        for worker in workers:
-            worker.join()
+        _join_within(workers, backend, replay)
     expected = {key: value for plan in plans for key, value in plan.items()}
     _Outcome(check, f"{threads} threads", replay, expected).verify(backend, problems)
     note = f"{threads} threads"
@@ -91,3 +93,21 @@ def check_concurrency(
             seed_value=seed_value,
         )
     return note
+
+
+def _join_within(workers: list[threading.Thread], backend: object, replay: str) -> None:
+    """Wait for the worker threads, each call of theirs bounded by the call deadline in force
+    (10 s by default) times the calls a worker may have left; a thread still running then is
+    stuck (two of the backend's own locks taken in opposite orders?), and fails the check."""
+    limit = (call_deadline_seconds() or DEFAULT_CALL_DEADLINE) * 12
+    ends = time.monotonic() + limit
+    for worker in workers:
+        worker.join(max(0.0, ends - time.monotonic()))
+    stuck = [worker.name for worker in workers if worker.is_alive()]
+    if stuck:
+        raise AssertionError(
+            f"{_name(backend)}: check_concurrency: {len(stuck)} of {len(workers)} threads "
+            f"did not finish within {limit:g} s: they wait for each other (two locks of the "
+            "backend taken in opposite orders? a lock held across a call that takes it "
+            f"again?)\n  replay:   {replay}"
+        )

@@ -52,6 +52,12 @@ class _Probe:
                 return method(*args)
         except CallOverdue as exc:
             raise AssertionError(f"{overdue_message(exc)}\n  replay:   {self.replay}") from None
+        except SystemExit as exc:  # a backend's, not the user's: it would end the run unsaid
+            raise AssertionError(
+                f"{_name(self.backend)}: {self.check}: {operation} raised SystemExit({exc}): "
+                "a backend's failures are BackendErrors, never an exit"
+                f"\n  replay:   {self.replay}"
+            ) from exc
         except ValueTooLargeError as exc:
             limit = getattr(self.backend, "max_value_bytes", None)
             raise _violation(

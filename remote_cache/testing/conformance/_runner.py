@@ -103,7 +103,9 @@ def _check_everything(
     check_overwrites(make_backend)
     check_batches(make_backend)
     check_stats(make_backend)
-    check_time(make_backend)
+    time_note = check_time(make_backend)
+    if time_note is not None:
+        unchecked.append(time_note)
     capacity_note = check_capacity(make_backend)
     if capacity_note is not None:
         unchecked.append(capacity_note)
