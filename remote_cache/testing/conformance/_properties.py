@@ -54,6 +54,7 @@ def _operations(draw: st.DrawFn) -> list[tuple[str, Any, Any]]:
         ("put_many", written, None),
         *draw(st.lists(operation, max_size=25)),
         ("get_many", family, None),
+        *(("get", key, None) for key in family),
     ]
 
 
