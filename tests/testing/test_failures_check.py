@@ -251,3 +251,16 @@ def test_a_backend_that_exits_fails_its_check() -> None:
 
     with pytest.raises(AssertionError, match=r"raised SystemExit\(3\)"):
         check_backend(Exits, examples=5)
+
+
+def test_a_backend_that_exits_under_hypothesis_fails_its_check() -> None:
+    from remote_cache.testing.conformance import check_model
+
+    class ExitsOnNonAscii(defects.DictBackend):
+        def _put(self, key: str, data: bytes) -> None:
+            if not key.isascii():
+                raise SystemExit(4)
+            super()._put(key, data)
+
+    with pytest.raises(AssertionError, match="raised SystemExit: 4"):
+        check_model(ExitsOnNonAscii, examples=50, random_seed=0)

@@ -1239,22 +1239,47 @@ class TestTheProxyAgrees:
         assert in_process["fired"]
 
 
+@pytest.fixture
+def proxied(redis_server: RedisServer) -> Iterator[Any]:
+    """An ``OutageProxy`` in front of the session's server, emptied."""
+    from remote_cache.testing import OutageProxy
+
+    redis_server.client().flushall()
+    with OutageProxy.for_url(redis_server.url) as proxy:
+        yield proxy
+
+
+def _proxy_client(proxy: Any, timeout: float = 2.0) -> Any:
+    """A plain redis-py client through ``proxy`` (RESP2, ``timeout`` seconds a reply)."""
+    import redis
+
+    return redis.Redis.from_url(proxy.url, socket_timeout=timeout, protocol=2)
+
+
+def _replies_after_restore(proxy: Any, requests: list[bytes], lines: int) -> bytes:
+    """Send raw ``requests`` on one connection; nothing comes back while the proxy's faults
+    hold it; after ``restore()``, the first ``lines`` reply lines that come."""
+    import socket
+
+    with socket.create_connection((proxy.host, proxy.port), timeout=5) as sock:
+        for request in requests:
+            sock.sendall(request)
+        sock.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            sock.recv(100)
+        proxy.restore()
+        sock.settimeout(5)
+        received = b""
+        while received.count(b"\r\n") < lines:
+            received += sock.recv(100)
+    return received
+
+
 @pytest.mark.redis
 class TestProxyFaults:
     """What only the proxy does, and what it leaves alone."""
 
-    @pytest.fixture
-    def proxied(self, redis_server: RedisServer) -> Iterator[Any]:
-        from remote_cache.testing import OutageProxy
-
-        redis_server.client().flushall()
-        with OutageProxy.for_url(redis_server.url) as proxy:
-            yield proxy
-
-    def _client(self, proxy: Any) -> Any:
-        import redis
-
-        return redis.Redis.from_url(proxy.url, socket_timeout=2, protocol=2)
+    _client = staticmethod(_proxy_client)
 
     def test_an_answer_keeps_its_turn_in_a_pipeline(self, proxied: Any) -> None:
         proxied.apply(Schedule([Fault(Reply("OOM"), key="b")]))
@@ -1281,20 +1306,15 @@ class TestProxyFaults:
         slow.close()
 
     def test_held_requests_reach_the_server_in_order_after_restore(self, proxied: Any) -> None:
-        import socket
-
         proxied.apply(Schedule([Fault(Hang(), on="SET", key="first")]))
-        with socket.create_connection((proxied.host, proxied.port), timeout=5) as sock:
-            sock.sendall(b"*3\r\n$3\r\nSET\r\n$5\r\nfirst\r\n$1\r\n1\r\n")
-            sock.sendall(b"*2\r\n$3\r\nGET\r\n$5\r\nfirst\r\n")
-            sock.settimeout(0.3)
-            with pytest.raises(TimeoutError):
-                sock.recv(100)
-            proxied.restore()
-            sock.settimeout(5)
-            received = b""
-            while received.count(b"\r\n") < 3:
-                received += sock.recv(100)
+        received = _replies_after_restore(
+            proxied,
+            [
+                b"*3\r\n$3\r\nSET\r\n$5\r\nfirst\r\n$1\r\n1\r\n",
+                b"*2\r\n$3\r\nGET\r\n$5\r\nfirst\r\n",
+            ],
+            3,
+        )
         assert received == b"+OK\r\n$1\r\n1\r\n"  # each reply in its turn, none lost
 
     def test_half_reply_then_reset(self, proxied: Any) -> None:
@@ -1317,23 +1337,12 @@ class TestProxyFaults:
         client.close()
 
 
+@pytest.mark.redis
 class TestDirections:
     """``direction=`` on what a link does: the request's way ("upstream") or the answer's
     ("downstream"). Over a real network to a real server, what the server got is checked."""
 
-    @pytest.fixture
-    def proxied(self, redis_server: RedisServer) -> Iterator[Any]:
-        from remote_cache.testing import OutageProxy
-
-        redis_server.client().flushall()
-        with OutageProxy.for_url(redis_server.url) as proxy:
-            yield proxy
-
-    @staticmethod
-    def _client(proxy: Any, timeout: float = 2.0) -> Any:
-        import redis
-
-        return redis.Redis.from_url(proxy.url, socket_timeout=timeout, protocol=2)
+    _client = staticmethod(_proxy_client)
 
     def test_an_answer_lost_after_the_work(self, proxied: Any, redis_server: RedisServer) -> None:
         import redis
@@ -1346,20 +1355,15 @@ class TestDirections:
         client.close()
 
     def test_the_answers_after_a_lost_one_wait_and_come_on_restore(self, proxied: Any) -> None:
-        import socket
-
         proxied.apply(Schedule([Fault(Hang(), key="first", direction="downstream")]))
-        with socket.create_connection((proxied.host, proxied.port), timeout=5) as sock:
-            sock.sendall(b"*3\r\n$3\r\nSET\r\n$5\r\nfirst\r\n$1\r\n1\r\n")
-            sock.sendall(b"*2\r\n$3\r\nGET\r\n$6\r\nsecond\r\n")
-            sock.settimeout(0.3)
-            with pytest.raises(TimeoutError):
-                sock.recv(100)
-            proxied.restore()
-            sock.settimeout(5)
-            received = b""
-            while received.count(b"\r\n") < 2:
-                received += sock.recv(100)
+        received = _replies_after_restore(
+            proxied,
+            [
+                b"*3\r\n$3\r\nSET\r\n$5\r\nfirst\r\n$1\r\n1\r\n",
+                b"*2\r\n$3\r\nGET\r\n$6\r\nsecond\r\n",
+            ],
+            2,
+        )
         assert received == b"+OK\r\n$-1\r\n"  # in order, none lost
 
     def test_a_request_lost_on_its_way(self, proxied: Any, redis_server: RedisServer) -> None:
@@ -1569,6 +1573,29 @@ class Errors:
         """A nested exception class."""
 
 
+def _expiring_layer(
+    stack: contextlib.ExitStack,
+    layer: str,
+    redis_server: RedisServer,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    timeout: float,
+) -> Any:
+    """``layer``'s handle in ``stack``, caches writing with an expiry (one ``SET ... EX`` per
+    key of a batch); the proxy in front of ``redis_server`` with a ``timeout`` deadline."""
+    from remote_cache.testing import OutageProxy
+
+    if layer == "proxy":
+        redis_server.client().flushall()
+        proxy = stack.enter_context(OutageProxy.for_url(redis_server.url))
+        stack.enter_context(redis_environment(proxy.url, timeout=timeout))
+        monkeypatch.setenv("REMOTE_CACHE_REDIS_EXPIRE", "100")  # after: the block clears it
+        return proxy
+    monkeypatch.setenv("REMOTE_CACHE_REDIS_EXPIRE", "100")
+    blocks = {"in-process": outage_backends, "fakeredis": fakeredis_backends}
+    return stack.enter_context(blocks[layer]())
+
+
 class TestFoundByAttack:
     """Each case failed before: a batch with an expiry, faults that both end a call, the
     breaker's cool-down, nested exception classes, a leaked clock."""
@@ -1578,21 +1605,10 @@ class TestFoundByAttack:
     def test_a_batch_with_an_expiry_is_one_set_per_key(
         self, layer: str, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        from remote_cache.testing import OutageProxy
-
-        monkeypatch.setenv("REMOTE_CACHE_REDIS_EXPIRE", "100")
         schedule = Schedule([Fault(Reply("OOM"), on="put", when=Nth(2))], seed=0)
         with contextlib.ExitStack() as stack:
             stats = stack.enter_context(isolated_cache_stats())
-            if layer == "proxy":
-                redis_server.client().flushall()
-                proxy = stack.enter_context(OutageProxy.for_url(redis_server.url))
-                stack.enter_context(redis_environment(proxy.url, timeout=0.5))
-                monkeypatch.setenv("REMOTE_CACHE_REDIS_EXPIRE", "100")  # cleared by it
-                handle: Any = proxy
-            else:
-                blocks = {"in-process": outage_backends, "fakeredis": fakeredis_backends}
-                handle = stack.enter_context(blocks[layer]())
+            handle = _expiring_layer(stack, layer, redis_server, monkeypatch, timeout=0.5)
             handle.apply(schedule)
             cache = RemoteFxGraphCache("fx")
             cache.put_many({"a": 1, "b": 2, "c": 3})  # SET a, SET b (refused), SET c
@@ -1628,21 +1644,11 @@ class TestFoundByAttack:
         redis_server: RedisServer,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        from remote_cache.testing import OutageProxy
-
-        monkeypatch.setenv("REMOTE_CACHE_REDIS_EXPIRE", "100")  # one SET ... EX per key
         schedule = Schedule([Fault(does, key="pt2:fx::b:c1", direction=direction)], seed=0)
         with contextlib.ExitStack() as stack:
-            if layer == "proxy":
-                redis_server.client().flushall()
-                proxy = stack.enter_context(OutageProxy.for_url(redis_server.url))
-                stack.enter_context(redis_environment(proxy.url, timeout=0.3))
-                monkeypatch.setenv("REMOTE_CACHE_REDIS_EXPIRE", "100")  # cleared by it
-                handle: Any = proxy
-            else:
+            if layer != "proxy":
                 stack.enter_context(VirtualClock())
-                blocks = {"in-process": outage_backends, "fakeredis": fakeredis_backends}
-                handle = stack.enter_context(blocks[layer]())
+            handle = _expiring_layer(stack, layer, redis_server, monkeypatch, timeout=0.3)
             handle.apply(schedule)
             cache = RemoteFxGraphCache("fx")
             cache.put_many({"a": 1, "b": 2, "c": 3})

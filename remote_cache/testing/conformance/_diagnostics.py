@@ -87,7 +87,7 @@ def _fail(backend: RemoteCacheBackend[Any], message: str) -> None:
     raise AssertionError(f"{type(backend).__name__}: {message}")
 
 
-def _crash(backend: object, during: str, exc: Exception) -> AssertionError:
+def _crash(backend: object, during: str, exc: BaseException) -> AssertionError:
     """A backend that raises on valid input violates the contract; say where."""
     return AssertionError(f"{_name(backend)}: {during} raised {_raised(exc)}")
 
@@ -118,7 +118,7 @@ def _call(
     try:
         with bounded(f"{_name(backend)}: {during}"):
             return method(*args)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a backend's exit would end the run unsaid
         raise _crash(backend, during, exc) from exc
 
 

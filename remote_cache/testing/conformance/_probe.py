@@ -55,8 +55,7 @@ class _Probe:
         except SystemExit as exc:  # a backend's, not the user's: it would end the run unsaid
             raise AssertionError(
                 f"{_name(self.backend)}: {self.check}: {operation} raised SystemExit({exc}): "
-                "a backend's failures are BackendErrors, never an exit"
-                f"\n  replay:   {self.replay}"
+                f"a backend's failures are BackendErrors, never an exit\n  replay:   {self.replay}"
             ) from exc
         except ValueTooLargeError as exc:
             limit = getattr(self.backend, "max_value_bytes", None)
