@@ -788,7 +788,7 @@ class TestOneNodeOfACluster:
         remote_cache_redis_cluster.apply(Schedule([Fault(Hang(), node=2)]))
         started = time.monotonic()
         found = RemoteFxGraphCache("fx").get_many([str(n) for n in range(24)])
-        assert time.monotonic() - started < 2  # bounded by the deadline, not hung
+        assert time.monotonic() - started < 4  # bounded by the 1 s deadline, not hung
         assert set(found) <= {n for n in map(str, range(24)) if n not in by_node[2]}
         remote_cache_redis_cluster.restore()
         again = RemoteFxGraphCache("fx").get_many([str(n) for n in range(24)])
